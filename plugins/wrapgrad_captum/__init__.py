@@ -1,0 +1,46 @@
+"""Built-in plugin: every attribution class of ``captum.attr`` as a named explainer.
+
+Names are the classes' names in snake case (``Saliency`` -> ``saliency``, ``IntegratedGradients``
+-> ``integrated_gradients``, ``LayerGradCam`` -> ``layer_grad_cam``). Registered through the
+``wrapgrad`` entry-point group like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from wrapgrad import hookimpl
+from wrapgrad.captum_adapter import CaptumExplainer, captum_classes, method_info
+from wrapgrad.records import ExplainerSpec
+
+
+def _factory(cls: type) -> Callable[..., CaptumExplainer]:
+    def make(layer: Any = None, interpolate: bool | str = False, **options: Any) -> CaptumExplainer:
+        return CaptumExplainer.from_options(
+            cls, layer=layer, interpolate=interpolate, options=options
+        )
+
+    make.__name__ = f"make_{cls.__name__}"
+    make.__doc__ = f"Build a :class:`CaptumExplainer` for ``captum.attr.{cls.__name__}``."
+    return make
+
+
+def _summary(cls: type) -> str:
+    doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+    line = " ".join(doc.split())
+    return f"captum.attr.{cls.__name__}" + (f": {line[:90]}" if line else "")
+
+
+@hookimpl
+def wrapgrad_explainers() -> Iterator[ExplainerSpec]:
+    for name, cls in sorted(captum_classes().items()):
+        info = method_info(cls)
+        yield ExplainerSpec(
+            name=name,
+            factory=_factory(cls),
+            summary=_summary(cls),
+            family=info["family"],
+            uses_hooks=info["uses_hooks"],
+            stochastic=info["stochastic"],
+        )

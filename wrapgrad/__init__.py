@@ -1,0 +1,92 @@
+"""wrapgrad: trustworthy neural-network explanations for any PyTorch model.
+
+Wrap a model and any Captum attribution method, optionally with an enhancer::
+
+    import wrapgrad
+    explain = wrapgrad.wrap(model, "integrated_gradients", enhancer="fusiongrad")
+    attributions = explain(x, target=y)
+
+Importing wrapgrad loads no plugin and imports neither Captum nor Quantus; the public names below
+are resolved on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from wrapgrad.errors import (
+    ModelMutatedError,
+    PluginConflictError,
+    PluginLoadError,
+    UnknownNameError,
+    WrapgradError,
+    WrapgradTypeError,
+    WrapgradValueError,
+    WrapgradWarning,
+)
+from wrapgrad.registry import hookimpl
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("wrapgrad")
+except Exception:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Explain",
+    "ModelGuard",
+    "ModelMutatedError",
+    "PluginConflictError",
+    "PluginLoadError",
+    "Registry",
+    "UnknownNameError",
+    "WrapgradError",
+    "WrapgradTypeError",
+    "WrapgradValueError",
+    "WrapgradWarning",
+    "__version__",
+    "get_registry",
+    "hookimpl",
+    "plugins",
+    "wrap",
+]
+
+# name -> "module:attribute", imported on first access (PEP 562).
+_LAZY = {
+    "wrap": "wrapgrad.wrap:wrap",
+    "Explain": "wrapgrad.wrap:Explain",
+    "ModelGuard": "wrapgrad.functional:ModelGuard",
+    "get_registry": "wrapgrad.registry:get_registry",
+    "Registry": "wrapgrad.registry:Registry",
+}
+
+
+def plugins() -> list[Any]:
+    """What is installed: one :class:`~wrapgrad.records.PluginInfo` per component (name, kind,
+    plugin, providing distribution and version, summary), then one per broken plugin
+    (``kind == "broken"``, with its ``error``)."""
+    from wrapgrad.registry import get_registry
+
+    return get_registry().plugins()
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'wrapgrad' has no attribute {name!r}")
+    module, attr = target.split(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:
+    from wrapgrad.functional import ModelGuard
+    from wrapgrad.registry import Registry, get_registry
+    from wrapgrad.wrap import Explain, wrap

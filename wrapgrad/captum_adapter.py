@@ -1,0 +1,424 @@
+"""Any Captum attribution method as a model-agnostic :class:`~wrapgrad.protocols.Explainer`.
+
+Captum binds an attribution object to one model at construction. wrapgrad's explainers take the
+model at call time instead (enhancers evaluate the method on functional views of the model with
+perturbed weights), so :class:`CaptumExplainer` keeps the *class* and the construction options and
+builds the Captum object for the model it is called with. A Captum object the user constructed
+is used as it is for the model it was built for, and re-pointed (shallow copy) at other models.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.functional import FunctionalView
+
+__all__ = [
+    "CaptumExplainer",
+    "FunctionExplainer",
+    "captum_classes",
+    "method_info",
+    "resolve_layer",
+    "snake_case",
+]
+
+#: Captum classes that wrap another attribution object, or are abstract; they are not
+#: offered by name (pass a constructed object instead).
+_NOT_BY_NAME = {
+    "Attribution",
+    "GradientAttribution",
+    "PerturbationAttribution",
+    "LayerAttribution",
+    "NeuronAttribution",
+    "NoiseTunnel",
+    "LLMAttribution",
+    "LLMGradientAttribution",
+    "RemoteLLMAttribution",
+    "DataLoaderAttribution",
+    "LimeBase",
+}
+
+#: Methods that draw random numbers themselves.
+_STOCHASTIC = {
+    "Lime",
+    "KernelShap",
+    "ShapleyValueSampling",
+    "FeaturePermutation",
+    "LayerFeaturePermutation",
+    "GradientShap",
+    "LayerGradientShap",
+    "NeuronGradientShap",
+}
+
+#: Input-level methods that work through module hooks (and therefore cannot be vmap-ed).
+_HOOKED = {"DeepLift", "DeepLiftShap", "GuidedBackprop", "Deconvolution", "LRP", "GuidedGradCam"}
+
+#: Methods that differentiate the output with respect to the inputs.
+_PERTURBATION_BASES = ("PerturbationAttribution",)
+
+
+def snake_case(name: str) -> str:
+    """``"IntegratedGradients"`` -> ``"integrated_gradients"``, ``"LayerLRP"`` -> ``"layer_lrp"``."""
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
+    return s.lower()
+
+
+def captum_classes() -> dict[str, type]:
+    """Every concrete attribution class of ``captum.attr``, by snake_case name."""
+    import captum.attr as ca
+    from captum.attr import Attribution
+
+    out = {}
+    for cls_name in dir(ca):
+        obj = getattr(ca, cls_name)
+        if (
+            inspect.isclass(obj)
+            and issubclass(obj, Attribution)
+            and cls_name not in _NOT_BY_NAME
+            and not inspect.isabstract(obj)
+        ):
+            out[snake_case(cls_name)] = obj
+    return out
+
+
+def method_info(cls: type) -> dict[str, Any]:
+    """What wrapgrad needs to know of a Captum class: family, hooks, randomness, gradients."""
+    from captum.attr import LayerAttribution, NeuronAttribution
+
+    names = {c.__name__ for c in cls.__mro__}
+    if issubclass(cls, NeuronAttribution):
+        family = "neuron"
+    elif issubclass(cls, LayerAttribution):
+        family = "layer"
+    else:
+        family = "attribution"
+    init = inspect.signature(cls.__init__).parameters
+    return {
+        "family": family,
+        "needs_layer": "layer" in init,
+        "uses_hooks": family != "attribution" or bool(names & _HOOKED),
+        "stochastic": bool(names & _STOCHASTIC),
+        "perturbation": bool(names & set(_PERTURBATION_BASES)),
+    }
+
+
+def _root(model: Any) -> Any:
+    return model.model if isinstance(model, FunctionalView) else model
+
+
+def resolve_layer(model: Any, layer: Any, argument: str = "layer") -> Any:
+    """A module (or list of modules) of ``model`` from a module, a dotted name, or a list of either."""
+    if layer is None:
+        return None
+    if isinstance(layer, (list, tuple)):
+        return [resolve_layer(model, item, f"{argument}[{i}]") for i, item in enumerate(layer)]
+    if isinstance(layer, nn.Module):
+        return layer
+    if isinstance(layer, str):
+        root = _root(model)
+        if not isinstance(root, nn.Module):
+            raise WrapgradTypeError(
+                f"{argument}: a layer name needs an nn.Module model, got {type(root).__name__}"
+            )
+        named = dict(root.named_modules())
+        if layer not in named or layer == "":
+            raise UnknownNameError(argument, layer, [n for n in named if n], what="layer")
+        return named[layer]
+    raise WrapgradTypeError(
+        f"{argument}: expected a module, its dotted name, or a list of them, got "
+        f"{type(layer).__name__}"
+    )
+
+
+def _accepts(fn: Callable[..., Any]) -> tuple[set[str], bool]:
+    params = inspect.signature(fn).parameters
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    return names - {"self"}, var_kw
+
+
+class CaptumExplainer:
+    """A Captum attribution class as an Explainer.
+
+    Args:
+        method: a Captum attribution class, or a constructed Captum attribution object.
+        layer: for layer and neuron methods (and GuidedGradCam): a module, its dotted name, or a
+            list of them where Captum accepts a list.
+        init_options: keyword arguments for the class's constructor (``multiply_by_inputs``,
+            ``interpretable_model``, ...).
+        attribute_defaults: keyword arguments for every ``attribute`` call (``n_steps``,
+            ``baselines``, ``sliding_window_shapes``, ...); call-time keywords override them.
+        interpolate: for layer methods: ``False`` returns what Captum returns for the layer;
+            ``True`` or an interpolation mode (``"nearest"``, ``"bilinear"``, ``"bicubic"``,
+            ``"area"``) resizes the map to the inputs' spatial size (Captum's
+            ``LayerAttribution.interpolate``; ``True`` means bilinear).
+    """
+
+    def __init__(
+        self,
+        method: Any,
+        *,
+        layer: Any = None,
+        init_options: dict[str, Any] | None = None,
+        attribute_defaults: dict[str, Any] | None = None,
+        interpolate: bool | str = False,
+    ) -> None:
+        from captum.attr import Attribution
+
+        if isinstance(method, Attribution):
+            self.template: Attribution | None = method
+            self.cls = type(method)
+        elif inspect.isclass(method) and issubclass(method, Attribution):
+            self.template = None
+            self.cls = method
+        else:
+            raise WrapgradTypeError(
+                f"method: expected a Captum attribution class or object, got {type(method).__name__}"
+            )
+        info = method_info(self.cls)
+        self.family: str = info["family"]
+        self.uses_hooks: bool = info["uses_hooks"]
+        self.stochastic: bool = info["stochastic"]
+        self.needs_layer: bool = info["needs_layer"] and self.template is None
+        self.requires_grad_inputs: bool = self.family == "attribution" and not info["perturbation"]
+        self.name = snake_case(self.cls.__name__)
+        self.layer = layer
+        if self.template is None and self.needs_layer and layer is None:
+            raise WrapgradValueError(
+                f"layer: {self.cls.__name__} attributes to a layer; pass layer= (a module of the "
+                f"model or its dotted name, e.g. layer='features.3')"
+            )
+        if not (self.needs_layer or self.template is not None) and layer is not None:
+            raise WrapgradValueError(
+                f"layer: {self.cls.__name__} does not take a layer, got {layer!r}"
+            )
+        self.init_options = dict(init_options or {})
+        if self.init_options:
+            if self.template is not None:
+                raise WrapgradValueError(
+                    f"options: {sorted(self.init_options)} configure a Captum constructor, but "
+                    f"method is an already constructed {self.cls.__name__}"
+                )
+            allowed = self.init_parameters(self.cls)
+            for key in self.init_options:
+                if key not in allowed:
+                    raise UnknownNameError(
+                        "options", key, allowed, what=f"constructor option of {self.cls.__name__}"
+                    )
+        self.attribute_defaults = dict(attribute_defaults or {})
+        if interpolate not in (
+            False,
+            True,
+            "nearest",
+            "bilinear",
+            "bicubic",
+            "area",
+            "linear",
+            "trilinear",
+        ):
+            raise WrapgradValueError(
+                "interpolate: expected False, True or one of 'nearest', 'bilinear', 'bicubic', "
+                f"'area', 'linear', 'trilinear', got {interpolate!r}"
+            )
+        if interpolate and self.family != "layer":
+            raise WrapgradValueError(
+                f"interpolate: only layer methods return maps of another size; "
+                f"{self.cls.__name__} is not one"
+            )
+        self.interpolate = interpolate
+
+    @classmethod
+    def from_options(
+        cls,
+        method: Any,
+        *,
+        layer: Any = None,
+        interpolate: bool | str = False,
+        options: dict[str, Any] | None = None,
+    ) -> CaptumExplainer:
+        """Build from a flat dict of options, each sent to the constructor or to ``attribute``
+        by the names their signatures take; an option neither takes raises
+        :class:`UnknownNameError` (with ``argument == "options"``)."""
+        from captum.attr import Attribution
+
+        klass = type(method) if isinstance(method, Attribution) else method
+        init_names = set() if isinstance(method, Attribution) else cls.init_parameters(klass)
+        attr_names, attr_var_kw = _accepts(klass.attribute)
+        attr_names -= {"inputs", "target"}
+        init: dict[str, Any] = {}
+        attribute: dict[str, Any] = {}
+        for key, value in (options or {}).items():
+            if key in init_names:
+                init[key] = value
+            elif key in attr_names or attr_var_kw:
+                attribute[key] = value
+            else:
+                raise UnknownNameError(
+                    "options", key, init_names | attr_names, what=f"option of {klass.__name__}"
+                )
+        return cls(
+            method,
+            layer=layer,
+            init_options=init,
+            attribute_defaults=attribute,
+            interpolate=interpolate,
+        )
+
+    # -- introspection --------------------------------------------------------------------------
+    @staticmethod
+    def init_parameters(cls: type) -> set[str]:
+        names, _ = _accepts(cls.__init__)
+        return names - {"forward_func", "model", "layer", "attribution_method"}
+
+    def attribute_parameters(self) -> tuple[set[str], bool]:
+        return _accepts(self.cls.attribute)
+
+    @property
+    def takes_target(self) -> bool:
+        return "target" in self.attribute_parameters()[0]
+
+    # -- building -------------------------------------------------------------------------------
+    def build(self, model: Any) -> Any:
+        """The Captum object for ``model``."""
+        if self.template is not None:
+            return self._retarget(self.template, model)
+        init_params = inspect.signature(self.cls.__init__).parameters
+        first = next(n for n in init_params if n != "self")
+        args: dict[str, Any] = {first: model}
+        if self.needs_layer:
+            args["layer"] = resolve_layer(model, self.layer)
+        return self.cls(**args, **self.init_options)
+
+    @staticmethod
+    def _retarget(obj: Any, model: Any) -> Any:
+        """``obj`` if it is bound to ``model`` already, else a shallow copy bound to ``model``."""
+        if getattr(obj, "forward_func", None) is model:
+            return obj
+        new = copy.copy(obj)
+        if hasattr(new, "forward_func"):
+            new.forward_func = model
+        if isinstance(getattr(new, "model", None), nn.Module):
+            new.model = model
+        inner = getattr(new, "attribution_method", None)
+        if inner is not None:
+            new.attribution_method = CaptumExplainer._retarget(inner, model)
+        return new
+
+    # -- calling ---------------------------------------------------------------------------------
+    def __call__(
+        self, model: Any, inputs: Tensor | tuple[Tensor, ...], target: Any = None, **kwargs: Any
+    ) -> Any:
+        obj = self.build(model)
+        kw = {**self.attribute_defaults, **kwargs}
+        if self.family == "neuron":
+            if target is not None:
+                raise WrapgradValueError(
+                    f"target: {self.cls.__name__} explains a neuron, not an output class; pass "
+                    f"neuron_selector= instead of target"
+                )
+            if "neuron_selector" not in kw:
+                raise WrapgradValueError(
+                    f"neuron_selector: {self.cls.__name__} needs neuron_selector= (an index tuple "
+                    f"into the layer's output without the batch axis, or a callable)"
+                )
+        elif target is not None or self.takes_target:
+            kw["target"] = target
+        out = obj.attribute(inputs, **kw)
+        if self.interpolate:
+            out = self._interpolate(out, inputs)
+        return out
+
+    def _interpolate(self, out: Any, inputs: Tensor | tuple[Tensor, ...]) -> Any:
+        from captum.attr import LayerAttribution
+
+        ref = inputs[0] if isinstance(inputs, tuple) else inputs
+        size = tuple(ref.shape[2:])
+        mode = "bilinear" if self.interpolate is True else self.interpolate
+        if mode == "bilinear" and len(size) == 1:
+            mode = "linear"
+
+        def one(t: Any) -> Any:
+            if not isinstance(t, Tensor) or t.dim() != len(size) + 2:
+                raise WrapgradValueError(
+                    f"interpolate: the layer map has shape {tuple(getattr(t, 'shape', ()))}, "
+                    f"which does not resize to the inputs' spatial size {size}"
+                )
+            return LayerAttribution.interpolate(t, size, interpolate_mode=mode)
+
+        if isinstance(out, (tuple, list)):
+            return type(out)(one(t) for t in out)
+        return one(out)
+
+    def __repr__(self) -> str:
+        layer = f", layer={self.layer!r}" if self.layer is not None else ""
+        return f"CaptumExplainer({self.cls.__name__}{layer})"
+
+
+class FunctionExplainer:
+    """A plain callable ``(model, inputs, target=None, **kwargs) -> attributions`` as an Explainer."""
+
+    family = "attribution"
+
+    def __init__(self, fn: Callable[..., Any], *, uses_hooks: bool | None = None) -> None:
+        if not callable(fn):
+            raise WrapgradTypeError(f"method: expected a callable, got {type(fn).__name__}")
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+        if sig is not None:
+            positional = [
+                p
+                for p in sig.parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            has_var = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+            if len(positional) < 2 and not has_var:
+                raise WrapgradTypeError(
+                    f"method: a callable explainer takes (model, inputs, target=None, **kwargs); "
+                    f"{getattr(fn, '__name__', fn)!r} takes {len(positional)} positional argument(s)"
+                )
+        self.fn = fn
+        self.uses_hooks = bool(
+            getattr(fn, "uses_hooks", True if uses_hooks is None else uses_hooks)
+        )
+        self.family = getattr(fn, "family", "attribution")
+        self.requires_grad_inputs = bool(getattr(fn, "requires_grad_inputs", False))
+        self.stochastic = bool(getattr(fn, "stochastic", False))
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self, model: Any, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
+        return self.fn(model, inputs, target, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"FunctionExplainer({self.name})"
+
+
+def split_options(
+    options: dict[str, Any], groups: Sequence[tuple[str, set[str], bool]]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Distribute keyword options over groups ``(group, accepted_names, takes_any)``: each option
+    goes to the first group that accepts it. Returns the groups and the unclaimed names."""
+    out: dict[str, dict[str, Any]] = {g: {} for g, _, _ in groups}
+    left: list[str] = []
+    for key, value in options.items():
+        for group, names, _ in groups:
+            if key in names:
+                out[group][key] = value
+                break
+        else:
+            for group, _, takes_any in groups:
+                if takes_any:
+                    out[group][key] = value
+                    break
+            else:
+                left.append(key)
+    return out, left

@@ -1,0 +1,268 @@
+"""``wrapgrad.wrap``: a model and an attribution method (plus an optional enhancer) -> ``explain``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from wrapgrad.captum_adapter import CaptumExplainer, FunctionExplainer
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.functional import ModelGuard, model_device
+from wrapgrad.registry import Registry, get_registry
+from wrapgrad.validation import (
+    as_input_tuple,
+    check_finite,
+    check_inputs,
+    check_target,
+    probe_output,
+)
+
+__all__ = ["Explain", "build_explainer", "wrap"]
+
+_WRAP_OPTIONS = {"layer", "interpolate", "guard", "registry", "validate"}
+
+
+def _factory_parameters(factory: Callable[..., Any]) -> tuple[set[str], bool]:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return set(), True
+    names = {
+        n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    } - {"self"}
+    return names, any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def build_explainer(
+    method: Any,
+    *,
+    layer: Any = None,
+    interpolate: bool | str = False,
+    options: dict[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> Any:
+    """An Explainer from a registered name, a Captum class or object, or a callable.
+
+    ``options`` are the method's own options (constructor options and ``attribute`` defaults for
+    Captum methods); an option the method does not take raises :class:`UnknownNameError`.
+    """
+    from captum.attr import Attribution
+
+    options = dict(options or {})
+    if isinstance(method, str):
+        spec = (registry or get_registry()).get("explainer", method, argument="method")
+        kwargs = dict(options)
+        if layer is not None:
+            kwargs["layer"] = layer
+        if interpolate:
+            kwargs["interpolate"] = interpolate
+        names, var_kw = _factory_parameters(spec.factory)
+        if not var_kw:
+            for key in kwargs:
+                if key not in names:
+                    raise UnknownNameError("options", key, names, what=f"option of {spec.name}")
+        return spec.factory(**kwargs)
+    if isinstance(method, Attribution) or (
+        inspect.isclass(method) and issubclass(method, Attribution)
+    ):
+        return CaptumExplainer.from_options(
+            method, layer=layer, interpolate=interpolate, options=options
+        )
+    if inspect.isclass(method):
+        raise WrapgradTypeError(
+            f"method: expected a method name, a Captum attribution class or object, or a callable "
+            f"(model, inputs, target, **kw); got the class {method.__name__}"
+        )
+    if callable(method):
+        if layer is not None or interpolate:
+            raise WrapgradValueError("layer: a callable explainer takes no layer= or interpolate=")
+        explainer = FunctionExplainer(method) if not _is_explainer_object(method) else method
+        if options:
+            return _Bound(explainer, options)
+        return explainer
+    raise WrapgradTypeError(
+        f"method: expected a method name (e.g. 'integrated_gradients'), a Captum attribution "
+        f"class or object, or a callable (model, inputs, target, **kw); got {type(method).__name__}"
+    )
+
+
+def _is_explainer_object(obj: Any) -> bool:
+    return hasattr(obj, "family") and hasattr(obj, "uses_hooks") and callable(obj)
+
+
+class _Bound:
+    """An explainer with default keyword arguments."""
+
+    def __init__(self, explainer: Any, defaults: dict[str, Any]) -> None:
+        self.explainer = explainer
+        self.defaults = defaults
+        for attr in ("family", "uses_hooks", "requires_grad_inputs", "stochastic", "name"):
+            if hasattr(explainer, attr):
+                setattr(self, attr, getattr(explainer, attr))
+
+    def __call__(self, model: Any, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
+        return self.explainer(model, inputs, target, **{**self.defaults, **kwargs})
+
+
+class Explain:
+    """The callable :func:`wrap` returns: ``explain(inputs, target=None, **attribute_kwargs)``.
+
+    Every call validates the inputs and target, runs the explainer (through the enhancer, if
+    any) inside a :class:`~wrapgrad.functional.ModelGuard`, and returns attributions as torch
+    tensors of the inputs' shape (a tuple for tuple inputs) on the inputs' device; layer methods
+    return what Captum returns for the layer (or the resized map with ``interpolate=``).
+
+    Attributes:
+        model: the wrapped model (never mutated).
+        explainer: the attribution method as an Explainer.
+        enhancer: the enhancer, or None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        explainer: Any,
+        enhancer: Any = None,
+        *,
+        guard: str = "restore",
+        validate: bool = True,
+    ) -> None:
+        self.model = model
+        self.explainer = explainer
+        self.enhancer = enhancer
+        self.guard = guard
+        self.validate = validate
+        self._output_shapes: dict[tuple[Any, ...], tuple[int, ...]] = {}
+
+    @property
+    def family(self) -> str:
+        return getattr(self.explainer, "family", "attribution")
+
+    def _check(self, inputs: Any, target: Any, kwargs: dict[str, Any]) -> None:
+        device = model_device(self.model)
+        tensors, _ = check_inputs(
+            inputs,
+            device=device,
+            require_float=bool(getattr(self.explainer, "requires_grad_inputs", False)),
+        )
+        baselines = kwargs.get("baselines")
+        if isinstance(baselines, Tensor) or (
+            isinstance(baselines, (tuple, list)) and baselines and isinstance(baselines[0], Tensor)
+        ):
+            btensors, was_tuple = as_input_tuple(baselines, "baselines")
+            for i, b in enumerate(btensors):
+                name = f"baselines[{i}]" if was_tuple else "baselines"
+                check_finite(b, name)
+                if device is not None and b.device != device:
+                    raise WrapgradValueError(
+                        f"{name}: expected a tensor on the model's device {device}, got {b.device}"
+                    )
+        if target is not None and self.family != "neuron":
+            extra = kwargs.get("additional_forward_args")
+            key = tuple((tuple(t.shape[1:]), t.dtype, t.device) for t in tensors)
+            dims = self._output_shapes.get(key) if extra is None else None
+            if dims is None:
+                dims = tuple(probe_output(self.model, tensors, extra).shape[1:])
+                if extra is None:
+                    self._output_shapes[key] = dims
+            check_target(target, (tensors[0].shape[0], *dims))
+
+    def __call__(self, inputs: Any, target: Any = None, **attribute_kwargs: Any) -> Any:
+        if isinstance(inputs, list):
+            inputs = tuple(inputs)
+        with ModelGuard(self.model, mode=self.guard):
+            if self.validate:
+                self._check(inputs, target, attribute_kwargs)
+            if self.enhancer is None:
+                out = self.explainer(self.model, inputs, target, **attribute_kwargs)
+            else:
+                out = self.enhancer(self.explainer, self.model, inputs, target, **attribute_kwargs)
+        return out
+
+    def __repr__(self) -> str:
+        enh = f", enhancer={self.enhancer!r}" if self.enhancer is not None else ""
+        return f"Explain({type(self.model).__name__}, {self.explainer!r}{enh})"
+
+
+def wrap(
+    model: nn.Module,
+    method: Any,
+    enhancer: Any = None,
+    *,
+    layer: Any = None,
+    interpolate: bool | str = False,
+    guard: str = "restore",
+    validate: bool = True,
+    registry: Registry | None = None,
+    **options: Any,
+) -> Explain:
+    """Wrap a model and an attribution method into ``explain(inputs, target=None, **kwargs)``.
+
+    Example::
+
+        import wrapgrad
+        explain = wrapgrad.wrap(model, "integrated_gradients", enhancer="fusiongrad")
+        attributions = explain(x, target=y)
+
+    Args:
+        model: any ``torch.nn.Module``; it is never mutated (see :class:`ModelGuard`).
+        method: a registered method name (every Captum attribution class by snake_case name:
+            ``"saliency"``, ``"integrated_gradients"``, ``"deep_lift"``, ``"layer_grad_cam"``, ...),
+            a Captum attribution class, a constructed Captum object, or a callable
+            ``(model, inputs, target, **kw) -> attributions``.
+        enhancer: None, a registered enhancer name (``"smoothgrad"``, ``"noisegrad"``, ...), or an
+            Enhancer object.
+        layer: for layer and neuron methods: a module of ``model``, its dotted name, or a list.
+        interpolate: for layer methods, resize the map to the inputs' spatial size (``True`` or an
+            interpolation mode).
+        guard: what to do if a call changes the model: ``"restore"`` (restore and warn),
+            ``"verify"`` (restore and raise), ``"silent"`` (restore).
+        validate: check inputs and target before each call (one extra forward pass per new input
+            shape when a target is given).
+        registry: the plugin registry to resolve names in (default: the process-wide one).
+        **options: the enhancer's options (``n_samples``, ``sigma``, ``seed``, ...), then the
+            method's constructor options (``multiply_by_inputs``, ...) and ``attribute`` defaults
+            (``n_steps``, ``baselines``, ...). An option nobody takes raises an error naming it.
+
+    Returns:
+        An :class:`Explain` callable.
+    """
+    if not isinstance(model, nn.Module):
+        raise WrapgradTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if guard not in ("restore", "verify", "silent"):
+        raise WrapgradValueError(f"guard: expected 'restore', 'verify' or 'silent', got {guard!r}")
+    reg = registry or get_registry()
+    enhancer_options: dict[str, Any] = {}
+    enhancer_names: set[str] = set()
+    enhancer_factory = None
+    if isinstance(enhancer, str):
+        spec = reg.get("enhancer", enhancer, argument="enhancer")
+        enhancer_factory = spec.factory
+        enhancer_names, _ = _factory_parameters(spec.factory)
+        enhancer_options = {k: v for k, v in options.items() if k in enhancer_names}
+    elif enhancer is not None and not callable(enhancer):
+        raise WrapgradTypeError(
+            f"enhancer: expected None, an enhancer name or an Enhancer object, got "
+            f"{type(enhancer).__name__}"
+        )
+    method_options = {k: v for k, v in options.items() if k not in enhancer_options}
+    try:
+        explainer = build_explainer(
+            method, layer=layer, interpolate=interpolate, options=method_options, registry=reg
+        )
+    except UnknownNameError as exc:
+        if exc.argument != "options":
+            raise
+        known = set(exc.known) | enhancer_names | _WRAP_OPTIONS
+        raise UnknownNameError("options", exc.name, known, what="option") from None
+    if isinstance(layer, str) or (
+        isinstance(layer, (list, tuple)) and any(isinstance(x, str) for x in layer)
+    ):
+        from wrapgrad.captum_adapter import resolve_layer
+
+        resolve_layer(model, layer)  # fail now, not at the first call
+    enhancer_obj = enhancer_factory(**enhancer_options) if enhancer_factory else enhancer
+    return Explain(model, explainer, enhancer_obj, guard=guard, validate=validate)
