@@ -47,9 +47,13 @@ __all__ = [
     "WrapgradValueError",
     "WrapgradWarning",
     "__version__",
+    "attack",
+    "calibrate",
     "get_registry",
     "hookimpl",
+    "metric",
     "plugins",
+    "quantus_explain",
     "wrap",
 ]
 
@@ -60,6 +64,10 @@ _LAZY = {
     "ModelGuard": "wrapgrad.functional:ModelGuard",
     "get_registry": "wrapgrad.registry:get_registry",
     "Registry": "wrapgrad.registry:Registry",
+    "calibrate": "wrapgrad.calibration:calibrate",
+    "metric": "wrapgrad.evaluation:metric",
+    "attack": "wrapgrad.evaluation:attack",
+    "quantus_explain": "wrapgrad.quantus_bridge:quantus_explain",
 }
 
 

@@ -318,19 +318,20 @@ class CaptumExplainer:
     ) -> Any:
         obj = self.build(model)
         kw = {**self.attribute_defaults, **kwargs}
-        if self.family == "neuron":
-            if target is not None:
-                raise WrapgradValueError(
-                    f"target: {self.cls.__name__} explains a neuron, not an output class; pass "
-                    f"neuron_selector= instead of target"
-                )
-            if "neuron_selector" not in kw:
-                raise WrapgradValueError(
-                    f"neuron_selector: {self.cls.__name__} needs neuron_selector= (an index tuple "
-                    f"into the layer's output without the batch axis, or a callable)"
-                )
-        elif target is not None or self.takes_target:
+        if self.family == "neuron" and "neuron_selector" not in kw:
+            raise WrapgradValueError(
+                f"neuron_selector: {self.cls.__name__} explains one neuron of the layer; pass "
+                f"neuron_selector= (an index tuple into the layer's output without the batch "
+                f"axis, or a callable)"
+            )
+        if self.takes_target:
             kw["target"] = target
+        elif target is not None:
+            raise WrapgradValueError(
+                f"target: {self.cls.__name__} takes no target"
+                + (" (pass neuron_selector= instead)" if self.family == "neuron" else "")
+                + f"; got {target!r}"
+            )
         out = obj.attribute(inputs, **kw)
         if self.interpolate:
             out = self._interpolate(out, inputs)

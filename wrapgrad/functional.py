@@ -73,8 +73,19 @@ class ModelSnapshot:
                     value = None if b is None else b.detach().clone()
                     self.buffers.append((m, bname, b, value))
         self.grad_enabled = torch.is_grad_enabled()
+        self._training_buffers = {
+            f"{name or '<root>'}.{b}"
+            for (name, m), flag in zip(self.modules, self.training, strict=True)
+            if flag
+            for b in m._buffers
+        }
 
     # ------------------------------------------------------------------------------------------
+    def expected(self, change: str) -> bool:
+        """True for changes a plain forward pass makes by design: running statistics of modules
+        in training mode (BatchNorm). They are restored like any other change, without a word."""
+        return change.startswith("buffer ") and change.split(" ")[1] in self._training_buffers
+
     def differences(self) -> list[str]:
         """What differs now from the snapshot, one line per thing (empty if nothing)."""
         out: list[str] = []
@@ -183,7 +194,8 @@ class ModelGuard:
     Args:
         model: the module to protect.
         mode: ``"restore"`` (default): restore on exit, and warn if a call that succeeded had
-            changed the model; ``"verify"``: restore, then raise :class:`ModelMutatedError` if a call
+            changed the model (running statistics that a forward pass in training mode updates
+            by design are restored without a warning); ``"verify"``: restore, then raise :class:`ModelMutatedError` if a call
             that succeeded had changed it; ``"silent"``: restore without a word.
 
     Example::
@@ -211,10 +223,11 @@ class ModelGuard:
         self.changes = self.snapshot.differences()
         if self.changes:
             self.snapshot.restore()
+        unexpected = [c for c in self.changes if not self.snapshot.expected(c)]
         self.snapshot = None
-        if not self.changes or exc_type is not None or self.mode == "silent":
+        if not unexpected or exc_type is not None or self.mode == "silent":
             return
-        text = "; ".join(self.changes[:8]) + (" ..." if len(self.changes) > 8 else "")
+        text = "; ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
         if self.mode == "verify":
             raise ModelMutatedError(f"the call changed the model (now restored): {text}")
         warnings.warn(

@@ -190,6 +190,7 @@ class Explain:
 def wrap(
     model: nn.Module,
     method: Any,
+    /,
     enhancer: Any = None,
     *,
     layer: Any = None,
@@ -206,6 +207,9 @@ def wrap(
         import wrapgrad
         explain = wrapgrad.wrap(model, "integrated_gradients", enhancer="fusiongrad")
         attributions = explain(x, target=y)
+
+    ``model`` and ``method`` are positional-only, so Captum options of the same name (such as
+    Integrated Gradients' ``method="gausslegendre"``) pass through ``**options``.
 
     Args:
         model: any ``torch.nn.Module``; it is never mutated (see :class:`ModelGuard`).

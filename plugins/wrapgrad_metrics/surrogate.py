@@ -1,0 +1,214 @@
+"""Differentiable stand-ins for an ``explain`` callable, and what attacks share.
+
+Captum computes gradients with ``create_graph=False``, so its maps cannot be differentiated with
+respect to the input. Attacks and the sensitivity metric therefore follow the gradient of a
+*surrogate*: the same method written with ``create_graph=True`` (Saliency, InputXGradient,
+IntegratedGradients with a Riemann sum). Enhanced explanations (SmoothGrad, NoiseGrad) are
+attacked through their base method's surrogate. Where there is no surrogate, a gradient-free
+SPSA estimate through ``explain`` itself is used. Reported values are always measured with
+``explain``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
+
+__all__ = [
+    "MapFn",
+    "check_epsilon",
+    "explainer_info",
+    "make_surrogate",
+    "predict",
+    "project",
+    "resolve_target",
+    "spsa_gradient",
+    "step_direction",
+    "target_logits",
+]
+
+#: ``map_fn(forward, x, target) -> map``: a differentiable attribution map.
+MapFn = Callable[[Callable[..., Tensor], Tensor, Tensor], Tensor]
+
+
+def predict(model: Callable[..., Tensor], x: Tensor) -> Tensor:
+    """The predicted class of each sample (no gradients)."""
+    with torch.no_grad():
+        out = model(x)
+    return out.reshape(out.shape[0], -1).argmax(dim=1)
+
+
+def resolve_target(model: Callable[..., Tensor], inputs: Tensor, target: Any) -> Tensor:
+    """``target`` as a ``(B,)`` long tensor; ``None`` means the predicted class."""
+    if not isinstance(inputs, Tensor):
+        raise WrapgradTypeError(
+            f"inputs: expected a torch.Tensor (B, ...), got {type(inputs).__name__}"
+        )
+    bsz = inputs.shape[0]
+    if target is None:
+        return predict(model, inputs)
+    if isinstance(target, int) and not isinstance(target, bool):
+        return torch.full((bsz,), target, dtype=torch.long, device=inputs.device)
+    if isinstance(target, (list, tuple)):
+        target = torch.as_tensor(target)
+    if isinstance(target, Tensor):
+        t = target.to(device=inputs.device, dtype=torch.long).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(bsz).clone()
+        if t.numel() != bsz:
+            raise WrapgradValueError(
+                f"target: expected None, an int, or {bsz} class indices (one per sample), got "
+                f"{t.numel()}"
+            )
+        return t
+    raise WrapgradTypeError(
+        f"target: expected None, an int or a tensor of class indices, got {type(target).__name__}"
+    )
+
+
+def target_logits(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
+    """``f_t(x)`` per sample, shape ``(B,)``."""
+    out = forward(x)
+    return out.reshape(out.shape[0], -1).gather(1, target[:, None]).squeeze(1)
+
+
+def explainer_info(explain: Any) -> tuple[str | None, dict[str, Any], dict[str, Any], Any]:
+    """``(method name, attribute defaults, constructor options, enhancer)`` of an ``explain``
+    returned by :func:`wrapgrad.wrap` (or of an explainer); ``(None, {}, {}, None)`` if unknown."""
+    enhancer = getattr(explain, "enhancer", None)
+    ex = getattr(explain, "explainer", explain) if hasattr(explain, "model") else explain
+    defaults: dict[str, Any] = {}
+    while hasattr(ex, "defaults") and hasattr(ex, "explainer"):  # wrapgrad.wrap._Bound
+        defaults = {**ex.defaults, **defaults}
+        ex = ex.explainer
+    defaults = {**dict(getattr(ex, "attribute_defaults", {}) or {}), **defaults}
+    init = dict(getattr(ex, "init_options", {}) or {})
+    name = getattr(ex, "name", None)
+    return (name if isinstance(name, str) else None), defaults, init, enhancer
+
+
+def _input_grad(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
+    if not x.requires_grad:
+        x = x.requires_grad_(True)
+    (g,) = torch.autograd.grad(target_logits(forward, x, target).sum(), x, create_graph=True)
+    return g
+
+
+def make_surrogate(explain: Any, *, ig_steps: int = 16) -> MapFn | None:
+    """A differentiable version of ``explain``'s method, or None where there is none.
+
+    Known: ``saliency`` (``abs`` as configured, Captum's default True), ``input_x_gradient``,
+    ``integrated_gradients`` (Riemann midpoint sum with ``min(n_steps, ig_steps)`` steps,
+    ``baselines`` as configured, default 0; ``multiply_by_inputs`` as configured).
+    """
+    name, defaults, init, _ = explainer_info(explain)
+    if name == "saliency":
+        use_abs = bool(defaults.get("abs", True))
+
+        def saliency(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
+            g = _input_grad(forward, x, target)
+            return g.abs() if use_abs else g
+
+        return saliency
+    if name == "input_x_gradient":
+
+        def input_x_gradient(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
+            return x * _input_grad(forward, x, target)
+
+        return input_x_gradient
+    if name == "integrated_gradients":
+        n = max(1, min(int(defaults.get("n_steps", 50)), ig_steps))
+        baselines = defaults.get("baselines", 0.0)
+        multiply = bool(init.get("multiply_by_inputs", True))
+        if isinstance(baselines, tuple):
+            baselines = baselines[0] if len(baselines) == 1 else None
+        if baselines is None:
+            return None
+
+        def integrated_gradients(
+            forward: Callable[..., Tensor], x: Tensor, target: Tensor
+        ) -> Tensor:
+            base = torch.as_tensor(baselines, dtype=x.dtype, device=x.device).expand_as(x)
+            alphas = (torch.arange(n, dtype=x.dtype, device=x.device) + 0.5) / n
+            shape = (n, *([1] * x.dim()))
+            path = base.unsqueeze(0) + alphas.reshape(shape) * (x - base).unsqueeze(0)
+            path = path.reshape(n * x.shape[0], *x.shape[1:])
+            (g,) = torch.autograd.grad(
+                target_logits(forward, path, target.repeat(n)).sum(), path, create_graph=True
+            )
+            mean = g.reshape(n, *x.shape).mean(dim=0)
+            return (x - base) * mean if multiply else mean
+
+        return integrated_gradients
+    return None
+
+
+def spsa_gradient(
+    fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    *,
+    generator: torch.Generator,
+    n_samples: int = 8,
+    delta: float = 1e-3,
+) -> Tensor:
+    """Gradient-free estimate of :math:`\\nabla_x \\sum_b fn(x)_b` (SPSA, Spall 1992):
+    :math:`\\hat g = \\frac{1}{n}\\sum_j \\frac{fn(x + c u_j) - fn(x - c u_j)}{2c} u_j` with
+    Rademacher :math:`u_j`."""
+    g = torch.zeros_like(x)
+    for _ in range(n_samples):
+        u = torch.randint(0, 2, x.shape, generator=generator, device="cpu").to(x) * 2 - 1
+        diff = fn(x + delta * u) - fn(x - delta * u)
+        g += (diff / (2 * delta)).reshape(-1, *([1] * (x.dim() - 1))) * u
+    return g / n_samples
+
+
+def check_epsilon(value: Any, argument: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise WrapgradValueError(f"{argument}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def step_direction(g: Tensor, norm: str) -> Tensor:
+    """``Normalize_p`` of FAR Algorithm 1: the sign for l_inf, the unit vector for l_2."""
+    if norm == "linf":
+        return g.sign()
+    flat = g.reshape(g.shape[0], -1).norm(dim=1).clamp_min(1e-12)
+    return g / flat.reshape(-1, *([1] * (g.dim() - 1)))
+
+
+def project(
+    x_adv: Tensor, x: Tensor, epsilon: float, norm: str, bounds: tuple[float, float] | None
+) -> Tensor:
+    """``Project_p`` of FAR Algorithm 1: into the ε-ball around ``x`` and the data bounds."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-epsilon, epsilon)
+    else:
+        n = delta.reshape(delta.shape[0], -1).norm(dim=1).clamp_min(1e-12)
+        scale = (epsilon / n).clamp(max=1.0).reshape(-1, *([1] * (x.dim() - 1)))
+        delta = delta * scale
+    out = x + delta
+    if bounds is not None:
+        out = out.clamp(bounds[0], bounds[1])
+    return out
+
+
+def random_start(
+    x: Tensor, epsilon: float, norm: str, generator: torch.Generator, scale: float = 1.0
+) -> Tensor:
+    """A uniform draw from the ε-ball (l_inf: per coordinate; l_2: uniform in the ball)."""
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+        return (2 * u - 1) * epsilon * scale
+    d = x[0].numel()
+    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    v = v / v.reshape(x.shape[0], -1).norm(dim=1).clamp_min(1e-12).reshape(
+        -1, *([1] * (x.dim() - 1))
+    )
+    r = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    return v * (epsilon * scale * r ** (1.0 / d)).reshape(-1, *([1] * (x.dim() - 1)))
