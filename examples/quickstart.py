@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
+from wrapgrad_data import load_dataset, pretrained
 
 import wrapgrad
-from wrapgrad_data import load_dataset, pretrained
 
 METHODS = ("saliency", "integrated_gradients")
 ENHANCERS = (None, "smoothgrad", "noisegrad", "fusiongrad")
@@ -65,12 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((label, float(robustness.mean()), float(robustness.std()), seconds))
             print(f"{label:36s} top-10% intersection {rows[-1][1]:.3f}  ({seconds:.2f} s)")
 
-    table = ["| method + enhancer | top-10% intersection under noise (mean ± sd) | seconds |",
-             "| --- | --- | --- |"]
+    table = [
+        "| method + enhancer | top-10% intersection under noise (mean ± sd) | seconds |",
+        "| --- | --- | --- |",
+    ]
     table += [f"| {r[0]} | {r[1]:.3f} ± {r[2]:.3f} | {r[3]:.2f} |" for r in rows]
     (args.out / "quickstart.md").write_text(
         f"# wrapgrad quickstart\n\nsmall_cnn on MNIST-5k, test accuracy {accuracy:.3f}.\n"
-        f"{args.samples} test digits; perturbation: Gaussian, std 0.05.\n\n" + "\n".join(table) + "\n"
+        f"{args.samples} test digits; perturbation: Gaussian, std 0.05.\n\n"
+        + "\n".join(table)
+        + "\n"
     )
     _figure(x[:4], maps, args.out / "quickstart.png")
     print(f"\nwrote {args.out / 'quickstart.md'} and {args.out / 'quickstart.png'}")

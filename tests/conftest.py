@@ -47,7 +47,9 @@ class MultiInputNet(nn.Module):
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
-    def forward(self, image: torch.Tensor, vector: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, vector: torch.Tensor, scale: float = 1.0
+    ) -> torch.Tensor:
         h = torch.relu(self.img(torch.relu(self.conv(image)).flatten(1))) + self.vec(vector)
         return self.head(h) * scale
 
@@ -76,9 +78,7 @@ def registry() -> Iterator[Registry]:
 
 
 @pytest.fixture
-def install_plugin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., str]]:
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
     """Install a plugin distribution into a temporary site directory on ``sys.path``.
 
     ``install_plugin(dist, module, source, version="1.0")`` writes ``module.py`` and a
@@ -94,9 +94,7 @@ def install_plugin(
         (site / f"{module}.py").write_text(textwrap.dedent(source))
         info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
-        )
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text(f"[wrapgrad]\n{module} = {module}\n")
         added.append(module)
         import importlib

@@ -6,7 +6,6 @@ import random
 from typing import Any
 
 import numpy as np
-
 import pytest
 import torch
 from captum import attr as ca
@@ -153,15 +152,17 @@ def test_multi_input_model(images) -> None:
     inputs = (images, vec)
     explain = wrapgrad.wrap(model, "integrated_gradients", n_steps=20)
     got = explain(inputs, target=2, additional_forward_args=(3.0,))
-    assert isinstance(got, tuple) and [g.shape for g in got] == [images.shape, vec.shape]
+    assert isinstance(got, tuple)
+    assert [g.shape for g in got] == [images.shape, vec.shape]
     want = ca.IntegratedGradients(model).attribute(
         inputs, target=2, additional_forward_args=(3.0,), n_steps=20
     )
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
     baselines = (torch.ones_like(images), torch.zeros_like(vec))
-    dl = wrapgrad.wrap(model, "deep_lift")(inputs, target=0, baselines=baselines,
-                                           additional_forward_args=(1.0,))
+    dl = wrapgrad.wrap(model, "deep_lift")(
+        inputs, target=0, baselines=baselines, additional_forward_args=(1.0,)
+    )
     assert [d.shape for d in dl] == [images.shape, vec.shape]
 
 
@@ -215,7 +216,8 @@ def test_layer_methods_interpolate_and_layer_lists(cnn, images, labels) -> None:
     explain = wrapgrad.wrap(cnn, "layer_grad_cam", layer="pool", interpolate="nearest")
     big = explain(images, target=labels)
     raw = ca.LayerGradCam(cnn, cnn.pool).attribute(images, target=labels)
-    assert raw.shape == (4, 1, 2, 2) and big.shape == (4, 1, 8, 8)
+    assert raw.shape == (4, 1, 2, 2)
+    assert big.shape == (4, 1, 8, 8)
     torch.testing.assert_close(big, ca.LayerAttribution.interpolate(raw, (8, 8), "nearest"))
     acts = wrapgrad.wrap(cnn, "layer_activation", layer=["features.0", "pool"])(images)
     assert [a.shape for a in acts] == [(4, 4, 8, 8), (4, 6, 2, 2)]

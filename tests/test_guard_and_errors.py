@@ -6,6 +6,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import wrapgrad
@@ -121,7 +123,7 @@ def test_guard_modes(images) -> None:
     with pytest.warns(wrapgrad.WrapgradWarning, match=r"classifier\.0\.bias changed value"):
         wrapgrad.wrap(model, mutate)(images)
     _assert_same(before, model)
-    with pytest.raises(ModelMutatedError, match="classifier.0.bias"):
+    with pytest.raises(ModelMutatedError, match=r"classifier\.0\.bias"):
         wrapgrad.wrap(model, mutate, guard="verify")(images)
     _assert_same(before, model)
     with warnings.catch_warnings():
@@ -171,11 +173,23 @@ def test_errors_are_wrapgrad_errors_and_builtin_types() -> None:
     ("inputs", "kind", "pattern"),
     [
         ([[1.0, 2.0]], WrapgradTypeError, r"inputs: expected a torch.Tensor"),
-        (torch.ones(2, 1, 8, 8, dtype=torch.long), WrapgradTypeError, r"inputs: .*floating-point.*int64"),
+        (
+            torch.ones(2, 1, 8, 8, dtype=torch.long),
+            WrapgradTypeError,
+            r"inputs: .*floating-point.*int64",
+        ),
         (torch.tensor(1.0), WrapgradValueError, r"inputs: .*at least 1 dimension"),
         (torch.empty(0, 1, 8, 8), WrapgradValueError, r"inputs: .*empty batch"),
-        (torch.ones(2, 3, 8, 8), WrapgradValueError, r"inputs: the model could not run.*\(2, 3, 8, 8\)"),
-        (torch.ones(2, 1, 8, 8, device="meta"), WrapgradValueError, r"inputs: .*model's device cpu.*meta"),
+        (
+            torch.ones(2, 3, 8, 8),
+            WrapgradValueError,
+            r"inputs: the model could not run.*\(2, 3, 8, 8\)",
+        ),
+        (
+            torch.ones(2, 1, 8, 8, device="meta"),
+            WrapgradValueError,
+            r"inputs: .*model's device cpu.*meta",
+        ),
     ],
 )
 def test_bad_inputs(cnn, inputs, kind, pattern) -> None:
@@ -189,7 +203,9 @@ def test_nan_and_inf_inputs_are_refused(cnn, images) -> None:
     bad = images.clone()
     bad[0, 0, 1, 1] = float("nan")
     bad[1, 0, 2, 2] = float("inf")
-    with pytest.raises(WrapgradValueError, match=r"inputs: expected finite values, got 1 NaN and 1 inf"):
+    with pytest.raises(
+        WrapgradValueError, match=r"inputs: expected finite values, got 1 NaN and 1 inf"
+    ):
         wrapgrad.wrap(cnn, "saliency")(bad, target=0)
     with pytest.raises(WrapgradValueError, match=r"baselines: expected finite"):
         wrapgrad.wrap(cnn, "integrated_gradients")(images, target=0, baselines=bad)
@@ -260,3 +276,46 @@ def test_no_random_numbers_drawn_without_enhancer(cnn, images) -> None:
 
     Saliency(model).attribute(images, target=1)
     torch.testing.assert_close(after_wrapped, torch.rand(3), rtol=0, atol=0)
+
+
+MUTATIONS = {
+    "scale_weight": lambda m: m.features[0].weight.data.mul_(3),
+    "add_to_grad": lambda m: setattr(
+        m.classifier[0].weight, "grad", torch.ones_like(m.classifier[0].weight)
+    ),
+    "freeze": lambda m: m.classifier[2].weight.requires_grad_(False),
+    "train_flags": lambda m: m.train(not m.training),
+    "forward_hook": lambda m: m.pool.register_forward_hook(lambda *a: None),
+    "pre_hook": lambda m: m.features.register_forward_pre_hook(lambda *a: None),
+    "backward_hook": lambda m: m.classifier.register_full_backward_hook(lambda *a: None),
+    "replace_param": lambda m: setattr(m.classifier[2], "bias", nn.Parameter(torch.zeros(4))),
+    "bn_update": lambda m: m.bn.train()(torch.randn(3, 6, 2, 2, dtype=m.bn.weight.dtype)),
+    "to_double": lambda m: m.double(),
+}
+
+
+@given(st.lists(st.sampled_from(sorted(MUTATIONS)), min_size=1, max_size=5))
+@settings(max_examples=40, deadline=None)
+def test_any_mutation_sequence_is_undone(names) -> None:
+    model = BNNet().eval()
+    before = _state(model)
+
+    changed = {}
+
+    def mutate_all() -> None:
+        with ModelGuard(model, mode="verify"):
+            for name in names:
+                MUTATIONS[name](model)
+            try:
+                _assert_same(before, model)
+                changed["any"] = False
+            except AssertionError:
+                changed["any"] = True
+
+    try:
+        mutate_all()
+        raised = False
+    except ModelMutatedError:
+        raised = True
+    assert raised == changed["any"]  # toggling a flag twice is no change
+    _assert_same(before, model)

@@ -115,8 +115,10 @@ def test_hook_that_raises_and_unknown_hooks_are_reported(install_plugin) -> None
         warnings.simplefilter("always")
         reg.names("metric")
     messages = " | ".join(str(w.message) for w in caught)
-    assert "wg_raises" in messages and "metric hook failed" in messages
-    assert "wg_typo" in messages and "wrapgrad_enhancer" in messages
+    assert "wg_raises" in messages
+    assert "metric hook failed" in messages
+    assert "wg_typo" in messages
+    assert "wrapgrad_enhancer" in messages
     assert {r.name for r in reg.plugins() if r.broken} == {"wg_raises", "wg_typo"}
 
 
@@ -126,15 +128,18 @@ def test_two_plugins_claiming_one_name_are_refused_naming_both(install_plugin) -
     reg = Registry()
     with pytest.raises(PluginConflictError) as info:
         reg.get("enhancer", "twin")
-    assert "wg_one" in str(info.value) and "wg_two" in str(info.value)
-    assert "wg-one" in str(info.value) and "wg-two" in str(info.value)
+    assert "wg_one" in str(info.value)
+    assert "wg_two" in str(info.value)
+    assert "wg-one" in str(info.value)
+    assert "wg-two" in str(info.value)
 
 
 def test_unknown_name_gets_closest_names(registry: Registry) -> None:
     with pytest.raises(UnknownNameError) as info:
         registry.get("explainer", "integrated_gradient", argument="method")
     assert info.value.suggestions[0] == "integrated_gradients"
-    assert "method" in str(info.value) and "did you mean" in str(info.value)
+    assert "method" in str(info.value)
+    assert "did you mean" in str(info.value)
     # Case and separators do not matter where the name is unambiguous.
     assert registry.get("explainer", "IntegratedGradients").name == "integrated_gradients"
     assert registry.get("explainer", "deeplift").name == "deep_lift"
@@ -145,7 +150,7 @@ def test_plugins_registered_in_code_and_bad_records() -> None:
         @staticmethod
         @wrapgrad.hookimpl
         def wrapgrad_metrics():
-            yield MetricSpec(name="Always-One", factory=lambda: (lambda a, b: a.new_ones(len(a))))
+            yield MetricSpec(name="Always-One", factory=lambda: lambda a, b: a.new_ones(len(a)))
 
         @staticmethod
         @wrapgrad.hookimpl
@@ -189,7 +194,8 @@ def test_cli_lists_plugins_and_flags_broken_ones(install_plugin, capsys) -> None
         warnings.simplefilter("ignore")
         assert main(["plugins"]) == 0
         out = capsys.readouterr().out
-        assert "saliency" in out and "BROKEN plugin 'wg_broken'" in out
+        assert "saliency" in out
+        assert "BROKEN plugin 'wg_broken'" in out
         assert "does_not_exist_anywhere" in out
         assert main(["plugins", "--strict"]) == 1
     with pytest.raises(SystemExit) as info:

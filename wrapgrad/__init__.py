@@ -38,6 +38,7 @@ __all__ = [
     "Explain",
     "ModelGuard",
     "ModelMutatedError",
+    "Pipeline",
     "PluginConflictError",
     "PluginLoadError",
     "Registry",
@@ -68,6 +69,7 @@ _LAZY = {
     "metric": "wrapgrad.evaluation:metric",
     "attack": "wrapgrad.evaluation:attack",
     "quantus_explain": "wrapgrad.quantus_bridge:quantus_explain",
+    "Pipeline": "wrapgrad.pipeline:Pipeline",
 }
 
 

@@ -161,9 +161,7 @@ def pick_strategy(
     their own perturbations, or split batches themselves (``internal_batch_size``).
     """
     if strategy not in STRATEGIES:
-        raise WrapgradValueError(
-            f"strategy: expected 'auto', 'vmap' or 'loop', got {strategy!r}"
-        )
+        raise WrapgradValueError(f"strategy: expected 'auto', 'vmap' or 'loop', got {strategy!r}")
     layout = _vmap_layout(explainer)
     splits = bool((attribute_kwargs or {}).get("internal_batch_size"))
     if strategy == "vmap":
@@ -228,8 +226,10 @@ class StackedView(nn.Module):
         rest = a.shape[1:]
         if self.layout == "interleave" or s == 1:
             return a.reshape(self.k, self.unit * s, *rest)
-        return a.reshape(s, self.k, self.unit, *rest).transpose(0, 1).reshape(
-            self.k, s * self.unit, *rest
+        return (
+            a.reshape(s, self.k, self.unit, *rest)
+            .transpose(0, 1)
+            .reshape(self.k, s * self.unit, *rest)
         )
 
     def _merge(self, out: Tensor, s: int) -> Tensor:
@@ -472,20 +472,28 @@ def monte_carlo(
     training = _in_training(model)
 
     # No noise at all: every sample is the base explanation (exactly, for a deterministic method).
-    if weight_sampler is None and input_sampler is None and not getattr(
-        explainer, "stochastic", False
+    if (
+        weight_sampler is None
+        and input_sampler is None
+        and not getattr(explainer, "stochastic", False)
     ):
         view: Any = FunctionalView(model, _buffer_copies(model, None)) if training else model
         out = explainer(view, inputs, target, **kwargs)
         parts, rebuild = _flatten_output(out, batch, name)
         total = n_models * n_inputs
         agg = [
-            p if aggregate == "mean" else p * p if aggregate == "mean_square" else torch.zeros_like(p)
+            p
+            if aggregate == "mean"
+            else p * p
+            if aggregate == "mean_square"
+            else torch.zeros_like(p)
             for p in parts
         ]
         agg_out = rebuild([a.detach() for a in agg])
         if return_samples:
-            samples = rebuild([p.detach().unsqueeze(0).expand(total, *p.shape).clone() for p in parts])
+            samples = rebuild(
+                [p.detach().unsqueeze(0).expand(total, *p.shape).clone() for p in parts]
+            )
             return agg_out, samples
         return agg_out
 
@@ -508,9 +516,20 @@ def monte_carlo(
             ks, j0, j1 = chunks[i]
             try:
                 parts, rebuild = _run_chunk(
-                    explainer, model, sampler, ks, j0, j1, target, kwargs, batch,
-                    use_strategy, layout, training,
-                    was_tuple, name,
+                    explainer,
+                    model,
+                    sampler,
+                    ks,
+                    j0,
+                    j1,
+                    target,
+                    kwargs,
+                    batch,
+                    use_strategy,
+                    layout,
+                    training,
+                    was_tuple,
+                    name,
                 )
             except torch.cuda.OutOfMemoryError:
                 smaller = _split_chunk(chunks[i])
@@ -539,7 +558,8 @@ def monte_carlo(
     finally:
         if bar is not None:
             bar.close()
-    assert moments is not None and rebuild is not None
+    assert moments is not None
+    assert rebuild is not None
     result = rebuild([m.result(aggregate) for m in moments])
     if return_samples:
         n_parts = len(moments)
@@ -600,6 +620,8 @@ def _run_chunk(
     items = [(k, j) for k in ks for j in range(j0, j1)]
     c = len(items)
     xs = sampler.noisy_inputs(items)
+    if getattr(explainer, "requires_grad_inputs", False):
+        xs = tuple(x.requires_grad_() if x.is_floating_point() else x for x in xs)
     chunk_inputs: Any = xs if was_tuple else xs[0]
     tgt = _tile_target(target, c, batch)
     kw = {
@@ -705,4 +727,3 @@ def noisy_forward(
         for i, k in enumerate(ks):
             per_model[k].append(piece[i])
     return torch.stack([torch.cat(parts, dim=0) for parts in per_model])
-

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -190,6 +190,7 @@ def select_parameters(
     Raises:
         WrapgradValueError: a pattern or type that matches no parameter, or an empty selection.
     """
+
     def patterns(p: str | Iterable[str] | None, name: str) -> list[str]:
         if p is None:
             return []

@@ -1,1 +1,63 @@
-"""Built-in wrapgrad plugin (being written)."""
+"""Built-in plugin: noise-level calibration by relative accuracy drop, and FusionGrad heuristics.
+
+Calibrators (``wrapgrad.calibrate(..., calibrator=name)``):
+
+* ``accuracy_drop``: σ_NG (``perturber="weight"``) or α_SG (``perturber="input"``) with
+  AD = target (Bykov et al. 2022, Eq. 5);
+* ``halve``: both calibrated levels halved (FusionGrad);
+* ``noisegrad++``: α_SG = 0.1 fixed, σ_NG calibrated on the joint drop (Eq. 6).
+
+Command: ``wrapgrad calibrate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from wrapgrad import hookimpl
+from wrapgrad.records import CalibratorSpec, CommandSpec
+from wrapgrad_calibration.accuracy_drop import AccuracyDrop, NoisyAccuracy
+from wrapgrad_calibration.bisection import BisectionResult, bisect_level
+from wrapgrad_calibration.cli import add_calibrate_command, plot_curve
+from wrapgrad_calibration.fusion import Halve, NoiseGradPlusPlus
+from wrapgrad_calibration.statistics import drop_interval, relative_drop
+
+__all__ = [
+    "AccuracyDrop",
+    "BisectionResult",
+    "Halve",
+    "NoiseGradPlusPlus",
+    "NoisyAccuracy",
+    "bisect_level",
+    "drop_interval",
+    "plot_curve",
+    "relative_drop",
+]
+
+
+@hookimpl
+def wrapgrad_calibrators() -> Iterator[CalibratorSpec]:
+    yield CalibratorSpec(
+        name="accuracy_drop",
+        factory=AccuracyDrop,
+        summary="Noise level with relative accuracy drop AD = target (NoiseGrad Eq. 5).",
+    )
+    yield CalibratorSpec(
+        name="halve",
+        factory=Halve,
+        summary="FusionGrad: weight and input levels each calibrated, then halved.",
+    )
+    yield CalibratorSpec(
+        name="noisegrad++",
+        factory=NoiseGradPlusPlus,
+        summary="FusionGrad: input alpha 0.1 fixed, sigma_NG calibrated on the joint drop (Eq. 6).",
+    )
+
+
+@hookimpl
+def wrapgrad_commands() -> Iterator[CommandSpec]:
+    yield CommandSpec(
+        name="calibrate",
+        factory=add_calibrate_command,
+        summary="Calibrate a reference model's noise level; print the record, plot the curve.",
+    )

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from wrapgrad.calibration import CalibrationResult, check_target_drop, prepare_data
-from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
+from wrapgrad.errors import WrapgradValueError
 from wrapgrad.functional import ModelGuard
 from wrapgrad_calibration.bisection import bisect_level
 from wrapgrad_calibration.statistics import drop_interval, relative_drop
@@ -218,9 +218,7 @@ class AccuracyDrop:
 
             try:
                 if fixed_alpha:
-                    base = drop_at(0.0) if 0.0 in seen else float(
-                        relative_drop(float(ev.correct(alpha=fixed_alpha).float().mean()), acc_clean, acc_chance)
-                    )
+                    base = drop_at(0.0)  # input noise alone
                     if base >= target:
                         raise WrapgradValueError(
                             f"fixed_alpha: input noise alone (alpha={fixed_alpha}) already drops "
@@ -267,9 +265,3 @@ class AccuracyDrop:
             converged=search.converged,
             seed=int(seed),
         )
-
-
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise WrapgradTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    return model

@@ -48,8 +48,8 @@ class InputGaussian:
 
     def __init__(self, noise_level: float = 0.2, input_sigma: float | None = None) -> None:
         self.noise_level = check_nonnegative(noise_level, "noise_level")
-        self.input_sigma = None if input_sigma is None else check_nonnegative(
-            input_sigma, "input_sigma"
+        self.input_sigma = (
+            None if input_sigma is None else check_nonnegative(input_sigma, "input_sigma")
         )
 
     @property
@@ -77,9 +77,7 @@ class InputGaussian:
         n = check_positive_int(n, "n")
         if value.dim() == 0:
             raise WrapgradValueError("value: expected a batch-first tensor, got a scalar")
-        return gaussian_input_noise(
-            value, n, self.sigma(value), generator=generator, guide=guide
-        )
+        return gaussian_input_noise(value, n, self.sigma(value), generator=generator, guide=guide)
 
     def __repr__(self) -> str:
         what = (
@@ -156,9 +154,7 @@ class WeightMultiplicative:
     ) -> Tensor:
         """``n`` samples of one weight tensor ``value``: shape ``(n, *value.shape)``."""
         n = check_positive_int(n, "n")
-        return multiplicative_weight_noise(
-            value, n, self.sigma, generator=generator, guide=guide
-        )
+        return multiplicative_weight_noise(value, n, self.sigma, generator=generator, guide=guide)
 
     def sample_parameters(
         self,

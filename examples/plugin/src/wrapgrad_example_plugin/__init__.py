@@ -46,7 +46,9 @@ class GradientXSign:
     stochastic = False
     name = "gradient_x_sign"
 
-    def __call__(self, model: Any, inputs: torch.Tensor, target: Any = None, **kw: Any) -> torch.Tensor:
+    def __call__(
+        self, model: Any, inputs: torch.Tensor, target: Any = None, **kw: Any
+    ) -> torch.Tensor:
         x = inputs.detach().requires_grad_(True)
         with torch.enable_grad():
             out = model(x)

@@ -1,0 +1,230 @@
+"""Speed of wrapgrad's enhancers against baselines measured in the same run.
+
+Baselines (Saliency as the base method, ``N`` samples, batch ``B``):
+
+* **floor**: one batched forward + backward over the same ``N·B`` inputs, no noise logic;
+* **NoiseTunnel**: Captum's SmoothGrad (``nt_samples=N`` in one batch);
+* **reference NoiseGrad**: the paper code's procedure, a deep copy of the model per sample with
+  the noise multiplied into its weights in place (a baseline only: wrapgrad never does this).
+
+Printed: median wall time per call and ratios. Targets (issue 4, CPU): SmoothGrad <= 1.1x
+floor; NoiseGrad <= 1.25x floor and faster than the reference; FusionGrad <= 1.2x NoiseGrad at
+the same total sample count.
+
+Usage::
+
+    python benchmarks/bench_enhancers.py            # full run (~2-3 min on 2 CPU cores)
+    python benchmarks/bench_enhancers.py --quick    # seconds
+    python benchmarks/bench_enhancers.py --device cuda --batch 64 --samples 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+import wrapgrad
+
+
+class SmallCNN(nn.Module):
+    """MNIST-sized CNN with 32/64 channels (1x28x28 -> 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(h)) + self.short(x))
+
+
+class SmallResNet(nn.Module):
+    """A small ResNet for 3x32x32 images (16/32/64 channels, one block per stage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16))
+        self.layers = nn.Sequential(Block(16, 16, 1), Block(16, 32, 2), Block(32, 64, 2))
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layers(torch.relu(self.stem(x)))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def timeit(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
+    """Median seconds per call after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def floor_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> Callable[[], Any]:
+    """One forward + backward over the N·B inputs: the cost any N-sample method must pay."""
+    xs = x.repeat(n, *([1] * (x.dim() - 1)))
+    ys = y.repeat(n)
+
+    def run() -> Any:
+        inp = xs.clone().requires_grad_()
+        out = model(inp)
+        (g,) = torch.autograd.grad(out.gather(1, ys[:, None]).sum(), inp)
+        return g.reshape(n, *x.shape).abs().mean(0)
+
+    return run
+
+
+def noise_tunnel_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, sigma: float):
+    from captum.attr import NoiseTunnel, Saliency
+
+    nt = NoiseTunnel(Saliency(model))
+    return lambda: nt.attribute(
+        x, nt_type="smoothgrad", nt_samples=n, nt_samples_batch_size=n, stdevs=sigma, target=y
+    )
+
+
+def reference_noisegrad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, sigma: float):
+    """The NoiseGrad paper code's procedure: deep copy, in-place noise, explain, per sample."""
+    from captum.attr import Saliency
+
+    def run() -> Any:
+        total = torch.zeros_like(x)
+        for _ in range(n):
+            noisy = copy.deepcopy(model)
+            with torch.no_grad():
+                for p in noisy.parameters():
+                    p.mul_(torch.randn_like(p) * sigma + 1.0)
+            total += Saliency(noisy).attribute(x, target=y)
+        return total / n
+
+    return run
+
+
+def bench_model(
+    label: str,
+    model: nn.Module,
+    shape: tuple[int, ...],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> list[tuple[str, str, float, float]]:
+    model = model.to(device).eval()
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(args.batch, *shape, generator=g, device=device)
+    y = torch.randint(0, 10, (args.batch,), generator=g, device=device)
+    n, r = args.samples, args.repeats
+    opts = {"progress": False, "seed": 0}
+    if args.max_batch:
+        opts["max_batch"] = args.max_batch
+    rows: list[tuple[str, str, float]] = []
+
+    def add(name: str, fn: Callable[[], Any]) -> None:
+        rows.append((label, name, timeit(fn, r, device)))
+        print(f"  {label:10s} {name:28s} {rows[-1][2] * 1e3:9.1f} ms", file=sys.stderr)
+
+    sg = wrapgrad.wrap(model, "saliency", "smoothgrad", n_samples=n, input_sigma=0.1, **opts)
+    ng = wrapgrad.wrap(model, "saliency", "noisegrad", n_samples=n, sigma=0.2, **opts)
+    ngl = wrapgrad.wrap(
+        model, "saliency", "noisegrad", n_samples=n, sigma=0.2, strategy="loop", **opts
+    )
+    m = max(1, n // 2)
+    fg = wrapgrad.wrap(
+        model, "saliency", "fusiongrad", n_models=m, n_samples=max(1, n // m), **opts
+    )
+    add("floor (fwd+bwd on N*B)", floor_fn(model, x, y, n))
+    add("smoothgrad", lambda: sg(x, target=y))
+    add("captum NoiseTunnel", noise_tunnel_fn(model, x, y, n, 0.1))
+    add("noisegrad (auto=vmap)", lambda: ng(x, target=y))
+    add("noisegrad (loop)", lambda: ngl(x, target=y))
+    add("reference noisegrad", reference_noisegrad_fn(model, x, y, n, 0.2))
+    add(f"fusiongrad ({m}x{max(1, n // m)})", lambda: fg(x, target=y))
+    floor = rows[0][2]
+    ng_time = rows[3][2]
+    ref = rows[5][2]
+    out = []
+    for lab, name, t in rows:
+        vs = ""
+        if name.startswith("noisegrad"):
+            vs = f"{t / ref:.2f}x reference"
+        elif name.startswith("fusiongrad"):
+            vs = f"{t / ng_time:.2f}x noisegrad"
+        elif name == "smoothgrad":
+            vs = f"{t / rows[2][2]:.2f}x NoiseTunnel"
+        out.append((lab, name, t, t / floor, vs))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (seconds)")
+    parser.add_argument("--batch", type=int, default=32, help="B (default 32)")
+    parser.add_argument("--samples", type=int, default=10, help="N (default 10)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per entry")
+    parser.add_argument("--max-batch", type=int, default=None, help="engine rows per call")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--models", default="cnn,resnet", help="comma list: cnn, resnet")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.samples, args.repeats = 4, 4, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    table = []
+    models = {"cnn": (SmallCNN, (1, 28, 28)), "resnet": (SmallResNet, (3, 32, 32))}
+    for key in args.models.split(","):
+        cls, shape = models[key.strip()]
+        table += bench_model(key.strip(), cls(), shape, args, device)
+    print(
+        f"\ndevice={device} threads={torch.get_num_threads()} B={args.batch} N={args.samples} "
+        f"repeats={args.repeats} torch={torch.__version__}\n"
+    )
+    print("| model | method | ms / call | x floor | other ratio |")
+    print("|---|---|---:|---:|---|")
+    for lab, name, t, ratio, vs in table:
+        print(f"| {lab} | {name} | {t * 1e3:.1f} | {ratio:.2f} | {vs} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

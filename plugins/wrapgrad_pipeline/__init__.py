@@ -1,0 +1,1 @@
+"""Built-in wrapgrad plugin (being written)."""

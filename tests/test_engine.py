@@ -1,0 +1,295 @@
+"""The Monte-Carlo engine: strategies, chunking, seeding, batching of extra arguments, modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from wrapgrad_noise.perturbers import InputGaussian, WeightMultiplicative
+
+from tests.conftest import MultiInputNet, SmallCNN
+from wrapgrad.captum_adapter import CaptumExplainer
+from wrapgrad.engine import StackedView, monte_carlo, noisy_forward, pick_strategy
+from wrapgrad.errors import WrapgradValueError
+from wrapgrad.functional import ModelGuard
+from wrapgrad.registry import get_registry
+
+
+def explainer(name: str, **options: object) -> CaptumExplainer:
+    return get_registry().get("explainer", name).factory(**options)
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+
+
+def run(method: str, model: nn.Module, x: object, **kw: object) -> torch.Tensor:
+    kw.setdefault("weight_sampler", WeightMultiplicative(0.2))
+    kw.setdefault("n_models", 4)
+    kw.setdefault("seed", 0)
+    return monte_carlo(explainer(method), model, x, 1, **kw)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("saliency", {}),
+        ("input_x_gradient", {}),
+        ("integrated_gradients", {"n_steps": 5}),
+    ],
+)
+def test_vmap_and_loop_agree(method: str, kwargs: dict, x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    common = {
+        "input_sampler": InputGaussian(0.1),
+        "n_inputs": 3,
+        "aggregate": "variance",
+        "attribute_kwargs": kwargs,
+    }
+    a = run(method, model, x, strategy="vmap", **common)
+    b = run(method, model, x, strategy="loop", **common)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_any_two_chunk_sizes_agree(strategy: str, x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    common = {"input_sampler": InputGaussian(0.1), "n_inputs": 3, "strategy": strategy}
+    ref = run("saliency", model, x, max_batch=1, **common)
+    for rows in (3, 7, 9, 36, 1000):
+        torch.testing.assert_close(
+            run("saliency", model, x, max_batch=rows, **common), ref, rtol=1e-5, atol=1e-7
+        )
+
+
+def test_same_seed_same_maps_other_seed_other_maps(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    a = run("saliency", model, x, seed=1)
+    assert torch.equal(a, run("saliency", model, x, seed=1))
+    assert not torch.allclose(a, run("saliency", model, x, seed=2))
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(
+        run("saliency", model, x, seed=None, generator=g1),
+        run("saliency", model, x, seed=None, generator=g2),
+    )
+
+
+def test_stacked_view_evaluates_each_weight_sample_on_its_rows(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    stacks = WeightMultiplicative(0.3).sample_parameters(model, 2, generator=torch.Generator())
+    rows = torch.cat([x, x + 1])  # rows 0..2 for sample 0, rows 3..5 for sample 1
+    for layout in ("block", "interleave"):
+        view = StackedView(model, stacks, 2, 3, layout)
+        out = view(rows)
+        for k in range(2):
+            ref = torch.func.functional_call(
+                model, {n: v[k] for n, v in stacks.items()}, (rows[3 * k : 3 * k + 3],)
+            )
+            torch.testing.assert_close(out[3 * k : 3 * k + 3], ref, rtol=1e-5, atol=1e-6)
+    # Integrated Gradients' step expansion: torch.cat([rows] * 2) keeps each row's sample.
+    view = StackedView(model, stacks, 2, 3, "block")
+    twice = view(torch.cat([rows, rows]))
+    torch.testing.assert_close(twice, torch.cat([view(rows), view(rows)]))
+    # NoiseTunnel's expansion inside GradientShap: repeat_interleave keeps each row's sample.
+    view = StackedView(model, stacks, 2, 3, "interleave")
+    torch.testing.assert_close(
+        view(rows.repeat_interleave(3, dim=0)), view(rows).repeat_interleave(3, dim=0)
+    )
+    # A layout the view was not built for is refused, naming the way out.
+    with pytest.raises(WrapgradValueError, match="strategy='loop'"):
+        view(rows[:5])
+
+
+def test_gradient_shap_runs_vmapped(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    kw = {"attribute_kwargs": {"baselines": torch.zeros(2, 1, 8, 8), "n_samples": 3}}
+    out = run("gradient_shap", model, x, strategy="vmap", **kw)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+def test_tuple_inputs_baselines_and_additional_forward_args() -> None:
+    model = MultiInputNet().eval()
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 4, generator=g))
+    baselines = (torch.zeros(2, 1, 8, 8), torch.zeros(2, 4))
+    kw = {"baselines": baselines, "additional_forward_args": (2.0,), "n_steps": 4}
+    outs = [
+        run(
+            "integrated_gradients",
+            model,
+            inputs,
+            strategy=s,
+            input_sampler=InputGaussian(0.1),
+            n_inputs=2,
+            attribute_kwargs=kw,
+        )
+        for s in ("vmap", "loop")
+    ]
+    for a, b, t in zip(outs[0], outs[1], inputs, strict=True):
+        assert a.shape == t.shape
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_first_additional_forward_args_are_tiled() -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) * s
+
+    model = Scaled().eval()
+    x = torch.randn(2, 3)
+    s = torch.tensor([[1.0], [3.0]])
+    out = run(
+        "saliency",
+        model,
+        x,
+        weight_sampler=WeightMultiplicative(0.0),
+        input_sampler=InputGaussian(0.1),
+        n_inputs=5,
+        attribute_kwargs={"additional_forward_args": (s,), "abs": False},
+    )
+    # f is linear in x: the gradient is s_b · W[1], whatever the noise.
+    expected = s * model.lin.weight[1].detach()
+    torch.testing.assert_close(out, expected.expand(2, 3), rtol=1e-5, atol=1e-6)
+
+
+def test_hook_methods_loop_and_forced_vmap_is_refused() -> None:
+    dl = explainer("deep_lift")
+    assert pick_strategy(dl, torch.device("cpu")) == "loop"
+    assert pick_strategy(explainer("saliency"), torch.device("cpu")) == "vmap"
+    with pytest.raises(WrapgradValueError, match="strategy: 'vmap' cannot run deep_lift"):
+        pick_strategy(dl, torch.device("cpu"), "vmap")
+    with pytest.raises(WrapgradValueError, match="internal_batch_size"):
+        pick_strategy(
+            explainer("integrated_gradients"),
+            torch.device("cpu"),
+            "vmap",
+            {"internal_batch_size": 4},
+        )
+    with pytest.raises(WrapgradValueError, match="strategy: expected"):
+        pick_strategy(dl, torch.device("cpu"), "fast")
+
+
+def test_train_mode_batchnorm_and_dropout_run_without_leaks(x: torch.Tensor) -> None:
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(108, 4),
+    ).train()
+    for strategy in ("vmap", "loop"):
+        with ModelGuard(model, mode="verify"):
+            out = run(
+                "saliency",
+                model,
+                x,
+                strategy=strategy,
+                input_sampler=InputGaussian(0.1),
+                n_inputs=2,
+            )
+        assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    with ModelGuard(model, mode="verify"):
+        monte_carlo(
+            explainer("saliency"),
+            model,
+            x,
+            0,
+            input_sampler=InputGaussian(0.1),
+            n_inputs=3,
+            seed=0,
+        )
+    assert model.training
+
+
+def test_return_samples_in_sample_order(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    mean, samples = run(
+        "saliency",
+        model,
+        x,
+        input_sampler=InputGaussian(0.1),
+        n_inputs=2,
+        max_batch=3,
+        return_samples=True,
+    )
+    assert samples.shape == (8, *x.shape)
+    torch.testing.assert_close(samples.mean(0), mean, rtol=1e-5, atol=1e-7)
+    _, again = run(
+        "saliency",
+        model,
+        x,
+        input_sampler=InputGaussian(0.1),
+        n_inputs=2,
+        max_batch=100,
+        return_samples=True,
+        strategy="loop",
+    )
+    torch.testing.assert_close(samples, again, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_engine_arguments(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    with pytest.raises(WrapgradValueError, match="aggregate"):
+        run("saliency", model, x, aggregate="median")
+    with pytest.raises(WrapgradValueError, match="max_batch"):
+        run("saliency", model, x, max_batch=0)
+    with pytest.raises(WrapgradValueError, match="return_convergence_delta"):
+        run("integrated_gradients", model, x, attribute_kwargs={"return_convergence_delta": True})
+    with pytest.raises(WrapgradValueError, match="inputs: input noise needs floating-point"):
+        monte_carlo(
+            lambda m, i, t: i.float(),
+            model,
+            torch.ones(2, 3, dtype=torch.long),
+            None,
+            input_sampler=InputGaussian(0.1),
+            n_inputs=2,
+        )
+
+
+def test_noisy_forward_matches_functional_calls(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    wn, xn = WeightMultiplicative(0.2), InputGaussian(0.1)
+    out = noisy_forward(
+        model,
+        x,
+        weight_sampler=wn,
+        input_sampler=xn,
+        n_models=3,
+        n_inputs=2,
+        seed=4,
+        max_batch=4,
+    )
+    assert out.shape == (3, 2, 3, 4)
+    again = noisy_forward(
+        model, x, weight_sampler=wn, input_sampler=xn, n_models=3, n_inputs=2, seed=4
+    )
+    torch.testing.assert_close(out, again, rtol=1e-5, atol=1e-6)
+
+    # Against the engine's explainer path: a "forward" explainer returns the logits.
+    def logits(m: nn.Module, inp: torch.Tensor, target: object = None) -> torch.Tensor:
+        return m(inp)
+
+    logits.uses_hooks = False  # type: ignore[attr-defined]
+    _, samples = monte_carlo(
+        logits,
+        model,
+        x,
+        None,
+        weight_sampler=wn,
+        input_sampler=xn,
+        n_models=3,
+        n_inputs=2,
+        seed=4,
+        return_samples=True,
+    )
+    torch.testing.assert_close(samples.reshape(3, 2, 3, 4), out, rtol=1e-5, atol=1e-6)
+    clean = noisy_forward(model, x, n_models=2, n_inputs=1)
+    torch.testing.assert_close(clean[1, 0], model(x))

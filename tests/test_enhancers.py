@@ -1,0 +1,325 @@
+"""SmoothGrad, NoiseGrad, FusionGrad and VarGrad: closed forms, Captum agreement, model safety."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import NoiseTunnel, Saliency
+from captum.testing.helpers.basic_models import BasicModel_ConvNet
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import wrapgrad
+from tests.conftest import MultiInputNet, SmallCNN
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.functional import ModelSnapshot
+from wrapgrad.protocols import Enhancer
+from wrapgrad.registry import get_registry
+
+ENHANCERS = ["smoothgrad", "noisegrad", "fusiongrad", "vargrad"]
+ZERO = {
+    "smoothgrad": {"noise_level": 0.0},
+    "vargrad": {"noise_level": 0.0},
+    "noisegrad": {"sigma": 0.0},
+    "fusiongrad": {"sigma": 0.0, "noise_level": 0.0, "n_models": 2, "n_samples": 2},
+}
+
+
+class Linear(nn.Module):
+    def __init__(self, d: int = 6, k: int = 3) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d, k)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(k, d, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+class HalfSquare(nn.Module):
+    """f(x) = ½ Σ a ⊙ x²: the gradient a ⊙ x is linear in x, so its noise statistics are known."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = nn.Parameter(a.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (0.5 * self.a * x * x).sum(dim=1, keepdim=True)
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+
+
+def test_registered_and_follow_the_protocol() -> None:
+    reg = get_registry()
+    for name in ENHANCERS:
+        enh = reg.get("enhancer", name).factory()
+        assert isinstance(enh, Enhancer)
+
+
+@pytest.mark.parametrize("enhancer", ENHANCERS)
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "deep_lift"])
+def test_zero_noise_is_the_base_explainer_exactly(
+    enhancer: str, method: str, x: torch.Tensor
+) -> None:
+    model = SmallCNN().eval()
+    base = wrapgrad.wrap(model, method)(x, target=1)
+    out = wrapgrad.wrap(model, method, enhancer, seed=0, **ZERO[enhancer])(x, target=1)
+    if enhancer == "vargrad":
+        assert torch.equal(out, torch.zeros_like(base))
+    else:
+        assert torch.equal(out, base)
+    if enhancer == "smoothgrad":
+        sq = wrapgrad.wrap(model, method, enhancer, aggregate="mean_square", noise_level=0.0)
+        assert torch.equal(sq(x, target=1), base * base)
+
+
+def test_smoothgrad_of_a_linear_model_is_its_gradient() -> None:
+    model = Linear().eval()
+    x = torch.randn(4, 6)
+    for enhancer in ("smoothgrad", "vargrad"):
+        out = wrapgrad.wrap(model, "saliency", enhancer, abs=False, n_samples=7, seed=0)(
+            x, target=2
+        )
+        expected = model.lin.weight[2].detach().expand(4, 6)
+        if enhancer == "smoothgrad":
+            torch.testing.assert_close(out, expected)
+        else:
+            torch.testing.assert_close(out, torch.zeros_like(out), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_noisegrad_saliency_of_a_linear_model_is_its_weights_in_expectation(
+    strategy: str,
+) -> None:
+    model = Linear().eval()
+    x = torch.randn(2, 6)
+    n, sigma = (4000 if strategy == "vmap" else 1000), 0.3
+    explain = wrapgrad.wrap(
+        model,
+        "saliency",
+        "noisegrad",
+        abs=False,
+        n_samples=n,
+        sigma=sigma,
+        seed=1,
+        strategy=strategy,
+        max_batch=4000,
+    )
+    out = explain(x, target=0)
+    w = model.lin.weight[0].detach()
+    # E[W ⊙ η] = W; the Monte-Carlo error is σ|W|/√N per entry: allow 5 standard errors.
+    tol = 5 * sigma * w.abs() / n**0.5
+    assert ((out - w).abs() <= tol).all()
+    # VarGrad of the same samples: Var[W η] = σ² W².
+    var = wrapgrad.wrap(
+        model,
+        "saliency",
+        "noisegrad",
+        abs=False,
+        n_samples=n,
+        sigma=sigma,
+        seed=1,
+        aggregate="variance",
+        strategy=strategy,
+        max_batch=512,
+    )(x, target=0)
+    torch.testing.assert_close(var[0], sigma**2 * w * w, rtol=0.1, atol=1e-6)
+
+
+def test_vargrad_is_unbiased_with_two_samples() -> None:
+    # grad f(x + ξ) = a ⊙ (x + ξ): its variance is a² σ². With N = 2 the unbiased estimator
+    # averages to a²σ² over many rows; the biased (1/N) one would give half of it.
+    a = torch.tensor([1.0, 2.0, -3.0])
+    model = HalfSquare(a).eval()
+    x = torch.ones(3000, 3)
+    sigma = 0.5
+    out = wrapgrad.wrap(
+        model, "saliency", "vargrad", abs=False, n_samples=2, input_sigma=sigma, seed=3
+    )(x)
+    torch.testing.assert_close(out.mean(0), a * a * sigma**2, rtol=0.08, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("enhancer", "nt_type"),
+    [("smoothgrad", "smoothgrad"), ("smoothgrad_sq", "smoothgrad_sq"), ("vargrad", "vargrad")],
+)
+def test_agrees_with_captum_noise_tunnel_in_expectation(enhancer: str, nt_type: str) -> None:
+    torch.manual_seed(0)
+    model = BasicModel_ConvNet().eval()
+    x = torch.randn(2, 1, 10, 10, generator=torch.Generator().manual_seed(4)) * 3
+    sigma, n = 0.3, 600
+    nt = NoiseTunnel(Saliency(model)).attribute(
+        x,
+        nt_type=nt_type,
+        nt_samples=n,
+        stdevs=sigma,
+        target=3,
+        abs=False,
+        nt_samples_batch_size=300,
+    )
+    name = "smoothgrad" if enhancer == "smoothgrad_sq" else enhancer
+    opts = {"aggregate": "mean_square"} if enhancer == "smoothgrad_sq" else {}
+    ours = wrapgrad.wrap(
+        model, "saliency", name, abs=False, n_samples=n, input_sigma=sigma, seed=0, **opts
+    )(x, target=3)
+    assert ours.shape == nt.shape
+    # Two independent estimates of the same expectation: compare at the map scale.
+    scale = nt.abs().mean()
+    assert float((ours - nt).abs().mean() / scale) < 0.12
+    assert torch.corrcoef(torch.stack([ours.flatten(), nt.flatten()]))[0, 1] > 0.97
+
+
+def test_fusiongrad_is_m_models_by_n_inputs(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    mean, samples = wrapgrad.wrap(
+        model, "saliency", "fusiongrad", n_models=3, n_samples=4, seed=0, return_samples=True
+    )(x, target=0)
+    assert samples.shape == (12, *x.shape)
+    torch.testing.assert_close(samples.mean(0), mean, rtol=1e-5, atol=1e-7)
+    # Inside one weight sample the inputs differ; the weights differ between blocks of 4.
+    assert not torch.equal(samples[0], samples[1])
+    assert not torch.allclose(samples[:4].mean(0), samples[4:8].mean(0))
+
+
+@pytest.mark.parametrize("enhancer", ENHANCERS)
+def test_same_seed_same_maps_other_seed_other_maps(enhancer: str, x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    opts = {"n_models": 2, "n_samples": 3} if enhancer == "fusiongrad" else {"n_samples": 3}
+    a = wrapgrad.wrap(model, "saliency", enhancer, seed=5, **opts)(x, target=1)
+    b = wrapgrad.wrap(model, "saliency", enhancer, seed=5, **opts)(x, target=1)
+    c = wrapgrad.wrap(model, "saliency", enhancer, seed=6, **opts)(x, target=1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("enhancer", ENHANCERS)
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [
+        ("saliency", {}),
+        ("guided_backprop", {}),
+        ("layer_grad_cam", {"layer": "features.2"}),
+    ],
+)
+def test_model_bitwise_unchanged(enhancer: str, method: str, extra: dict, x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    snap = ModelSnapshot(model)
+    opts = {"n_models": 2, "n_samples": 2} if enhancer == "fusiongrad" else {"n_samples": 3}
+    out = wrapgrad.wrap(model, method, enhancer, guard="verify", seed=0, **opts, **extra)(
+        x, target=2
+    )
+    assert snap.differences() == []
+    if method == "layer_grad_cam":
+        assert out.shape == (3, 1, 8, 8)  # the layer's map, aggregated
+    else:
+        assert out.shape == x.shape
+
+
+def test_model_unchanged_when_the_explainer_raises_midway(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    snap = ModelSnapshot(model)
+    calls = []
+
+    def flaky(m: nn.Module, inputs: torch.Tensor, target: object = None) -> torch.Tensor:
+        calls.append(1)
+        out = m(inputs)
+        if len(calls) == 2:
+            with torch.no_grad():  # a misbehaving explainer: edits the model, then fails
+                next(model.parameters()).add_(1.0)
+            raise RuntimeError("boom")
+        return out[:, :1].expand(-1, 64).reshape(inputs.shape)
+
+    flaky.uses_hooks = True  # type: ignore[attr-defined]
+    for enhancer in ENHANCERS:
+        calls.clear()
+        explain = wrapgrad.wrap(
+            model, flaky, enhancer, guard="verify", seed=0, max_batch=3, n_samples=3
+        )
+        with pytest.raises(RuntimeError, match="boom"):
+            explain(x)
+        assert snap.differences() == []
+
+
+def test_multi_input_model_with_baselines_and_forward_args() -> None:
+    model = MultiInputNet().eval()
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 4, generator=g))
+    for enhancer in ENHANCERS:
+        out = wrapgrad.wrap(model, "integrated_gradients", enhancer, n_samples=2, seed=0)(
+            inputs,
+            target=1,
+            baselines=(torch.zeros(2, 1, 8, 8), torch.zeros(2, 4)),
+            additional_forward_args=(0.5,),
+            n_steps=4,
+        )
+        assert isinstance(out, tuple)
+        assert [t.shape for t in out] == [t.shape for t in inputs]
+
+
+def test_wrap_routes_options_to_the_enhancer() -> None:
+    model = SmallCNN().eval()
+    explain = wrapgrad.wrap(
+        model,
+        "integrated_gradients",
+        enhancer="noisegrad",
+        n_samples=20,
+        sigma=0.2,
+        seed=0,
+        n_steps=8,
+    )
+    assert explain.enhancer.n_samples == 20
+    assert explain.enhancer.weight_noise.sigma == 0.2
+    assert explain.explainer.attribute_defaults == {"n_steps": 8}
+
+
+@pytest.mark.parametrize(
+    ("enhancer", "opts", "error", "match"),
+    [
+        ("smoothgrad", {"n_samples": 0}, WrapgradValueError, "n_samples"),
+        ("noisegrad", {"sigma": -0.1}, WrapgradValueError, "sigma"),
+        ("smoothgrad", {"noise_level": -1.0}, WrapgradValueError, "noise_level"),
+        ("fusiongrad", {"n_models": 0}, WrapgradValueError, "n_models"),
+        ("noisegrad", {"aggregate": "median"}, WrapgradValueError, "aggregate"),
+        ("noisegrad", {"sigma": "auto"}, WrapgradValueError, "calibration"),
+        ("vargrad", {"n_samples": 1}, WrapgradValueError, "at least 2"),
+        ("smoothgrad", {"strategy": "fast"}, WrapgradValueError, "strategy"),
+        ("smoothgrad", {"seed": 1.5}, WrapgradTypeError, "seed"),
+        ("vargrad", {"aggregate": "mean"}, UnknownNameError, "aggregate"),
+    ],
+)
+def test_bad_options_name_the_option(enhancer: str, opts: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        wrapgrad.wrap(SmallCNN(), "saliency", enhancer, **opts)
+
+
+def test_bad_parameter_pattern_and_method_leave_the_model_alone(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    snap = ModelSnapshot(model)
+    explain = wrapgrad.wrap(model, "saliency", "noisegrad", include="encoder.*")
+    with pytest.raises(WrapgradValueError, match="include"):
+        explain(x, target=0)
+    explain = wrapgrad.wrap(model, "deep_lift", "noisegrad", strategy="vmap")
+    with pytest.raises(WrapgradValueError, match="strategy: 'vmap' cannot run deep_lift"):
+        explain(x, target=0)
+    assert snap.differences() == []
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    n=st.integers(1, 3),
+    enhancer=st.sampled_from(["smoothgrad", "noisegrad", "fusiongrad"]),
+    seed=st.integers(0, 2**20),
+)
+def test_properties_shape_and_repeatability(batch: int, n: int, enhancer: str, seed: int) -> None:
+    model = SmallCNN().eval()
+    x = torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    opts = {"n_models": 2} if enhancer == "fusiongrad" else {}
+    explain = wrapgrad.wrap(model, "saliency", enhancer, n_samples=n, seed=seed, **opts)
+    a = explain(x, target=0)
+    assert a.shape == x.shape
+    assert torch.equal(a, explain(x, target=0))
