@@ -84,19 +84,27 @@ class SmallResNet(nn.Module):
         return self.head(h.mean(dim=(2, 3)))
 
 
-def timeit(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
-    """Median seconds per call after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
+def timeit_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin after one warm-up call each.
+
+    Round-robin (every function once per round) keeps the ratios fair when the machine's load
+    drifts during the run.
+    """
+    for fn in fns.values():
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[key].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def floor_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> Callable[[], Any]:
@@ -122,7 +130,9 @@ def noise_tunnel_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, 
     )
 
 
-def reference_noisegrad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, sigma: float):
+def reference_noisegrad_fn(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, sigma: float
+):
     """The NoiseGrad paper code's procedure: deep copy, in-place noise, explain, per sample."""
     from captum.attr import Saliency
 
@@ -145,50 +155,49 @@ def bench_model(
     shape: tuple[int, ...],
     args: argparse.Namespace,
     device: torch.device,
-) -> list[tuple[str, str, float, float]]:
+) -> list[tuple[str, str, float, float, str]]:
     model = model.to(device).eval()
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(args.batch, *shape, generator=g, device=device)
     y = torch.randint(0, 10, (args.batch,), generator=g, device=device)
     n, r = args.samples, args.repeats
-    opts = {"progress": False, "seed": 0}
+    opts: dict[str, Any] = {"progress": False, "seed": 0}
     if args.max_batch:
         opts["max_batch"] = args.max_batch
-    rows: list[tuple[str, str, float]] = []
-
-    def add(name: str, fn: Callable[[], Any]) -> None:
-        rows.append((label, name, timeit(fn, r, device)))
-        print(f"  {label:10s} {name:28s} {rows[-1][2] * 1e3:9.1f} ms", file=sys.stderr)
-
     sg = wrapgrad.wrap(model, "saliency", "smoothgrad", n_samples=n, input_sigma=0.1, **opts)
     ng = wrapgrad.wrap(model, "saliency", "noisegrad", n_samples=n, sigma=0.2, **opts)
-    ngl = wrapgrad.wrap(
-        model, "saliency", "noisegrad", n_samples=n, sigma=0.2, strategy="loop", **opts
+    ngv = wrapgrad.wrap(
+        model, "saliency", "noisegrad", n_samples=n, sigma=0.2, strategy="vmap", **opts
     )
     m = max(1, n // 2)
     fg = wrapgrad.wrap(
         model, "saliency", "fusiongrad", n_models=m, n_samples=max(1, n // m), **opts
     )
-    add("floor (fwd+bwd on N*B)", floor_fn(model, x, y, n))
-    add("smoothgrad", lambda: sg(x, target=y))
-    add("captum NoiseTunnel", noise_tunnel_fn(model, x, y, n, 0.1))
-    add("noisegrad (auto=vmap)", lambda: ng(x, target=y))
-    add("noisegrad (loop)", lambda: ngl(x, target=y))
-    add("reference noisegrad", reference_noisegrad_fn(model, x, y, n, 0.2))
-    add(f"fusiongrad ({m}x{max(1, n // m)})", lambda: fg(x, target=y))
-    floor = rows[0][2]
-    ng_time = rows[3][2]
-    ref = rows[5][2]
+    auto = "vmap" if device.type != "cpu" else "loop"
+    fns: dict[str, Callable[[], Any]] = {
+        "floor (fwd+bwd on N*B)": floor_fn(model, x, y, n),
+        "smoothgrad": lambda: sg(x, target=y),
+        "captum NoiseTunnel": noise_tunnel_fn(model, x, y, n, 0.1),
+        f"noisegrad (auto={auto})": lambda: ng(x, target=y),
+        "noisegrad (vmap)": lambda: ngv(x, target=y),
+        "reference noisegrad": reference_noisegrad_fn(model, x, y, n, 0.2),
+        f"fusiongrad ({m}x{max(1, n // m)})": lambda: fg(x, target=y),
+    }
+    times = timeit_interleaved(fns, r, device)
+    floor = times["floor (fwd+bwd on N*B)"]
+    ng_time = times[f"noisegrad (auto={auto})"]
+    ref = times["reference noisegrad"]
     out = []
-    for lab, name, t in rows:
+    for name, t in times.items():
         vs = ""
         if name.startswith("noisegrad"):
             vs = f"{t / ref:.2f}x reference"
         elif name.startswith("fusiongrad"):
             vs = f"{t / ng_time:.2f}x noisegrad"
         elif name == "smoothgrad":
-            vs = f"{t / rows[2][2]:.2f}x NoiseTunnel"
-        out.append((lab, name, t, t / floor, vs))
+            vs = f"{t / times['captum NoiseTunnel']:.2f}x NoiseTunnel"
+        out.append((label, name, t, t / floor, vs))
+        print(f"  {label:8s} {name:28s} {t * 1e3:9.1f} ms", file=sys.stderr)
     return out
 
 

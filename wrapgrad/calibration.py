@@ -104,7 +104,8 @@ class CalibrationResult:
             f"  accuracy    {self.accuracy:.4f}  (clean {self.acc_clean:.4f}, chance "
             f"{self.acc_chance:.4f})",
             f"  draws       {self.draws} per level, {self.num_samples} samples, "
-            f"{self.evaluations} levels evaluated" + ("" if self.converged else "  [NOT converged]"),
+            f"{self.evaluations} levels evaluated"
+            + ("" if self.converged else "  [NOT converged]"),
         ]
         return "\n".join(lines)
 
@@ -137,8 +138,10 @@ def prepare_data(
         raise WrapgradTypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
     if hasattr(data, "tensors") and callable(data.tensors):
         data = data.tensors()
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
-        isinstance(t, Tensor) for t in data
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, Tensor) for t in data)
     ):
         inputs, labels = data
     elif isinstance(data, (Tensor, str, bytes)) or not isinstance(data, Iterable):

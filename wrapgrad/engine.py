@@ -20,7 +20,9 @@ How it runs:
   chunk are stacked and the forward pass is ``vmap``-ed inside :class:`StackedView`, so Captum
   sees one ordinary model on a ``k · n · B`` batch. With ``strategy="loop"`` (hook-based methods:
   DeepLift, GuidedBackprop, LRP, layer and neuron methods) each weight sample runs through a
-  :class:`~wrapgrad.functional.FunctionalView`.
+  :class:`~wrapgrad.functional.FunctionalView`. ``strategy="auto"`` uses ``vmap`` on
+  accelerators and the loop on CPU, where it measured as fast or faster
+  (``docs/benchmarks.md``).
 * **Chunks.** At most ``max_batch`` rows per explainer call (on CUDA also a byte budget for the
   stacked weights, and a halving retry on out-of-memory); results are reduced as they stream
   (:class:`~wrapgrad.sampling.RunningMoments`), so memory does not grow with ``S``.
@@ -47,6 +49,7 @@ from wrapgrad.sampling import (
     derive_seeds,
     make_generator,
 )
+from wrapgrad.validation import as_input_tuple
 
 __all__ = [
     "AGGREGATES",
@@ -75,9 +78,9 @@ _VMAP_LAYOUT = {
 #: attribute() keywords holding per-sample tensors that must be tiled with the batch.
 _PER_SAMPLE_KWARGS = ("baselines", "additional_forward_args", "feature_mask")
 
-#: Default rows per explainer call on CPU (chunks of a few hundred rows keep the working set
+#: Default rows per explainer call on CPU (chunks of about a hundred rows keep the working set
 #: in cache; one giant batch was measurably slower, see docs/benchmarks.md).
-_CPU_MAX_BATCH = 256
+_CPU_MAX_BATCH = 128
 _CUDA_MAX_BATCH = 4096
 
 
@@ -85,16 +88,6 @@ _CUDA_MAX_BATCH = 4096
 def default_max_batch(device: torch.device) -> int:
     """Rows per explainer call when ``max_batch`` is not given."""
     return _CUDA_MAX_BATCH if device.type == "cuda" else _CPU_MAX_BATCH
-
-
-def _as_tuple(inputs: Any) -> tuple[tuple[Tensor, ...], bool]:
-    if isinstance(inputs, Tensor):
-        return (inputs,), False
-    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, Tensor) for t in inputs):
-        return tuple(inputs), True
-    raise WrapgradTypeError(
-        f"inputs: expected a tensor or a non-empty tuple of tensors, got {type(inputs).__name__}"
-    )
 
 
 def _tile(value: Any, c: int, batch: int) -> Any:
@@ -156,9 +149,12 @@ def pick_strategy(
 ) -> str:
     """``"vmap"`` or ``"loop"`` for weight-noise samples of ``explainer`` on ``device``.
 
-    ``"auto"`` picks ``"vmap"`` for gradient-only methods (it was faster on CPU and GPU in
-    ``benchmarks/bench_enhancers.py``) and ``"loop"`` for methods that use module hooks, draw
-    their own perturbations, or split batches themselves (``internal_batch_size``).
+    ``"auto"`` picks ``"vmap"`` on accelerators for gradient-only methods (one large batched
+    call keeps the device busy) and ``"loop"`` on CPU, where batched (grouped) convolutions and
+    vmapped BatchNorm/pooling were slower than one plain call per weight sample
+    (``benchmarks/bench_enhancers.py``, ``docs/benchmarks.md``); methods that use module hooks,
+    draw per-example perturbations or split batches themselves (``internal_batch_size``) always
+    loop.
     """
     if strategy not in STRATEGIES:
         raise WrapgradValueError(f"strategy: expected 'auto', 'vmap' or 'loop', got {strategy!r}")
@@ -176,7 +172,7 @@ def pick_strategy(
                 "batch itself); use strategy='loop' or drop internal_batch_size"
             )
         return "vmap"
-    if strategy == "loop" or layout is None or splits:
+    if strategy == "loop" or layout is None or splits or device.type == "cpu":
         return "loop"
     return "vmap"
 
@@ -318,8 +314,21 @@ class _Sampler:
         return self._cache[k]
 
     def stacked_weights(self, ks: Sequence[int]) -> dict[str, Tensor]:
-        samples = [self.weights(k) for k in ks]
-        return {n: torch.stack([s[n] for s in samples]) for n in self.names}
+        """Weight samples ``ks`` stacked: name -> ``(len(ks), *shape)``; the same numbers as
+        :meth:`weights` gives one at a time."""
+        if not getattr(self.weight_sampler, "supports_out", False):
+            samples = [self.weights(k) for k in ks]
+            return {n: torch.stack([s[n] for s in samples]) for n in self.names}
+        stacks = {
+            n: torch.empty((len(ks), *w.shape), dtype=w.dtype, device=w.device)
+            for n, w in self.params.items()
+        }
+        for i, k in enumerate(ks):
+            g = torch.Generator(device=self.device)
+            g.manual_seed(int(self.seeds[k][0]))
+            for n, w in self.params.items():
+                self.weight_sampler.sample(w, 1, generator=_on(g, w), out=stacks[n][i : i + 1])
+        return stacks
 
     def noisy_inputs(self, items: Sequence[tuple[int, int]]) -> tuple[Tensor, ...]:
         """The inputs for ``items`` ((k, j) pairs), concatenated sample-major."""
@@ -425,7 +434,7 @@ def monte_carlo(
             unbiased: ``1/(S-1) Σ (E_s - Ē)²``).
         generator: drives every draw (on the inputs' device); or ``seed``.
         strategy: ``"auto"``, ``"vmap"`` or ``"loop"`` (see :func:`pick_strategy`).
-        max_batch: rows per explainer call (default 256 on CPU, 4096 on CUDA).
+        max_batch: rows per explainer call (default 128 on CPU, 4096 on CUDA).
         return_samples: also return the per-sample maps, shape ``(S, B, ...)`` (sample ``k·N+j``).
         progress: show a tqdm bar (None: only for runs of more than 20 chunks).
         attribute_kwargs: keyword arguments for the explainer (``baselines``, ``n_steps``,
@@ -442,7 +451,7 @@ def monte_carlo(
         )
     n_models = check_positive_int(n_models, "n_models")
     n_inputs = check_positive_int(n_inputs, "n_inputs")
-    xs, was_tuple = _as_tuple(inputs)
+    xs, was_tuple = as_input_tuple(inputs)
     batch = int(xs[0].shape[0])
     device = xs[0].device
     if max_batch is None:
@@ -459,8 +468,8 @@ def monte_carlo(
         input_sampler = None
     if input_sampler is not None and not any(x.is_floating_point() for x in xs):
         raise WrapgradValueError(
-            f"inputs: input noise needs floating-point inputs, got dtype {xs[0].dtype}; "
-            f"use noisegrad (weight noise) or explain an embedding layer with a layer method"
+            f"inputs: input noise (SmoothGrad, FusionGrad) needs floating-point inputs, got "
+            f"dtype {xs[0].dtype} (token ids?); use noisegrad, whose noise is on the weights"
         )
     gen = make_generator(device, seed=seed, generator=generator)
     if strategy not in STRATEGIES:
@@ -658,11 +667,12 @@ def noisy_forward(
     seed: int | None = None,
     max_batch: int | None = None,
     additional_forward_args: Any = None,
+    strategy: str = "auto",
 ) -> Tensor:
     """Model outputs under weight and/or input noise, batched: shape ``(K, N, B, *out)``.
 
-    Entry ``[k, j]`` is ``f(x + ξ_{k,j}; Ŵ ⊙ η_k)``; the ``K`` weight samples of a chunk run
-    as one ``vmap``-ed call. Draws follow the same per-sample seed table as
+    Entry ``[k, j]`` is ``f(x + ξ_{k,j}; Ŵ ⊙ η_k)``; on accelerators the ``K`` weight samples
+    of a chunk run as one ``vmap``-ed call, on CPU as one functional call each. Draws follow the same per-sample seed table as
     :func:`monte_carlo`, so the same generator state gives the same outputs. Runs without
     gradients; in training mode buffers are copied, never updated.
 
@@ -674,8 +684,10 @@ def noisy_forward(
         n_models: K.
         n_inputs: N per weight sample.
         generator: drives every draw (on the inputs' device); or ``seed``.
-        max_batch: rows per forward call (default 256 on CPU, 4096 on CUDA).
+        max_batch: rows per forward call (default 128 on CPU, 4096 on CUDA).
         additional_forward_args: extra positional arguments for the model (tiled if batch-first).
+        strategy: ``"auto"`` (``"vmap"`` on accelerators, ``"loop"`` on CPU), ``"vmap"`` or
+            ``"loop"``.
 
     Example::
 
@@ -685,7 +697,7 @@ def noisy_forward(
     """
     n_models = check_positive_int(n_models, "n_models")
     n_inputs = check_positive_int(n_inputs, "n_inputs")
-    xs, _ = _as_tuple(inputs)
+    xs, _ = as_input_tuple(inputs)
     batch = int(xs[0].shape[0])
     device = xs[0].device
     max_batch = check_positive_int(
@@ -704,26 +716,30 @@ def noisy_forward(
         extra = additional_forward_args
     else:
         extra = (additional_forward_args,)
-    out_rows: list[Tensor] = []
-    for ks, j0, j1 in _plan(n_models, n_inputs, batch, max_batch, by_model=True):
+    # vmap over stacked weights on accelerators; one functional call per weight sample on CPU
+    # (faster there, see pick_strategy).
+    if strategy not in STRATEGIES:
+        raise WrapgradValueError(f"strategy: expected 'auto', 'vmap' or 'loop', got {strategy!r}")
+    vmap = strategy == "vmap" or (strategy == "auto" and device.type != "cpu")
+    stacked = weight_sampler is not None and vmap
+    chunks = _plan(n_models, n_inputs, batch, max_batch, by_model=stacked)
+    per_model: list[list[Tensor]] = [[] for _ in range(n_models)]
+    for ks, j0, j1 in chunks:
         items = [(k, j) for k in ks for j in range(j0, j1)]
         c = len(items)
         chunk = sampler.noisy_inputs(items)
         args = (*chunk, *_tile(extra, c, batch))
-        if weight_sampler is not None:
+        if stacked:
             stacks = sampler.stacked_weights(ks)
             if training:
                 stacks.update(_buffer_copies(model, len(ks)))
             out = StackedView(model, stacks, len(ks), (j1 - j0) * batch, "block")(*args)
-        elif training:
-            out = FunctionalView(model, _buffer_copies(model, None))(*args)
         else:
-            out = model(*args)
-        out_rows.append(out.reshape(len(ks), j1 - j0, batch, *out.shape[1:]))
-    # Chunks cover whole model rows or parts of one row, in order: regroup by model.
-    per_model: list[list[Tensor]] = [[] for _ in range(n_models)]
-    k_iter = iter(_plan(n_models, n_inputs, batch, max_batch, by_model=True))
-    for piece, (ks, _, _) in zip(out_rows, k_iter, strict=True):
+            tensors = dict(sampler.weights(ks[0])) if weight_sampler is not None else {}
+            if training:
+                tensors.update(_buffer_copies(model, None))
+            out = FunctionalView(model, tensors)(*args)
+        out = out.reshape(len(ks), j1 - j0, batch, *out.shape[1:])
         for i, k in enumerate(ks):
-            per_model[k].append(piece[i])
+            per_model[k].append(out[i])
     return torch.stack([torch.cat(parts, dim=0) for parts in per_model])

@@ -323,15 +323,9 @@ def _quantus_metric(c: _Checker, value: Any, field: str) -> type:
         raise c.fail(
             field, f"expected a Quantus metric class name (a string), got {_describe(value)}"
         )
-    import quantus
+    from wrapgrad.quantus_bridge import quantus_metrics
 
-    known = {
-        n: getattr(quantus, n)
-        for n in dir(quantus)
-        if inspect.isclass(getattr(quantus, n))
-        and issubclass(getattr(quantus, n), quantus.metrics.base.Metric)
-        and n != "Metric"
-    }
+    known = quantus_metrics()
     if value not in known:
         raise PipelineNameError(c.file, field, value, known, "Quantus metric")
     return known[value]

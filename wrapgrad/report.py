@@ -18,6 +18,7 @@ judged step by step with the paired one-sided Wilcoxon signed-rank test
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -63,7 +64,9 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, mean - half, mean + half, n
 
 
-def paired_wilcoxon(worse: Sequence[float], better: Sequence[float], higher_is_better: bool) -> float:
+def paired_wilcoxon(
+    worse: Sequence[float], better: Sequence[float], higher_is_better: bool
+) -> float:
     """One-sided p-value of the paired Wilcoxon signed-rank test that ``better`` beats ``worse``.
 
     Pairs with a NaN are dropped. Returns 1.0 when every difference is zero and NaN when no pair
@@ -108,7 +111,7 @@ def check_expectation(
     def mean(label: str) -> float:
         return mean_ci(scores[label])[0]
 
-    pairs: list[tuple[str, str]] = list(zip(order[:-1], order[1:]))
+    pairs: list[tuple[str, str]] = list(itertools.pairwise(order))
     if best is not None:
         pairs += [(other, best) for other in scores if other != best and (other, best) not in pairs]
     steps = []
@@ -157,7 +160,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
-        raise WrapgradValueError(f"path: expected a results.json or a run directory holding one, got {str(path)!r}")
+        raise WrapgradValueError(
+            f"path: expected a results.json or a run directory holding one, got {str(path)!r}"
+        )
     results = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise WrapgradValueError(
@@ -240,7 +245,10 @@ def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _expect_text(exp: Mapping[str, Any], hib: bool) -> str:
     parts = []
     if exp.get("order"):
-        parts.append(" < ".join(exp["order"]) + (" (higher is better)" if hib else " (lower is better: worse to better)"))
+        parts.append(
+            " < ".join(exp["order"])
+            + (" (higher is better)" if hib else " (lower is better: worse to better)")
+        )
     if exp.get("best"):
         parts.append(f"best: {exp['best']}")
     return "; ".join(parts)
@@ -264,7 +272,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     versions = results.get("versions", {})
     out("## Run")
     out("")
-    out(f"- pipeline file: `{results['pipeline']['file']}` (sha256 `{results['pipeline']['sha256'][:12]}`)")
+    out(
+        f"- pipeline file: `{results['pipeline']['file']}` (sha256 `{results['pipeline']['sha256'][:12]}`)"
+    )
     out(
         f"- data: {data.get('samples')} samples of `{data.get('dataset')}` ({data.get('split')} split), "
         f"seed {data.get('seed')}"
@@ -277,7 +287,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     out(f"- seeds: {', '.join(f'{k} {v}' for k, v in results.get('seeds', {}).items())}")
     out("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if results.get("duration_s") is not None:
-        out(f"- duration: {results['duration_s']:.1f} s")
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in results.get("timings_s", {}).items())
+        out(f"- duration: {results['duration_s']:.1f} s" + (f" ({stages})" if stages else ""))
     out("")
     if results.get("calibration"):
         out("## Calibration")
@@ -292,6 +303,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 f"| {_num(rec.get('target_drop'), 3)} |"
             )
         out("")
+        for name, rec in results["calibration"].items():
+            if rec.get("error"):
+                out(f"- {name}: {rec['error']}")
+                out("")
     enhancers = list(results["enhancers"])
     metrics = metric_keys(results)
     for method in results["methods"]:
@@ -345,7 +360,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             alpha = r["expect"].get("alpha", 0.05)
             for s in r["steps"]:
                 sign = ("<" if hib else ">") if s["improved"] else ("≥" if hib else "≤")
-                sig = "" if not s["improved"] else (" (significant)" if s["p"] < alpha else " (not significant)")
+                sig = (
+                    ""
+                    if not s["improved"]
+                    else (" (significant)" if s["p"] < alpha else " (not significant)")
+                )
                 out(
                     f"  - {s['worse']} {_num(s['mean_worse'])} {sign} {s['better']} "
                     f"{_num(s['mean_better'])}: {_p(s['p'])}{sig}"

@@ -155,17 +155,26 @@ def multiplicative_weight_noise(
     *,
     generator: torch.Generator | None = None,
     guide: Tensor | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     """``n`` samples ``W ⊙ η``, η ~ N(1, σ²) element-wise (Bykov et al. 2022, Eq. 1 and below).
 
-    Shape ``(n, *w.shape)``; ``guide`` scales σ element-wise; ``sigma == 0`` returns exact copies.
+    Computed as ``W + σ · W ⊙ ε`` with ε ~ N(0, I) drawn in place (two passes over memory).
+    Shape ``(n, *w.shape)``; ``guide`` scales σ element-wise; ``out`` (optional, contiguous,
+    that shape) receives the samples; ``sigma == 0`` returns exact copies.
     """
     w = w.detach()
+    shape = (n, *w.shape)
+    if out is None:
+        out = torch.empty(shape, dtype=w.dtype, device=w.device)
+    elif tuple(out.shape) != shape:
+        raise WrapgradValueError(f"out: expected shape {shape}, got {tuple(out.shape)}")
     if sigma == 0 and guide is None:
-        return w.unsqueeze(0).expand(n, *w.shape).clone()
-    eps = torch.randn((n, *w.shape), generator=generator, device=w.device, dtype=w.dtype)
-    scale = sigma if guide is None else sigma * guide
-    return w.unsqueeze(0) * (1.0 + scale * eps)
+        return out.copy_(w.unsqueeze(0).expand(shape))
+    out.normal_(generator=generator)
+    if guide is not None:
+        out.mul_(guide)
+    return torch.addcmul(w, w, out, value=sigma, out=out)
 
 
 def select_parameters(

@@ -56,7 +56,7 @@ class Recipe:
 
 
 RECIPES: dict[tuple[str, str], Recipe] = {
-    ("small_cnn", "mnist"): Recipe(model="small_cnn", dataset="mnist", epochs=8),
+    ("small_cnn", "mnist"): Recipe(model="small_cnn", dataset="mnist", epochs=12, lr=5e-3),
     ("small_resnet", "mnist"): Recipe(model="small_resnet", dataset="mnist", epochs=6),
     ("small_cnn", "digits8x8"): Recipe(model="small_cnn", dataset="digits8x8", epochs=15),
     ("small_resnet", "digits8x8"): Recipe(model="small_resnet", dataset="digits8x8", epochs=10),

@@ -44,6 +44,9 @@ from wrapgrad_metrics.functional import (
 from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
     check_epsilon,
+    explain_map,
+    first_map,
+    grad_or_zeros,
     make_surrogate,
     predict,
     project,
@@ -69,15 +72,7 @@ def check_norm(norm: Any) -> str:
 def importance_of(maps: Any, channel_reduction: str | None = "auto") -> Tensor:
     """Ghorbani's normalised importance of a batch of maps; ``"auto"`` sums magnitudes over the
     channel axis of ``(B, C, H, W...)`` maps and takes magnitudes of anything else."""
-    if isinstance(maps, tuple):
-        if len(maps) != 1:
-            raise WrapgradTypeError(
-                "explain: attacks take single-input models; explain returned a tuple of "
-                f"{len(maps)} maps"
-            )
-        maps = maps[0]
-    if not isinstance(maps, Tensor):
-        raise WrapgradTypeError(f"explain: expected a tensor map, got {type(maps).__name__}")
+    maps = first_map(maps)
     if channel_reduction == "auto":
         channel_reduction = "sum_abs" if maps.dim() >= 4 else None
     return normalized_importance(maps, channel_reduction)
@@ -175,7 +170,9 @@ class IFIA:
         self.steps = steps
         self.restarts = restarts
         self.step_size = (
-            1.2 * self.epsilon / steps if step_size is None else check_epsilon(step_size, "step_size")
+            1.2 * self.epsilon / steps
+            if step_size is None
+            else check_epsilon(step_size, "step_size")
         )
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise WrapgradValueError(f"k: expected a positive int or None, got {k!r}")
@@ -186,7 +183,9 @@ class IFIA:
         self.norm = check_norm(norm)
         if bounds is not None:
             if len(bounds) != 2 or not bounds[0] < bounds[1]:
-                raise WrapgradValueError(f"bounds: expected (low, high) with low < high, got {bounds!r}")
+                raise WrapgradValueError(
+                    f"bounds: expected (low, high) with low < high, got {bounds!r}"
+                )
             bounds = (float(bounds[0]), float(bounds[1]))
         self.bounds = bounds
         self.target_region = target_region
@@ -232,7 +231,7 @@ class IFIA:
             )
 
         def measure(xa: Tensor) -> Tensor:
-            return importance_of(explain(xa, target=t), self.channel_reduction).detach()
+            return importance_of(explain_map(explain, xa, t), self.channel_reduction)
 
         imp0 = measure(x)
         n_features = imp0[0].numel()
@@ -265,8 +264,7 @@ class IFIA:
                 obj = dissim(imp.to(torch.float64))
                 extra = self._extra_loss(model, z, t)
                 total = obj if extra is None else extra.to(torch.float64) + self.lam * obj
-                (g,) = torch.autograd.grad(total.sum(), z)
-                return g.detach()
+                return grad_or_zeros(total, z)
             return spsa_gradient(
                 lambda z: value(z, measure(z)),
                 xa.detach(),
@@ -324,8 +322,8 @@ class IFIA:
         finally:
             bar.close()
 
-        maps_before = explain(x, target=t)
-        maps_after = explain(best_x, target=t)
+        maps_before = explain_map(explain, x, t)
+        maps_after = explain_map(explain, best_x, t)
         imp_after = importance_of(maps_after, self.channel_reduction).detach()
         metrics = {
             "topk_intersection": topk_intersection(imp0, imp_after, k),
@@ -336,8 +334,8 @@ class IFIA:
             inputs=best_x,
             original=x,
             target=t,
-            maps_before=maps_before.detach() if isinstance(maps_before, Tensor) else maps_before,
-            maps_after=maps_after.detach() if isinstance(maps_after, Tensor) else maps_after,
+            maps_before=maps_before,
+            maps_after=maps_after,
             objective_before=before,
             objective_after=value(best_x, imp_after),
             metrics=metrics,

@@ -114,9 +114,7 @@ def _check_k(k: object, n: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int):
         raise WrapgradTypeError(f"k: expected an int, got {type(k).__name__}")
     if not 1 <= k <= n:
-        raise WrapgradValueError(
-            f"k: expected 1 <= k <= the number of features ({n}), got {k}"
-        )
+        raise WrapgradValueError(f"k: expected 1 <= k <= the number of features ({n}), got {k}")
     return k
 
 
@@ -257,7 +255,9 @@ def kendall_tau(
 def normalized_importance(maps: Tensor, channel_reduction: str | None = "sum_abs") -> Tensor:
     """The normalised feature importance of Ghorbani et al.: magnitudes summed over channels,
     divided by their sum, so each sample sums to 1. Differentiable; shape ``(B, *spatial)``."""
-    imp = maps.abs() if channel_reduction is None else reduce_channels(maps, channel_reduction).abs()
+    imp = (
+        maps.abs() if channel_reduction is None else reduce_channels(maps, channel_reduction).abs()
+    )
     flat = imp.reshape(imp.shape[0], -1)
     total = flat.sum(dim=1).clamp_min(torch.finfo(flat.dtype).tiny)
     return (flat / total[:, None]).reshape(imp.shape)

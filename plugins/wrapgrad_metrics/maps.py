@@ -66,8 +66,8 @@ class TopKIntersection(_PairMetric):
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
         return fn.topk_intersection(a, b, self.k, **self._options())
 
-    def _options(self) -> dict[str, Any]:
-        return super()._options()
+    def __repr__(self) -> str:
+        return super().__repr__().replace("(", f"(k={self.k}, ", 1)
 
 
 class KendallTau(_PairMetric):

@@ -29,7 +29,14 @@ __all__ = ["SoftplusMode", "softplus_twin"]
 
 
 def _relu_functions() -> set[Any]:
-    names = [(F, "relu"), (F, "relu_"), (torch, "relu"), (torch, "relu_"), (Tensor, "relu"), (Tensor, "relu_")]
+    names = [
+        (F, "relu"),
+        (F, "relu_"),
+        (torch, "relu"),
+        (torch, "relu_"),
+        (Tensor, "relu"),
+        (Tensor, "relu_"),
+    ]
     return {getattr(obj, name) for obj, name in names if hasattr(obj, name)}
 
 

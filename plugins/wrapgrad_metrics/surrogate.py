@@ -22,7 +22,10 @@ from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 __all__ = [
     "MapFn",
     "check_epsilon",
+    "explain_map",
     "explainer_info",
+    "first_map",
+    "grad_or_zeros",
     "make_surrogate",
     "predict",
     "project",
@@ -34,6 +37,28 @@ __all__ = [
 
 #: ``map_fn(forward, x, target) -> map``: a differentiable attribution map.
 MapFn = Callable[[Callable[..., Tensor], Tensor, Tensor], Tensor]
+
+
+def first_map(maps: Any, argument: str = "explain") -> Tensor:
+    """The map of a single-input model (``explain`` may return a 1-tuple)."""
+    if isinstance(maps, tuple):
+        if len(maps) != 1:
+            raise WrapgradTypeError(
+                f"{argument}: expected one map (single-input model), got a tuple of {len(maps)}"
+            )
+        maps = maps[0]
+    if not isinstance(maps, Tensor):
+        raise WrapgradTypeError(f"{argument}: expected a tensor map, got {type(maps).__name__}")
+    return maps
+
+
+def explain_map(explain: Callable[..., Any], x: Tensor, target: Tensor) -> Tensor:
+    """``explain(x, target=target)`` as a detached single map (the inputs are handed over as a
+    fresh leaf that requires grad, as gradient methods want)."""
+    z = x.detach()
+    if z.is_floating_point():
+        z = z.clone().requires_grad_(True)
+    return first_map(explain(z, target=target)).detach()
 
 
 def predict(model: Callable[..., Tensor], x: Tensor) -> Tensor:
@@ -90,6 +115,15 @@ def explainer_info(explain: Any) -> tuple[str | None, dict[str, Any], dict[str, 
     init = dict(getattr(ex, "init_options", {}) or {})
     name = getattr(ex, "name", None)
     return (name if isinstance(name, str) else None), defaults, init, enhancer
+
+
+def grad_or_zeros(value: Tensor, x: Tensor) -> Tensor:
+    """``d value.sum() / dx``, zeros where ``value`` does not depend on ``x`` (e.g. the gradient
+    map of a linear model)."""
+    if not value.requires_grad:
+        return torch.zeros_like(x)
+    (g,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
+    return torch.zeros_like(x) if g is None else g.detach()
 
 
 def _input_grad(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:

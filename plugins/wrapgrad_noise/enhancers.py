@@ -56,10 +56,11 @@ class MonteCarloEnhancer:
         aggregate: ``"mean"``, ``"mean_square"`` (SmoothGrad²) or ``"variance"`` (VarGrad).
         seed: makes the draws repeatable (the same seed gives the same maps).
         generator: a ``torch.Generator`` on the inputs' device instead of ``seed``.
-        strategy: ``"auto"``, ``"vmap"`` (stacked weight samples under ``torch.func.vmap``;
+        strategy: ``"auto"`` (``"vmap"`` on accelerators for gradient-only methods, else
+            ``"loop"``), ``"vmap"`` (stacked weight samples under ``torch.func.vmap``;
             gradient-only methods) or ``"loop"`` (one functional view per weight sample; any
             method).
-        max_batch: rows per explainer call (default 256 on CPU, 4096 on CUDA).
+        max_batch: rows per explainer call (default 128 on CPU, 4096 on CUDA).
         return_samples: also return the per-sample maps: the call returns
             ``(aggregate, samples)`` with ``samples`` of shape ``(S, B, ...)``.
         progress: show a tqdm bar (default: only for long runs); ``False`` silences it.

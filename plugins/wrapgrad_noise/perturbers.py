@@ -110,6 +110,8 @@ class WeightMultiplicative:
     """
 
     target = "weight"
+    #: :meth:`sample` accepts ``out=`` (the engine fills stacked buffers without copies).
+    supports_out = True
 
     def __init__(
         self,
@@ -151,10 +153,13 @@ class WeightMultiplicative:
         *,
         generator: torch.Generator | None = None,
         guide: Tensor | None = None,
+        out: Tensor | None = None,
     ) -> Tensor:
         """``n`` samples of one weight tensor ``value``: shape ``(n, *value.shape)``."""
         n = check_positive_int(n, "n")
-        return multiplicative_weight_noise(value, n, self.sigma, generator=generator, guide=guide)
+        return multiplicative_weight_noise(
+            value, n, self.sigma, generator=generator, guide=guide, out=out
+        )
 
     def sample_parameters(
         self,

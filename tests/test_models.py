@@ -1,0 +1,106 @@
+"""Reference models, the training loop and the weights cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import wrapgrad_data
+from wrapgrad.errors import WrapgradValueError, WrapgradWarning
+from wrapgrad.registry import get_registry
+from wrapgrad_data import get_recipe, pretrained, train
+from wrapgrad_data.cache import cache_dir, cache_paths
+
+QUICK = {"epochs": 1, "dataset_options": {"limit": 300}}
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [
+        ("small_cnn", (1, 28, 28)),
+        ("small_cnn", (3, 32, 32)),
+        ("small_cnn", (1, 8, 8)),
+        ("small_resnet", (3, 32, 32)),
+        ("small_resnet", (1, 8, 8)),
+    ],
+)
+def test_models_map_images_to_logits(model, shape):
+    net = get_registry().get("model", model).factory(in_channels=shape[0], num_classes=7)
+    out = net(torch.rand(5, *shape))
+    assert out.shape == (5, 7)
+
+
+def test_cache_dir_follows_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("WRAPGRAD_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path
+    monkeypatch.delenv("WRAPGRAD_CACHE")
+    assert cache_dir().parts[-2:] == (".cache", "wrapgrad")
+
+
+def test_recipe_key_changes_with_the_recipe():
+    base = get_recipe("small_cnn", "mnist")
+    assert base.key() == get_recipe("small_cnn", "mnist").key()
+    assert base.key() != get_recipe("small_cnn", "mnist", epochs=base.epochs + 1).key()
+    with pytest.raises(WrapgradValueError, match="epoch"):
+        get_recipe("small_cnn", "mnist", epoch=3)
+
+
+def test_training_learns_and_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    result = train("small_cnn", "digits8x8", seed=0, epochs=3, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert result.test_accuracy > 0.8  # chance is 0.1
+    assert not result.model.training
+    assert result.seconds > 0
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WRAPGRAD_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_cached_model_reloads_identically_without_training(cache, monkeypatch):
+    first = pretrained("small_cnn", "digits8x8", seed=0, progress=False, **QUICK)
+    weights, record = cache_paths("small_cnn", "digits8x8", 0, **QUICK)
+    assert weights.exists()
+    meta = json.loads(record.read_text())
+    assert meta["seed"] == 0
+    assert 0.0 <= meta["test_accuracy"] <= 1.0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a valid cache entry must not be retrained")
+
+    monkeypatch.setattr(wrapgrad_data.cache, "train", no_training)
+    second = pretrained("small_cnn", "digits8x8", seed=0, progress=False, **QUICK)
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not second.training
+    # Another seed is another entry.
+    assert cache_paths("small_cnn", "digits8x8", 1, **QUICK)[0] != weights
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "bad_record"])
+def test_corrupted_cache_file_is_rebuilt_not_trusted(cache, damage):
+    first = pretrained("small_cnn", "digits8x8", seed=0, progress=False, **QUICK)
+    weights, record = cache_paths("small_cnn", "digits8x8", 0, **QUICK)
+    blob = bytearray(weights.read_bytes())
+    if damage == "flip_byte":
+        blob[len(blob) // 2] ^= 0xFF  # still loadable maybe, but the checksum catches it
+        weights.write_bytes(bytes(blob))
+    elif damage == "truncate":
+        weights.write_bytes(bytes(blob[: len(blob) // 3]))
+    else:
+        record.write_text("{not json")
+    with pytest.warns(WrapgradWarning, match="cannot be trusted"):
+        rebuilt = pretrained("small_cnn", "digits8x8", seed=0, progress=False, **QUICK)
+    # Training is deterministic: the rebuilt weights equal the first ones, and the entry is sound.
+    a, b = first.state_dict(), rebuilt.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads(record.read_text())
+    import hashlib
+
+    assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()

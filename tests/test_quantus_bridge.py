@@ -1,0 +1,159 @@
+"""The Quantus bridge: wrapgrad explanations (plain and enhanced) inside Quantus metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import quantus
+import torch
+from torch import nn
+
+import wrapgrad
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError
+from wrapgrad.quantus_bridge import QuantusMetric, quantus_metric
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4 * 10 * 10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def data() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    model = TinyNet().eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 10, 10, generator=g)
+    y = model(x).argmax(1)
+    masks = torch.zeros(3, 1, 10, 10)
+    masks[:, :, 2:6, 2:6] = 1
+    return model, x, y, masks
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+#: The metrics the issue lists, with tiny settings.
+METRICS = {
+    "MaxSensitivity": {"nr_samples": 3},
+    "AvgSensitivity": {"nr_samples": 3},
+    "LocalLipschitzEstimate": {"nr_samples": 3},
+    "FaithfulnessCorrelation": {"nr_runs": 4, "subset_size": 10, "return_aggregate": False},
+    "PixelFlipping": {"features_in_step": 20},
+    "RelevanceRankAccuracy": {},
+    "AttributionLocalisation": {},
+    "Sparseness": {},
+    "Complexity": {},
+    "ModelParameterRandomisation": {"layer_order": "bottom_up"},
+}
+
+#: Plain Saliency, SmoothGrad and NoiseGrad (the enhancers come from the noise plugin).
+EXPLAINERS = {
+    "saliency": ("saliency", None, {}),
+    "smoothgrad": ("saliency", "smoothgrad", {"n_samples": 3, "noise_level": 0.1, "seed": 0}),
+    "noisegrad": ("saliency", "noisegrad", {"n_samples": 3, "sigma": 0.2, "seed": 0}),
+}
+
+
+def _finite(scores: object) -> bool:
+    if isinstance(scores, dict):
+        return all(np.isfinite(np.asarray(v, dtype=float)).all() for v in scores.values())
+    return bool(np.isfinite(np.asarray(scores, dtype=float)).all())
+
+
+@pytest.mark.parametrize("explainer", list(EXPLAINERS))
+@pytest.mark.parametrize("name", list(METRICS))
+def test_listed_quantus_metrics_give_finite_scores(data, name: str, explainer: str) -> None:
+    model, x, y, masks = data
+    method, enhancer, options = EXPLAINERS[explainer]
+    if enhancer is not None and enhancer not in wrapgrad.get_registry().names("enhancer"):
+        pytest.fail(f"enhancer {enhancer!r} is not registered")
+    before = _state(model)
+    explain = wrapgrad.wrap(model, method, enhancer, **options)
+    metric = quantus_metric(name, **METRICS[name])
+    scores = metric(model, x, y, explain, s_batch=masks)
+    assert _finite(scores), scores
+    if isinstance(scores, torch.Tensor):
+        assert scores.shape == (3,)
+    # Quantus randomises layers of a copy: the user's model is untouched.
+    assert _unchanged(model, before)
+    assert not model.training
+
+
+def test_model_parameter_randomisation_sees_the_randomised_models(data) -> None:
+    model, x, y, _ = data
+    before = _state(model)
+    seen: list[int] = []
+
+    def spy(m, inputs, target=None):
+        seen.append(id(m.model) if hasattr(m, "model") else id(m))
+        return wrapgrad.wrap(m, "saliency")(inputs, target=target)
+
+    explain = wrapgrad.wrap(model, spy)
+    scores = quantus_metric("ModelParameterRandomisation", layer_order="independent")(
+        model, x, y, explain
+    )
+    assert set(scores) >= {"original", "conv", "fc"}
+    # The maps of the randomised copies differ from the original's: similarity < 1.
+    assert all(np.asarray(scores[layer]).mean() < 0.999 for layer in ("conv", "fc"))
+    assert len(set(seen)) >= 2  # explanations were computed on other models than the user's
+    assert _unchanged(model, before)
+
+
+def test_quantus_explain_follows_quantus_calling_convention(data) -> None:
+    model, x, y, _ = data
+    xn, yn = x.numpy(), y.numpy()
+    out = wrapgrad.quantus_explain(model, xn, yn, method="saliency", device="cpu")
+    assert isinstance(out, np.ndarray)
+    assert out.shape == xn.shape
+    direct = wrapgrad.wrap(model, "saliency")(x, target=y).numpy()
+    np.testing.assert_allclose(out, direct)
+    # Enhancer options go through explain_func_kwargs, exactly as wrap() takes them.
+    kwargs = {"method": "saliency", "enhancer": "noisegrad", "sigma": 0.2, "n_samples": 4}
+    a = wrapgrad.quantus_explain(model, xn, yn, seed=0, **kwargs)
+    b = wrapgrad.quantus_explain(model, xn, yn, seed=0, **kwargs)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, direct)
+    # ... and inside a Quantus metric that calls it itself.
+    metric = quantus.MaxSensitivity(nr_samples=2, disable_warnings=True, display_progressbar=False)
+    scores = metric(
+        model=model,
+        x_batch=xn,
+        y_batch=yn,
+        device="cpu",
+        explain_func=wrapgrad.quantus_explain,
+        explain_func_kwargs={**kwargs, "seed": 0},
+    )
+    assert np.isfinite(scores).all()
+    # The bridge's own path with explain=None uses quantus_explain.
+    sparse = quantus_metric("sparseness")(
+        model, x, y, explain_func_kwargs={"method": "input_x_gradient"}
+    )
+    assert torch.isfinite(sparse).all()
+
+
+def test_quantus_metric_names_and_errors(data) -> None:
+    assert isinstance(quantus_metric("MaxSensitivity", nr_samples=2), QuantusMetric)
+    assert quantus_metric("max_sensitivity").cls is quantus.MaxSensitivity
+    assert quantus_metric("Max-Sensitivity").cls is quantus.MaxSensitivity
+    assert quantus_metric("pixel-flipping").cls is quantus.PixelFlipping
+    with pytest.raises(UnknownNameError, match="MaxSensitivity") as info:
+        quantus_metric("MaxSensitivty")
+    assert info.value.argument == "name"
+    assert "MaxSensitivity" in info.value.suggestions
+    model, x, y, _ = data
+    with pytest.raises(WrapgradTypeError, match=r"^explain: "):
+        quantus_metric("sparseness")(model, x, y, "saliency")
+    with pytest.raises(UnknownNameError, match="options"):
+        wrapgrad.quantus_explain(model, x.numpy(), y.numpy(), method="saliency", sigmaa=0.1)
