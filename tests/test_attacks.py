@@ -252,6 +252,8 @@ def test_attack_bad_input() -> None:
         wrapgrad.attack("ifia", objective="targeted")
     with pytest.raises(WrapgradValueError, match=r"^norm"):
         wrapgrad.attack("ifia", norm="l1")
+    with pytest.raises(WrapgradValueError, match=r"^bounds: expected \(low, high\)"):
+        wrapgrad.attack("ifia", bounds=(1, 0))
     with pytest.raises(UnknownNameError, match="ifia"):
         wrapgrad.attack("ifa")
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
@@ -259,8 +261,60 @@ def test_attack_bad_input() -> None:
     explain = wrapgrad.wrap(model, "saliency")
     with pytest.raises(WrapgradValueError, match=r"^k: .*\(16\).*17"):
         wrapgrad.attack("ifia", k=17)(model, x, None, explain)
+    with pytest.raises(WrapgradValueError, match=r"^bounds: the inputs lie outside"):
+        wrapgrad.attack("ifia", bounds=(0.0, 0.5))(model, x + 1, None, explain)
     bad_region = torch.ones(5, 5, dtype=torch.bool)
     with pytest.raises(WrapgradValueError, match=r"^target_region: .*\(5, 5\)"):
         wrapgrad.attack("ifia", objective="targeted", target_region=bad_region)(
             model, x, None, explain
         )
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("saliency", {}),
+        ("saliency", {"abs": False}),
+        ("input_x_gradient", {}),
+        ("integrated_gradients", {"n_steps": 8, "method": "riemann_middle"}),
+        ("integrated_gradients", {"n_steps": 8, "method": "riemann_middle", "baselines": 0.5}),
+    ],
+)
+def test_differentiable_surrogates_agree_with_captum(method: str, options: dict) -> None:
+    from wrapgrad_metrics.surrogate import make_surrogate
+
+    model = AllRelus()
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([0, 1, 2, 0])
+    explain = wrapgrad.wrap(model, method, **options)
+    surrogate = make_surrogate(explain)
+    assert surrogate is not None
+    got = surrogate(model, x.clone().requires_grad_(True), t)
+    assert got.requires_grad  # differentiable in the input (through the softplus twin)
+    assert torch.allclose(got.detach(), explain(x, target=t), atol=1e-5)
+
+
+def test_enhanced_maps_are_attacked_through_the_base_method(mnist_model) -> None:
+    model, x, y = mnist_model
+    x, y = x[:3], y[:3]
+    before = _state(model)
+    explain = wrapgrad.wrap(model, "saliency", "smoothgrad", n_samples=2, noise_level=0.1, seed=0)
+    r = wrapgrad.attack("ifia", epsilon=0.1, steps=3, beta=10.0, bounds=(0, 1))(
+        model, x, y, explain
+    )
+    assert bool(r.label_kept.all())
+    assert bool((r.objective_after >= r.objective_before).all())
+    assert torch.equal(r.maps_after, explain(r.inputs, target=y))  # measured with explain
+    assert _unchanged(model, before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_progress_bar_can_be_shown_and_silenced(capsys: pytest.CaptureFixture[str]) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(2, 1, 4, 4)
+    explain = wrapgrad.wrap(model, "saliency")
+    wrapgrad.attack("ifia", steps=2, k=3, progress=True)(model, x, None, explain)
+    assert "ifia" in capsys.readouterr().err
+    wrapgrad.attack("ifia", steps=2, k=3, progress=False)(model, x, None, explain)
+    wrapgrad.metric("sensitivity", steps=2, progress=False)(model, x, None, explain)
+    assert capsys.readouterr().err == ""

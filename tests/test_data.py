@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.utils.data import DataLoader
-
-from wrapgrad.errors import WrapgradValueError
-from wrapgrad.registry import get_registry
 from wrapgrad_data import load_cmnist, load_dataset, load_digits8x8, load_mnist
 from wrapgrad_data.cmnist import compose, rotate
 from wrapgrad_data.datasets import split_indices
+
+from wrapgrad.errors import WrapgradValueError
+from wrapgrad.registry import get_registry
 
 
 def test_mnist_shapes_range_and_split_sizes():
@@ -99,8 +99,10 @@ def test_compose_blends_by_hand():
     assert float(colours[0]) == 1.0  # dark square -> white digit
     assert torch.allclose(images[0, :, 1, 2], torch.full((3,), 0.5 * 0.2 + 0.5 * 1.0))
     assert torch.equal(images[0, :, 2, 3], bg[0, :, 2, 3])
-    assert digit.sum() == 1 and bool(digit[0, 0, 1, 2])
-    assert square.sum() == 4 and square[0, 0, 1:3, 2:4].all()
+    assert digit.sum() == 1
+    assert bool(digit[0, 0, 1, 2])
+    assert square.sum() == 4
+    assert square[0, 0, 1:3, 2:4].all()
 
 
 def test_rotate_identity_and_quarter_turn():

@@ -42,8 +42,10 @@ def _assert_same(before: dict, model: nn.Module) -> None:
     after = _state(model)
     assert after["ids"] == before["ids"]
     for k, v in before["params"].items():
+        assert v.dtype == after["params"][k].dtype, k
         assert torch.equal(v, after["params"][k]), k
     for k, v in before["buffers"].items():
+        assert v.dtype == after["buffers"][k].dtype, k
         assert torch.equal(v, after["buffers"][k]), k
     assert after["training"] == before["training"]
     assert after["requires_grad"] == before["requires_grad"]

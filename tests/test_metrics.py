@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from wrapgrad_metrics import functional as fn
@@ -129,6 +131,26 @@ def test_rank_correlations_agree_with_scipy(seed: int, levels: int | None) -> No
         assert sp[i].item() == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-3, 3), st.integers(-3, 3)), min_size=2, max_size=40))
+def test_rank_correlations_match_scipy_on_any_small_maps(pairs: list[tuple[int, int]]) -> None:
+    a = torch.tensor([[p[0] for p in pairs]], dtype=torch.float32)
+    b = torch.tensor([[p[1] for p in pairs]], dtype=torch.float32)
+    x, y = a[0].numpy(), b[0].numpy()
+    kt, sp = fn.kendall_tau(a, b).item(), fn.spearman_rho(a, b).item()
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        assert np.isnan(kt)
+        assert np.isnan(sp)
+    else:
+        assert kt == pytest.approx(scipy.stats.kendalltau(x, y).statistic, abs=1e-12)
+        assert sp == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
+    k = len(pairs) // 2 + 1
+    inter = fn.topk_intersection(a, b, k).item()
+    assert inter == fn.topk_intersection(b, a, k).item()
+    assert 0 <= inter <= 1
+    assert fn.topk_intersection(a, a, k).item() == 1.0
+
+
 def test_kendall_is_fast_on_full_images() -> None:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(1, 3, 64, 64, generator=g)
@@ -227,6 +249,10 @@ def test_sensitivity_bad_radius() -> None:
         wrapgrad.metric("sensitivity", r=0)
     with pytest.raises(WrapgradValueError, match=r"^r: "):
         wrapgrad.metric("sensitivity", r=-0.1)
+    model = Linear2(torch.ones(4))
+    explain = wrapgrad.wrap(model, "saliency")
+    with pytest.raises(WrapgradValueError, match=r"^bounds: the inputs lie outside"):
+        wrapgrad.metric("sensitivity", bounds=(0, 1))(model, torch.full((2, 4), 2.0), 0, explain)
 
 
 # -- curves -------------------------------------------------------------------------------------

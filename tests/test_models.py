@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-
 import wrapgrad_data
-from wrapgrad.errors import WrapgradValueError, WrapgradWarning
-from wrapgrad.registry import get_registry
 from wrapgrad_data import get_recipe, pretrained, train
 from wrapgrad_data.cache import cache_dir, cache_paths
+
+from wrapgrad.errors import WrapgradValueError, WrapgradWarning
+from wrapgrad.registry import get_registry
 
 QUICK = {"epochs": 1, "dataset_options": {"limit": 300}}
 

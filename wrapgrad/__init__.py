@@ -49,12 +49,14 @@ __all__ = [
     "WrapgradWarning",
     "__version__",
     "attack",
+    "attack_strength_curve",
     "calibrate",
     "get_registry",
     "hookimpl",
     "metric",
     "plugins",
     "quantus_explain",
+    "quantus_metric",
     "wrap",
 ]
 
@@ -69,6 +71,8 @@ _LAZY = {
     "metric": "wrapgrad.evaluation:metric",
     "attack": "wrapgrad.evaluation:attack",
     "quantus_explain": "wrapgrad.quantus_bridge:quantus_explain",
+    "quantus_metric": "wrapgrad.quantus_bridge:quantus_metric",
+    "attack_strength_curve": "wrapgrad.evaluation:attack_strength_curve",
     "Pipeline": "wrapgrad.pipeline:Pipeline",
 }
 

@@ -17,7 +17,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -25,10 +26,16 @@ import torch
 from torch import Tensor, nn
 
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
-from wrapgrad.functional import model_device
+from wrapgrad.functional import ModelGuard, model_device
 from wrapgrad.validation import check_finite, describe
 
-__all__ = ["CalibrationResult", "calibrate", "check_target_drop", "prepare_data"]
+__all__ = [
+    "CalibrationResult",
+    "calibrate",
+    "check_target_drop",
+    "evaluation_mode",
+    "prepare_data",
+]
 
 
 def _floats(value: Iterable[Any]) -> tuple[float, ...]:
@@ -108,6 +115,17 @@ class CalibrationResult:
             + ("" if self.converged else "  [NOT converged]"),
         ]
         return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluate ``model`` as deployed (every module's ``training`` flag off: BatchNorm running
+    statistics, no dropout) inside a :class:`~wrapgrad.functional.ModelGuard` that puts the flags,
+    and anything else a call changed, back on exit."""
+    with ModelGuard(model, mode="silent"):
+        for m in model.modules():
+            m.training = False
+        yield model
 
 
 def check_target_drop(target_drop: Any) -> float:
@@ -191,7 +209,7 @@ def prepare_data(
                 f"move them with .to({str(device)!r})"
             )
     check_finite(inputs, "data (inputs)")
-    with torch.no_grad():
+    with evaluation_mode(model), torch.no_grad():
         out = model(inputs[:1])
     if not isinstance(out, Tensor) or out.dim() != 2:
         raise WrapgradValueError(

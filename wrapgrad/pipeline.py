@@ -48,6 +48,7 @@ from wrapgrad.pipeline_schema import (
     MetricConfig,
     PipelineConfig,
     PipelineError,
+    as_option,
     validate,
 )
 from wrapgrad.registry import Registry, get_registry
@@ -363,11 +364,7 @@ class _Runner:
             "scores": scores,
             "attacks": attacks,
             "expectations": [attrs.asdict(e) for e in c.report.expect],
-            "expectations_source": (
-                "Expected from the NoiseGrad paper's Table 1 (Bykov et al. 2022)."
-                if c.report.expect
-                else ""
-            ),
+            "expectations_source": c.report.expect_source,
             "figures": [],
             "timings_s": clock.times,
         }
@@ -399,7 +396,7 @@ class _Runner:
             model = pretrained(
                 c.name, self.c.data.dataset, seed=c.seed, progress=self.progress, **recipe
             )
-            info["source"] = "trained with its recipe (cached)"
+            info["source"] = "recipe-trained, cached"
         model.eval()
         with torch.no_grad():
             pred = torch.cat([model(xb).argmax(1) for xb in data.inputs.split(256)])
@@ -464,7 +461,7 @@ class _Runner:
                     )
                 out[k] = float(level)
             else:
-                out[k] = v
+                out[k] = as_option(v)
         return out
 
     def _explain(

@@ -45,6 +45,7 @@ __all__ = [
     "PipelineError",
     "PipelineNameError",
     "ReportConfig",
+    "as_option",
     "check_output_path",
     "validate",
 ]
@@ -163,6 +164,8 @@ class ReportConfig:
     make_figures: bool = True
     grid_samples: int = 4
     expect: tuple[Expectation, ...] = ()
+    expect_source: str = ""
+    """Where the expectations come from (a sentence shown above them in the report)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -178,6 +181,14 @@ class PipelineConfig:
     metrics: tuple[MetricConfig, ...] = ()
     attacks: tuple[AttackConfig, ...] = ()
     file: str = "<pipeline>"
+
+
+def as_option(value: Any) -> Any:
+    """A file value as a method option: TOML arrays become tuples (Captum wants tuples for
+    shapes such as ``sliding_window_shapes``)."""
+    if isinstance(value, list):
+        return tuple(as_option(v) for v in value)
+    return value
 
 
 # -- checking helpers ------------------------------------------------------------------------
@@ -501,9 +512,16 @@ def _explain(c: _Checker, value: Any, calibration: Mapping[str, Any]) -> Explain
             raise PipelineNameError(c.file, where, m, methods, "method of [explain].methods")
         c.table(opts, where, None)
         _check_references(c, opts, where, calibration)
-        plain = {k: v for k, v in opts.items() if not (isinstance(v, str) and v.startswith("@"))}
+        plain = {
+            k: as_option(v)
+            for k, v in opts.items()
+            if not (isinstance(v, str) and v.startswith("@"))
+        }
+        layer, interpolate = plain.pop("layer", None), plain.pop("interpolate", False)
         try:
-            build_explainer(m, options=plain, registry=c.registry)
+            build_explainer(
+                m, layer=layer, interpolate=interpolate, options=plain, registry=c.registry
+            )
         except UnknownNameError as exc:
             raise PipelineNameError(
                 c.file, f"{where}.{exc.name}", exc.name, exc.known, f"option of {m}"
@@ -532,6 +550,15 @@ def _explain(c: _Checker, value: Any, calibration: Mapping[str, Any]) -> Explain
             c.options_for(factory, options, f"{where}.options", f"enhancer {ename}")
         _check_references(c, options, f"{where}.options", calibration)
         enhancers.append(EnhancerConfig(label=label, name=ename, options=options))
+    for m, opts in method_options.items():
+        for e in enhancers:
+            both = sorted(set(opts) & set(e.options))
+            if both:
+                raise c.fail(
+                    f"[explain.method_options.{m}].{both[0]}",
+                    f"expected an option name the enhancer {e.label!r} does not also take "
+                    f"(wrap() would give {both[0]!r} to the enhancer); drop one of them",
+                )
     labels = [e.label for e in enhancers]
     if len(set(labels)) != len(labels):
         raise c.fail(f"{f}.enhancers", f"expected distinct labels, got {labels!r}")
@@ -669,7 +696,19 @@ def _report(
     attacks: tuple[AttackConfig, ...],
 ) -> ReportConfig:
     f = "[report]"
-    t = c.table(value, f, ("markdown", "json", "figures", "make_figures", "grid_samples", "expect"))
+    t = c.table(
+        value,
+        f,
+        (
+            "markdown",
+            "json",
+            "figures",
+            "make_figures",
+            "grid_samples",
+            "expect",
+            "expect_source",
+        ),
+    )
     paths = {}
     for key, default in (
         ("markdown", "report.md"),
@@ -724,4 +763,5 @@ def _report(
         make_figures=c.get(t, f, "make_figures", bool, True),
         grid_samples=c.positive(t, f, "grid_samples", 4),
         expect=tuple(expect),
+        expect_source=c.get(t, f, "expect_source", str, ""),
     )

@@ -15,9 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wrapgrad.calibration import CalibrationResult, check_target_drop, prepare_data
+from wrapgrad.calibration import (
+    CalibrationResult,
+    check_target_drop,
+    evaluation_mode,
+    prepare_data,
+)
 from wrapgrad.errors import WrapgradValueError
-from wrapgrad.functional import ModelGuard
 from wrapgrad_calibration.bisection import bisect_level
 from wrapgrad_calibration.statistics import drop_interval, relative_drop
 
@@ -167,9 +171,7 @@ class AccuracyDrop:
 
         target = check_target_drop(target_drop)
         if not isinstance(perturber, str) or perturber.lower() not in PERTURBERS:
-            raise WrapgradValueError(
-                f"perturber: expected 'weight' or 'input', got {perturber!r}"
-            )
+            raise WrapgradValueError(f"perturber: expected 'weight' or 'input', got {perturber!r}")
         kind = PERTURBERS[perturber.lower()]
         if fixed_alpha and kind != "weight":
             raise WrapgradValueError(
@@ -181,11 +183,7 @@ class AccuracyDrop:
             raise WrapgradValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
         tol = target / 10.0 if tol is None else float(tol)
         inputs, labels = prepare_data(model, data, max_samples)
-        with ModelGuard(model, mode="silent"):
-            # Evaluate as in deployment (BatchNorm running statistics, no dropout); the guard
-            # puts the training flags back.
-            for m in model.modules():
-                m.training = False
+        with evaluation_mode(model):
             ev = NoisyAccuracy(model, inputs, labels, draws=draws, seed=seed, max_batch=max_batch)
 
             def noisy(level: float) -> Tensor:
@@ -206,7 +204,9 @@ class AccuracyDrop:
                     f"{acc_chance:.4f}; calibration needs a trained model (AD is undefined)"
                 )
             seen: dict[float, Tensor] = {}
-            bar = tqdm(total=max_iter, desc=f"calibrate {kind} noise", disable=not progress, leave=False)
+            bar = tqdm(
+                total=max_iter, desc=f"calibrate {kind} noise", disable=not progress, leave=False
+            )
 
             def drop_at(level: float) -> float:
                 if level not in seen:
@@ -225,7 +225,9 @@ class AccuracyDrop:
                             f"accuracy by {base:.4f} >= target_drop {target}; lower it or raise "
                             f"target_drop"
                         )
-                search = bisect_level(drop_at, target, start=float(start), tol=tol, max_iter=max_iter)
+                search = bisect_level(
+                    drop_at, target, start=float(start), tol=tol, max_iter=max_iter
+                )
                 if not search.bracketed:
                     raise WrapgradValueError(
                         f"target_drop: the {kind} noise never drops accuracy by {target} (largest "

@@ -48,8 +48,9 @@ def plot_curve(result: CalibrationResult, path: str | Path) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from wrapgrad.calibration import calibrate
     from wrapgrad_data import load_dataset, pretrained
+
+    from wrapgrad.calibration import calibrate
 
     model = pretrained(args.model, args.dataset, seed=args.seed, progress=not args.quiet)
     test = load_dataset(args.dataset, split="test")
@@ -89,7 +90,9 @@ def add_calibrate_command(subparsers: Any) -> Callable[[argparse.Namespace], int
     p.add_argument("--model", default="small_cnn", help="reference model (small_cnn, small_resnet)")
     p.add_argument("--dataset", default="mnist", help="data set (mnist, cmnist, digits8x8)")
     p.add_argument("--perturber", default="weight", choices=["weight", "input"])
-    p.add_argument("--calibrator", default="accuracy_drop", help="accuracy_drop, halve, noisegrad++")
+    p.add_argument(
+        "--calibrator", default="accuracy_drop", help="accuracy_drop, halve, noisegrad++"
+    )
     p.add_argument("--target-drop", type=float, default=0.05, help="relative accuracy drop (0, 1)")
     p.add_argument("--draws", type=int, default=8, help="noise draws per level")
     p.add_argument("--samples", type=int, default=1000, help="held-out samples")

@@ -24,9 +24,13 @@ import attrs
 import torch
 from torch import nn
 
-from wrapgrad.calibration import CalibrationResult, check_target_drop, prepare_data
+from wrapgrad.calibration import (
+    CalibrationResult,
+    check_target_drop,
+    evaluation_mode,
+    prepare_data,
+)
 from wrapgrad.errors import WrapgradValueError
-from wrapgrad.functional import ModelGuard
 from wrapgrad_calibration.accuracy_drop import AccuracyDrop, NoisyAccuracy
 from wrapgrad_calibration.statistics import drop_interval, relative_drop
 
@@ -51,7 +55,12 @@ class NoiseGradPlusPlus:
         if not (isinstance(alpha, (int, float)) and alpha > 0):
             raise WrapgradValueError(f"alpha: expected an input-noise level > 0, got {alpha!r}")
         return AccuracyDrop()(
-            model, data, perturber="weight", target_drop=target_drop, fixed_alpha=float(alpha), **options
+            model,
+            data,
+            perturber="weight",
+            target_drop=target_drop,
+            fixed_alpha=float(alpha),
+            **options,
         )
 
 
@@ -87,9 +96,7 @@ class Halve:
         sigma, alpha = weight.sigma / 2.0, alpha / 2.0
         inputs, labels = prepare_data(model, data, options.get("max_samples", 1000))
         seed = int(options.get("seed", 0))
-        with ModelGuard(model, mode="silent"):
-            for m in model.modules():
-                m.training = False
+        with evaluation_mode(model):
             ev = NoisyAccuracy(
                 model,
                 inputs,

@@ -8,7 +8,9 @@ from torch import Tensor
 __all__ = ["drop_interval", "relative_drop"]
 
 
-def relative_drop(acc: float | Tensor, acc_clean: float | Tensor, acc_chance: float) -> float | Tensor:
+def relative_drop(
+    acc: float | Tensor, acc_clean: float | Tensor, acc_chance: float
+) -> float | Tensor:
     """AD = 1 − (ACC(σ) − ACC(∞)) / (ACC(0) − ACC(∞)) (Bykov et al. 2022, Eq. 5; Eq. 6 for the
     joint FusionGrad drop AD₊₊ with ACC₊₊)."""
     return 1.0 - (acc - acc_chance) / (acc_clean - acc_chance)

@@ -38,7 +38,9 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "wrapgrad"
 
 
-def cache_paths(model_name: str, dataset_name: str, seed: int = 0, **overrides: Any) -> tuple[Path, Path]:
+def cache_paths(
+    model_name: str, dataset_name: str, seed: int = 0, **overrides: Any
+) -> tuple[Path, Path]:
     """``(weights_path, record_path)`` of one cache entry."""
     recipe = get_recipe(model_name, dataset_name, **overrides)
     stem = f"{recipe.model}-{recipe.dataset}-seed{int(seed)}-{recipe.key()}"

@@ -159,9 +159,7 @@ def load_cmnist(
     if not (isinstance(copies, int) and copies >= 1):
         raise WrapgradValueError(f"copies: expected a positive int, got {copies!r}")
     if not digit_size <= size:
-        raise WrapgradValueError(
-            f"digit_size: expected at most size ({size}), got {digit_size!r}"
-        )
+        raise WrapgradValueError(f"digit_size: expected at most size ({size}), got {digit_size!r}")
     images28, labels = mnist_arrays()
     idx = split_indices(len(labels), split, seed, test_fraction)
     idx = idx[: _check_limit(limit, len(idx))].repeat(copies)

@@ -81,7 +81,9 @@ def split_indices(n: int, split: str, seed: int, test_fraction: float) -> Tensor
     if split not in SPLITS:
         raise WrapgradValueError(f"split: expected one of {SPLITS}, got {split!r}")
     if not 0.0 < test_fraction < 1.0:
-        raise WrapgradValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+        raise WrapgradValueError(
+            f"test_fraction: expected a number in (0, 1), got {test_fraction!r}"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     n_test = round(test_fraction * n)
     if split == "train":

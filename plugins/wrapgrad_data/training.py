@@ -49,9 +49,7 @@ class Recipe:
 
     def key(self) -> str:
         """A hash of the recipe and the loop version: the cache key of the trained weights."""
-        blob = json.dumps(
-            {"loop": LOOP_VERSION, **attrs.asdict(self)}, sort_keys=True, default=str
-        )
+        blob = json.dumps({"loop": LOOP_VERSION, **attrs.asdict(self)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -43,6 +43,7 @@ from wrapgrad_metrics.functional import (
 )
 from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
+    check_bounds,
     check_epsilon,
     explain_map,
     first_map,
@@ -136,10 +137,12 @@ class IFIA:
             SPSA through explain), ``"spsa"``, or a callable ``(forward, x, target) -> map``.
         spsa_samples: SPSA directions per step for the gradient-free fallback.
         seed: seeds the restarts and SPSA draws.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (None: only on a terminal; False: never).
     """
 
     reject_label_flips = True
+    lam: float = 1.0
+    """Weight of ``D`` against the extra loss (used by :class:`AdversarialIFIA`)."""
 
     def __init__(
         self,
@@ -158,7 +161,7 @@ class IFIA:
         surrogate: str | Callable[..., Tensor] = "auto",
         spsa_samples: int = 8,
         seed: int = 0,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         if objective not in _OBJECTIVES:
             raise WrapgradValueError(f"objective: expected one of {_OBJECTIVES}, got {objective!r}")
@@ -181,13 +184,7 @@ class IFIA:
             check_epsilon(beta, "beta")
         self.beta = beta
         self.norm = check_norm(norm)
-        if bounds is not None:
-            if len(bounds) != 2 or not bounds[0] < bounds[1]:
-                raise WrapgradValueError(
-                    f"bounds: expected (low, high) with low < high, got {bounds!r}"
-                )
-            bounds = (float(bounds[0]), float(bounds[1]))
-        self.bounds = bounds
+        self.bounds = check_bounds(bounds, torch.zeros(0))
         self.target_region = target_region
         if objective == "targeted" and target_region is None:
             raise WrapgradValueError(
@@ -225,15 +222,13 @@ class IFIA:
         x = inputs.detach()
         t = resolve_target(model, x, target)
         labels0 = predict(model, x)
-        if self.bounds is not None and bool(((x < self.bounds[0]) | (x > self.bounds[1])).any()):
-            raise WrapgradValueError(
-                f"bounds: the inputs lie outside {self.bounds}; pass the data range or bounds=None"
-            )
+        check_bounds(self.bounds, x)
 
         def measure(xa: Tensor) -> Tensor:
             return importance_of(explain_map(explain, xa, t), self.channel_reduction)
 
-        imp0 = measure(x)
+        maps_before = explain_map(explain, x, t)
+        imp0 = importance_of(maps_before, self.channel_reduction)
         n_features = imp0[0].numel()
         k = self.k if self.k is not None else max(1, math.ceil(0.05 * n_features))
         if k > n_features:
@@ -277,7 +272,11 @@ class IFIA:
         best_x = x.clone()
         best_val = before.clone()
         shape = (-1, *([1] * (x.dim() - 1)))
-        bar = tqdm(total=self.restarts * self.steps, disable=not self.progress, desc="ifia")
+        bar = tqdm(
+            total=self.restarts * self.steps,
+            disable=None if self.progress is None else not self.progress,
+            desc="ifia",
+        )
         try:
             for r in range(self.restarts):
                 if r == 0 and self.objective != "mass_center":
@@ -309,20 +308,16 @@ class IFIA:
                         eta = torch.where(keep, eta, eta / 2)
                     else:
                         xa = cand
+                    # Every iterate keeps the label where flips are rejected: the start does,
+                    # and a step is only taken if the new point does.
                     val = value(xa, measure(xa))
-                    valid = (
-                        predict(model, xa) == labels0
-                        if self.reject_label_flips
-                        else torch.ones_like(labels0, dtype=torch.bool)
-                    )
-                    better = valid & (val > best_val)
+                    better = val > best_val
                     best_x = torch.where(better.reshape(shape), xa, best_x)
                     best_val = torch.where(better, val, best_val)
                     bar.update(1)
         finally:
             bar.close()
 
-        maps_before = explain_map(explain, x, t)
         maps_after = explain_map(explain, best_x, t)
         imp_after = importance_of(maps_after, self.channel_reduction).detach()
         metrics = {
@@ -345,8 +340,6 @@ class IFIA:
             norm=self.norm,
             objective=self.objective,
         )
-
-    lam: float = 1.0
 
     def __repr__(self) -> str:
         return (

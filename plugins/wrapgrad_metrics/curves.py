@@ -85,8 +85,8 @@ class SaturationCurve:
 
 def trapezoid(y: Tensor, x: Tensor) -> Tensor:
     """Area under ``y`` over ``x`` along the last axis (``x`` broadcast to ``y``)."""
-    x = x.expand_as(y).to(torch.float64)
     y = y.to(torch.float64)
+    x = x.to(device=y.device, dtype=torch.float64).expand_as(y)
     return ((y[..., 1:] + y[..., :-1]) * (x[..., 1:] - x[..., :-1])).sum(dim=-1) / 2
 
 

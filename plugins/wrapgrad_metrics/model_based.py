@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from wrapgrad.errors import WrapgradValueError
 from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
+    check_bounds,
     check_epsilon,
     explain_map,
     grad_or_zeros,
@@ -60,7 +61,7 @@ class Sensitivity:
         bounds: data range to clip to, e.g. ``(0, 1)``.
         surrogate: ``"auto"``, ``"spsa"`` or a callable ``(forward, x, target) -> map``.
         seed: seeds the starts and SPSA draws.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (None: only on a terminal; False: never).
     """
 
     higher_is_better = False
@@ -77,7 +78,7 @@ class Sensitivity:
         surrogate: str | Callable[..., Tensor] = "auto",
         spsa_samples: int = 8,
         seed: int = 0,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         self.r = check_epsilon(r, "r")
         self.steps = _check_count(steps, "steps")
@@ -88,7 +89,7 @@ class Sensitivity:
         if beta is not None:
             check_epsilon(beta, "beta")
         self.beta = beta
-        self.bounds = bounds
+        self.bounds = check_bounds(bounds, torch.zeros(0))
         if not (callable(surrogate) or surrogate in ("auto", "spsa")):
             raise WrapgradValueError(
                 f"surrogate: expected 'auto', 'spsa' or a callable, got {surrogate!r}"
@@ -103,6 +104,7 @@ class Sensitivity:
     ) -> Tensor:
         x = inputs.detach()
         t = resolve_target(model, x, target)
+        check_bounds(self.bounds, x)
         labels0 = predict(model, x)
         a0 = explain_map(explain, x, t)
         flat0 = a0.reshape(a0.shape[0], -1).to(torch.float64)
@@ -146,7 +148,11 @@ class Sensitivity:
 
         shape = (-1, *([1] * (x.dim() - 1)))
         best = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-        bar = tqdm(total=self.restarts * self.steps, disable=not self.progress, desc="S_r")
+        bar = tqdm(
+            total=self.restarts * self.steps,
+            disable=None if self.progress is None else not self.progress,
+            desc="S_r",
+        )
         try:
             for _ in range(self.restarts):
                 start = project(

@@ -21,6 +21,7 @@ from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 
 __all__ = [
     "MapFn",
+    "check_bounds",
     "check_epsilon",
     "explain_map",
     "explainer_info",
@@ -205,6 +206,21 @@ def check_epsilon(value: Any, argument: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise WrapgradValueError(f"{argument}: expected a positive number, got {value!r}")
     return float(value)
+
+
+def check_bounds(bounds: Any, x: Tensor) -> tuple[float, float] | None:
+    """``(low, high)`` as floats (None passes); the inputs must lie inside."""
+    if bounds is None:
+        return None
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2 or not bounds[0] < bounds[1]:
+        raise WrapgradValueError(f"bounds: expected (low, high) with low < high, got {bounds!r}")
+    low, high = float(bounds[0]), float(bounds[1])
+    if bool(((x < low) | (x > high)).any()):
+        raise WrapgradValueError(
+            f"bounds: the inputs lie outside {(low, high)} (min {float(x.min()):.4g}, max "
+            f"{float(x.max()):.4g}); pass the data range, or bounds=None"
+        )
+    return low, high
 
 
 def step_direction(g: Tensor, norm: str) -> Tensor:

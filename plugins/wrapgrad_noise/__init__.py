@@ -33,8 +33,7 @@ def wrapgrad_perturbers() -> Iterator[PerturberSpec]:
 
 @hookimpl
 def wrapgrad_enhancers() -> Iterator[EnhancerSpec]:
-    try:
-        from wrapgrad_noise import enhancers
-    except ImportError:  # pragma: no cover - while the module is being written
-        return
+    # Imported here, not at module import: the enhancers pull in the engine (torch.func).
+    from wrapgrad_noise import enhancers
+
     yield from enhancers.specs()
