@@ -15,7 +15,12 @@ from wrapgrad_data import load_dataset, train
 
 import wrapgrad
 from wrapgrad.calibration import CalibrationResult
-from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.errors import (
+    UnknownNameError,
+    WrapgradTypeError,
+    WrapgradValueError,
+    WrapgradWarning,
+)
 from wrapgrad.functional import ModelSnapshot
 
 FAST = {"draws": 6, "progress": False}
@@ -304,6 +309,27 @@ def test_insensitive_model_is_reported():
     y = x.argmax(dim=1)
     with pytest.raises(WrapgradValueError, match="never drops"):
         wrapgrad.calibrate(Insensitive(), (x, y), **FAST)
+
+
+def test_steep_model_warns_and_reports_not_converged():
+    class Step(nn.Module):
+        """All samples right while the noisy weight stays above 0.5, all wrong otherwise."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            ok = (self.w > 0.5).float()
+            return torch.stack([ok + 0 * x[:, 0], 1 - ok + 0 * x[:, 0]], dim=1)
+
+    x = torch.rand(40, 1)
+    y = torch.zeros(40, dtype=torch.long)
+    with pytest.warns(WrapgradWarning, match="did not reach"):
+        r = wrapgrad.calibrate(Step(), (x, y), draws=4, progress=False)
+    assert not r.converged
+    # With 4 draws the drop moves in steps of 1/4 of the way to chance: 0.05 is never hit.
+    assert all(math.isclose(d * 4, round(d * 4), abs_tol=1e-9) for d in r.drops)
 
 
 # -- the command line ------------------------------------------------------------------------------

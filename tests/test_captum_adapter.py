@@ -17,6 +17,7 @@ from wrapgrad.captum_adapter import captum_classes, snake_case
 from .conftest import MultiInputNet, SmallCNN
 
 BASELINES = torch.zeros(3, 1, 8, 8)
+LAYER_MASK = torch.arange(6).reshape(1, 6, 1, 1).expand(1, 6, 8, 8) // 2  # 3 groups of channels
 FEATURE_MASK = (torch.arange(64).reshape(1, 1, 8, 8) // 16).expand(4, 1, 8, 8).contiguous()
 
 # name -> (wrap options, attribute kwargs). Layer methods use the second conv; neuron methods its
@@ -43,8 +44,8 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "layer_conductance": ({"layer": "features.2"}, {"n_steps": 8}),
     "layer_deep_lift": ({"layer": "features.2"}, {}),
     "layer_deep_lift_shap": ({"layer": "features.2"}, {"baselines": BASELINES}),
-    "layer_feature_ablation": ({"layer": "features.2"}, {}),
-    "layer_feature_permutation": ({"layer": "features.2"}, {}),
+    "layer_feature_ablation": ({"layer": "features.2"}, {"layer_mask": LAYER_MASK}),
+    "layer_feature_permutation": ({"layer": "features.2"}, {"layer_mask": LAYER_MASK}),
     "layer_grad_cam": ({"layer": "features.2"}, {}),
     "layer_gradient_shap": ({"layer": "features.2"}, {"baselines": BASELINES, "n_samples": 4}),
     "layer_gradient_x_activation": ({"layer": "features.2"}, {}),

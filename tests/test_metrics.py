@@ -3,6 +3,8 @@ closed forms on linear models, and clear errors."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -15,7 +17,15 @@ from wrapgrad_metrics import functional as fn
 from wrapgrad_metrics.curves import ig_saturation_curve, pic_curve
 
 import wrapgrad
-from wrapgrad.errors import UnknownNameError, WrapgradValueError
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+
+from ._trained import one_thread, state_of, trained_mnist, unchanged
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 class Linear2(nn.Module):
@@ -48,12 +58,13 @@ class TinyCNN(nn.Module):
         return self.net(x)
 
 
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+@pytest.fixture(scope="module")
+def mnist_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The naturally trained MNIST CNN shared with the attack tests (trained once per run)."""
+    return trained_mnist()
 
 
-def _unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
-    return all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+_state, _unchanged = state_of, unchanged
 
 
 # -- map-to-map metrics ------------------------------------------------------------------------
@@ -65,11 +76,25 @@ def test_topk_intersection_hand_computed() -> None:
     m = wrapgrad.metric("topk_intersection", k=5)
     assert m(a, b).tolist() == [0.4]
     assert m(a, a).tolist() == [1.0]
-    # Ranking by magnitude.
+    # Importance is magnitude by default; abs=False ranks signed values.
     c = torch.tensor([[-9.0, 1, 2, 0]])
     d = torch.tensor([[9.0, 0, 0, 0]])
-    assert fn.topk_intersection(c, d, 1).tolist() == [0.0]
-    assert fn.topk_intersection(c, d, 1, abs=True).tolist() == [1.0]
+    assert fn.topk_intersection(c, d, 1).tolist() == [1.0]
+    assert wrapgrad.metric("topk_intersection", k=1)(c, d).tolist() == [1.0]
+    assert fn.topk_intersection(c, d, 1, abs=False).tolist() == [0.0]
+    assert wrapgrad.metric("topk_intersection", k=1, abs=False)(c, d).tolist() == [0.0]
+    # k as a fraction of the features: 0.5 of 10 is the top 5 (as above), 0.25 the top 3
+    # (rounded up): {0, 1, 2} and {3, 4, 5} share nothing; 1.0 is all features.
+    assert wrapgrad.metric("topk_intersection", k=0.5)(a, b).tolist() == [0.4]
+    assert fn.topk_intersection(a, b, 0.25).tolist() == [0.0]
+    assert fn.topk_intersection(a, b, 0.35).tolist() == [0.25]  # top 4: {3} shared
+    assert fn.topk_intersection(a, b, 1.0).tolist() == [1.0]
+    # Per sample, with channel reduction: sample 1 is sample 0 with two features swapped.
+    e = torch.tensor([[[1.0, 2, 3, 4]], [[1.0, 2, 3, 4]]]).expand(2, 3, 4)
+    f = e.clone()
+    f[1] = torch.tensor([1.0, 4, 3, 2])
+    got = fn.topk_intersection(e, f, 2, channel_reduction="sum_abs")
+    assert got.tolist() == [1.0, 0.5]
 
 
 def test_topk_ties_broken_towards_lower_index() -> None:
@@ -166,6 +191,12 @@ def test_map_metric_errors_name_the_argument() -> None:
         fn.kendall_tau(a, torch.zeros(2, 6))
     with pytest.raises(WrapgradValueError, match=r"^k: .*\(5\).*6"):
         wrapgrad.metric("topk_intersection", k=6)(a, a)
+    with pytest.raises(WrapgradValueError, match=r"^k: .*fraction"):
+        wrapgrad.metric("topk_intersection", k=1.5)
+    with pytest.raises(WrapgradValueError, match=r"^k: .*fraction"):
+        fn.topk_intersection(a, a, 0.0)
+    with pytest.raises(WrapgradTypeError, match=r"^kk: not an option of the metric"):
+        wrapgrad.metric("topk_intersection", kk=5)
     with pytest.raises(WrapgradValueError, match=r"^channel_reduction"):
         wrapgrad.metric("kendall_tau", channel_reduction="median")
     with pytest.raises(WrapgradValueError, match=r"^channel_reduction: .*no channel axis"):
@@ -188,6 +219,16 @@ def test_localisation_auc_hand_computed_and_sklearn() -> None:
     for i in range(3):
         want = roc_auc_score(masks[i].flatten().numpy(), maps[i].abs().sum(0).flatten().numpy())
         assert got[i].item() == pytest.approx(want, abs=1e-12)
+    # Masks in Quantus' layout (B, 1, H, W) and shared (H, W) masks mean the same.
+    assert torch.equal(wrapgrad.metric("localisation_auc")(maps, masks[:, None]), got)
+    shared = wrapgrad.metric("localisation_auc")(maps, masks[0])
+    assert shared[0].item() == got[0].item()
+    # A map that is 1 on the mask and 0 elsewhere localises perfectly; its negative (by
+    # signed value) not at all.
+    perfect = masks[:, None].float().expand(3, 2, 6, 6)
+    assert wrapgrad.metric("localisation_auc")(perfect, masks).tolist() == [1.0] * 3
+    signed = wrapgrad.metric("localisation_auc", abs=False, channel_reduction="sum")
+    assert signed(-perfect, masks).tolist() == [0.0] * 3
 
 
 def test_localisation_bad_mask() -> None:
@@ -273,6 +314,30 @@ def test_deletion_insertion_hand_computed() -> None:
     assert lerf(model, x, t, explain).item() == pytest.approx(6.25)
 
 
+def test_deletion_ranks_a_trained_cnns_maps_above_random_maps(mnist_model) -> None:
+    model, x, y = mnist_model
+    x, y = x[:8], y[:8]
+    before = _state(model)
+    explain = wrapgrad.wrap(model, "input_x_gradient")
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    random_map = wrapgrad.wrap(model, lambda m, inputs, target=None: noise)
+    morf = wrapgrad.metric("deletion", n_steps=10)
+    lerf = wrapgrad.metric("deletion", n_steps=10, order="lerf")
+    d_morf, d_lerf = morf(model, x, y, explain), lerf(model, x, y, explain)
+    d_random = morf(model, x, y, random_map)
+    # Removing the most relevant pixels first destroys the prediction fastest.
+    assert bool((d_morf < d_lerf).all())
+    assert float(d_morf.mean()) < float(d_random.mean()) - 0.2
+    assert float(d_lerf.mean()) > float(d_random.mean()) + 0.2
+    # With one baseline, inserting the top fraction f is deleting the bottom 1 - f: the MoRF
+    # insertion curve is the LeRF deletion curve read backwards.
+    ins = wrapgrad.metric("insertion", n_steps=10).curve(model, x, y, explain)
+    dele = lerf.curve(model, x, y, explain)
+    assert torch.allclose(ins.y, dele.y.flip(1))
+    assert torch.allclose(ins.auc, d_lerf)
+    assert _unchanged(model, before)
+
+
 def test_sic_aic_rank_a_faithful_map_above_its_opposite() -> None:
     class RegionNet(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -318,8 +383,28 @@ def test_ig_saturation_linear_closed_form() -> None:
             z = 0.3 * torch.tanh(x.sum(dim=1) / 0.3) + 5 * (x[:, 0] - x[:, 1])
             return torch.stack([z, -z], dim=1)
 
-    share = wrapgrad.metric("ig_saturation", n_steps=20)(Saturating(), torch.ones(1, 3), 0, None)
-    assert share.item() > 0.5
+    # Along the path x_a = a * ones(3): logit 0.3 tanh(10 a), gradient
+    # sech^2(10 a) (1, 1, 1) + 5 (1, -1, 0). 95 % of the logit's change is covered first at the
+    # midpoint 0.225 (tanh(1.75) / tanh(10) < 0.95 <= tanh(2.25) / tanh(10)).
+    n = 20
+    alphas = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    s2 = 1 / torch.cosh(10 * alphas) ** 2
+    grads = torch.stack([s2 + 5, s2 - 5, s2], dim=1)
+    norms = grads.norm(dim=1)
+    curve = ig_saturation_curve(Saturating(), torch.ones(1, 3), 0, n_steps=n)
+    assert curve.saturation_alpha.item() == pytest.approx(0.225)
+    assert torch.allclose(curve.logits[0], 0.3 * torch.tanh(10 * alphas), atol=1e-6)
+    assert torch.allclose(curve.grad_norms[0], norms, atol=1e-5)
+    mean = grads.mean(dim=0)
+    align = grads @ mean / (norms * mean.norm())
+    assert torch.allclose(curve.alignment[0], align, atol=1e-5)
+    want = norms[alphas > 0.225 + 1e-9].sum() / norms.sum()
+    share = wrapgrad.metric("ig_saturation", n_steps=n)(Saturating(), torch.ones(1, 3), 0, None)
+    assert share.item() == pytest.approx(want.item(), abs=1e-6)
+    assert share.item() > 0.7  # the ResNet-like case: most gradient mass after saturation
+    # A logit that falls along the path saturates too (the sign of its change is kept).
+    falling = ig_saturation_curve(Saturating(), -torch.ones(1, 3), 0, n_steps=n)
+    assert falling.saturation_alpha.item() == pytest.approx(0.225)
 
 
 # -- Captum metrics -------------------------------------------------------------------------------

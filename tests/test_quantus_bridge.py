@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import quantus
@@ -9,15 +11,24 @@ import torch
 from torch import nn
 
 import wrapgrad
-from wrapgrad.errors import UnknownNameError, WrapgradTypeError
+import wrapgrad.quantus_bridge
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
 from wrapgrad.quantus_bridge import QuantusMetric, quantus_metric
+
+from ._trained import one_thread, state_of, unchanged
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 class TinyNet(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 1) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
         self.act = nn.ReLU()
         self.fc = nn.Linear(4 * 10 * 10, 3)
 
@@ -36,12 +47,7 @@ def data() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     return model, x, y, masks
 
 
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
-    return all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+_state, _unchanged = state_of, unchanged
 
 
 #: The metrics the issue lists, with tiny settings.
@@ -89,6 +95,63 @@ def test_listed_quantus_metrics_give_finite_scores(data, name: str, explainer: s
     # Quantus randomises layers of a copy: the user's model is untouched.
     assert _unchanged(model, before)
     assert not model.training
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_listed_quantus_metrics_on_rgb_inputs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three channels: the maps keep the inputs' shape for the metrics that use them feature by
+    feature, and lose their channel axis (summed, as Quantus' own explain does) for the
+    localisation metrics, whose masks are (B, 1, H, W)."""
+    model = TinyNet(channels=3).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 10, 10, generator=g)
+    y = model(x).argmax(1)
+    masks = torch.zeros(3, 10, 10)  # (B, H, W): the bridge adds the channel axis
+    masks[:, 2:6, 2:6] = 1
+    before = _state(model)
+    seen: list[tuple[int, ...]] = []
+    explain_func_from = wrapgrad.quantus_bridge.explain_func_from
+
+    def recording(explain, **kwargs):  # the maps Quantus receives, by shape
+        inner = explain_func_from(explain, **kwargs)
+
+        def explain_func(*args, **kw):
+            out = inner(*args, **kw)
+            seen.append(out.shape)
+            return out
+
+        return explain_func
+
+    monkeypatch.setattr(wrapgrad.quantus_bridge, "explain_func_from", recording)
+    smoothgrad = wrapgrad.wrap(
+        model, "saliency", "smoothgrad", n_samples=2, noise_level=0.1, seed=0
+    )
+    scores = quantus_metric(name, **METRICS[name])(model, x, y, smoothgrad, s_batch=masks)
+    assert _finite(scores), scores
+    localisation = name in ("RelevanceRankAccuracy", "AttributionLocalisation")
+    assert seen
+    assert seen[0] == ((3, 1, 10, 10) if localisation else (3, 3, 10, 10))
+    assert _unchanged(model, before)
+
+
+def test_quantus_explain_reduce_axes(data) -> None:
+    model = TinyNet(channels=3).eval()
+    x = torch.rand(2, 3, 10, 10, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1)
+    full = wrapgrad.quantus_explain(model, x.numpy(), y.numpy(), method="saliency", abs=False)
+    assert full.shape == (2, 3, 10, 10)
+    kept = wrapgrad.quantus_explain(model, x.numpy(), y.numpy(), reduce_axes=(1,), abs=False)
+    np.testing.assert_allclose(kept, full.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-7)
+    dropped = wrapgrad.quantus_explain(
+        model, x.numpy(), y.numpy(), reduce_axes=[1], keepdims=False, abs=False
+    )
+    assert dropped.shape == (2, 10, 10)
+    with pytest.raises(WrapgradValueError, match=r"^reduce_axes: .*batch axis"):
+        wrapgrad.quantus_explain(model, x.numpy(), y.numpy(), reduce_axes=(0,))
+    with pytest.raises(WrapgradValueError, match=r"^s_batch: .*\(2, 1, 10, 10\)"):
+        quantus_metric("AttributionLocalisation")(
+            model, x, y, wrapgrad.wrap(model, "saliency"), s_batch=torch.ones(2, 1, 9, 9)
+        )
 
 
 def test_model_parameter_randomisation_sees_the_randomised_models(data) -> None:

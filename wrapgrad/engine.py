@@ -28,16 +28,25 @@ How it runs:
   (:class:`~wrapgrad.sampling.RunningMoments`), so memory does not grow with ``S``.
 * **Randomness.** One generator (on the inputs' device) draws a table of seeds, one per weight
   sample and one per input sample; every draw of a sample comes from its own seed, so results do
-  not depend on chunk sizes or strategy, and the same seed gives the same maps.
+  not depend on chunk sizes or strategy, and the same seed gives the same maps. Methods that
+  draw random numbers themselves (GradientShap, Lime, KernelShap, ...) and dropout in training
+  mode use the global RNGs: those are seeded from the same generator for the call and restored
+  afterwards, so the same seed gives the same maps for them too (their own draws do depend on
+  the chunking).
 * **Modes.** The model runs in the mode the user left it. In training mode its buffers (BatchNorm
-  running statistics) are replaced by per-call copies, so no buffer update leaks into the model.
+  running statistics) are replaced by per-call copies, so no buffer update leaks into the model;
+  with BatchNorm in training mode each noisy copy of the batch is normalised on its own (one
+  input sample per call or per vmap slice), as the model would see the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import random
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -179,6 +188,42 @@ def pick_strategy(
 
 def _in_training(model: nn.Module) -> bool:
     return any(m.training for m in model.modules())
+
+
+def _batch_statistics(model: nn.Module) -> bool:
+    """True if a BatchNorm layer of ``model`` is in training mode (normalises by batch stats)."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()
+    )
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(gen: torch.Generator, device: torch.device, enabled: bool) -> Iterator[None]:
+    """Run the block with the global RNGs (torch's CPU and the inputs' CUDA device, NumPy's,
+    Python's) seeded from ``gen``, and restore the caller's RNG states afterwards.
+
+    Captum's stochastic methods (GradientShap, Lime, KernelShap, ...) and dropout in training
+    mode draw from the global RNG; seeding it from the engine's generator makes the same
+    ``seed`` give the same maps for them too, without touching the caller's random state.
+    """
+    if not enabled:
+        yield
+        return
+    seed = int(derive_seeds(gen, (1,))[0])
+    cuda = device.type == "cuda"
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[device] if cuda else []):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                torch.cuda.default_generators[index].manual_seed(seed)
+            np.random.seed(seed % 2**32)  # GradientShap draws baselines and steps with NumPy
+            random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def _buffer_copies(model: nn.Module, k: int | None) -> dict[str, Tensor]:
@@ -358,10 +403,21 @@ def _on(g: torch.Generator, t: Tensor) -> torch.Generator:
 
 
 def _plan(
-    n_models: int, n_inputs: int, rows_per_item: int, max_batch: int, by_model: bool
+    n_models: int,
+    n_inputs: int,
+    rows_per_item: int,
+    max_batch: int,
+    by_model: bool,
+    one_input: bool = False,
 ) -> list[tuple[list[int], int, int]]:
-    """Chunks as (model indices, first input index, last input index + 1), in sample order."""
+    """Chunks as (model indices, first input index, last input index + 1), in sample order.
+
+    ``by_model``: several weight samples per chunk (vmap), each with all its input samples;
+    ``one_input``: at most one input sample per weight sample in a chunk.
+    """
     per = max(1, max_batch // max(1, rows_per_item))
+    if one_input:
+        per = per if by_model and n_inputs == 1 else 1
     chunks: list[tuple[list[int], int, int]] = []
     if by_model and per >= n_inputs:
         km = max(1, per // n_inputs)
@@ -479,15 +535,16 @@ def monte_carlo(
     if weight_sampler is not None:
         use_strategy = pick_strategy(explainer, device, strategy, kwargs)
     training = _in_training(model)
+    stochastic = bool(getattr(explainer, "stochastic", False))
+    # Draws the method or the model make themselves (GradientShap, Lime, dropout in training
+    # mode) come from torch's global RNG: seed it from ``gen`` for this call, then restore it.
+    own_draws = stochastic or training
 
     # No noise at all: every sample is the base explanation (exactly, for a deterministic method).
-    if (
-        weight_sampler is None
-        and input_sampler is None
-        and not getattr(explainer, "stochastic", False)
-    ):
+    if weight_sampler is None and input_sampler is None and not stochastic:
         view: Any = FunctionalView(model, _buffer_copies(model, None)) if training else model
-        out = explainer(view, inputs, target, **kwargs)
+        with _seeded_global_rng(gen, device, own_draws):
+            out = explainer(view, inputs, target, **kwargs)
         parts, rebuild = _flatten_output(out, batch, name)
         total = n_models * n_inputs
         agg = [
@@ -514,59 +571,70 @@ def monte_carlo(
     budget = max_batch
     if device.type == "cuda" and weight_sampler is not None:
         budget = _cuda_budget(sampler, batch, n_inputs, budget)
-    chunks = _plan(n_models, n_inputs, batch, budget, by_model=use_strategy == "vmap")
+    # BatchNorm in training mode normalises with the statistics of the batch it is given: each
+    # noisy copy of the batch must be its own call (or its own vmap slice), as the user's
+    # model would see it, and as chunking must not change.
+    chunks = _plan(
+        n_models,
+        n_inputs,
+        batch,
+        budget,
+        by_model=use_strategy == "vmap",
+        one_input=_batch_statistics(model),
+    )
     moments: list[RunningMoments] | None = None
     kept: list[list[Tensor]] = []  # per chunk, per output part: (c, B, ...)
     rebuild: Callable[..., Any] | None = None
     bar = _progress(len(chunks), progress, name)
-    try:
-        i = 0
-        while i < len(chunks):
-            ks, j0, j1 = chunks[i]
-            try:
-                parts, rebuild = _run_chunk(
-                    explainer,
-                    model,
-                    sampler,
-                    ks,
-                    j0,
-                    j1,
-                    target,
-                    kwargs,
-                    batch,
-                    use_strategy,
-                    layout,
-                    training,
-                    was_tuple,
-                    name,
-                )
-            except torch.cuda.OutOfMemoryError:
-                smaller = _split_chunk(chunks[i])
-                if smaller is None:
-                    raise
-                chunks[i : i + 1] = smaller
-                torch.cuda.empty_cache()
-                continue
-            c = len(ks) * (j1 - j0)
-            if moments is None:
-                moments = [
-                    RunningMoments(
-                        track_square=aggregate == "mean_square",
-                        track_variance=aggregate == "variance",
+    with _seeded_global_rng(gen, device, own_draws):
+        try:
+            i = 0
+            while i < len(chunks):
+                ks, j0, j1 = chunks[i]
+                try:
+                    parts, rebuild = _run_chunk(
+                        explainer,
+                        model,
+                        sampler,
+                        ks,
+                        j0,
+                        j1,
+                        target,
+                        kwargs,
+                        batch,
+                        use_strategy,
+                        layout,
+                        training,
+                        was_tuple,
+                        name,
                     )
-                    for _ in parts
-                ]
-            shaped = [p.detach().reshape(c, batch, *p.shape[1:]) for p in parts]
-            for m, p in zip(moments, shaped, strict=True):
-                m.update(p)
-            if return_samples:
-                kept.append(shaped)
+                except torch.cuda.OutOfMemoryError:
+                    smaller = _split_chunk(chunks[i])
+                    if smaller is None:
+                        raise
+                    chunks[i : i + 1] = smaller
+                    torch.cuda.empty_cache()
+                    continue
+                c = len(ks) * (j1 - j0)
+                if moments is None:
+                    moments = [
+                        RunningMoments(
+                            track_square=aggregate == "mean_square",
+                            track_variance=aggregate == "variance",
+                        )
+                        for _ in parts
+                    ]
+                shaped = [p.detach().reshape(c, batch, *p.shape[1:]) for p in parts]
+                for m, p in zip(moments, shaped, strict=True):
+                    m.update(p)
+                if return_samples:
+                    kept.append(shaped)
+                if bar is not None:
+                    bar.update(1)
+                i += 1
+        finally:
             if bar is not None:
-                bar.update(1)
-            i += 1
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
     assert moments is not None
     assert rebuild is not None
     result = rebuild([m.result(aggregate) for m in moments])
@@ -722,24 +790,27 @@ def noisy_forward(
         raise WrapgradValueError(f"strategy: expected 'auto', 'vmap' or 'loop', got {strategy!r}")
     vmap = strategy == "vmap" or (strategy == "auto" and device.type != "cpu")
     stacked = weight_sampler is not None and vmap
-    chunks = _plan(n_models, n_inputs, batch, max_batch, by_model=stacked)
+    chunks = _plan(
+        n_models, n_inputs, batch, max_batch, by_model=stacked, one_input=_batch_statistics(model)
+    )
     per_model: list[list[Tensor]] = [[] for _ in range(n_models)]
-    for ks, j0, j1 in chunks:
-        items = [(k, j) for k in ks for j in range(j0, j1)]
-        c = len(items)
-        chunk = sampler.noisy_inputs(items)
-        args = (*chunk, *_tile(extra, c, batch))
-        if stacked:
-            stacks = sampler.stacked_weights(ks)
-            if training:
-                stacks.update(_buffer_copies(model, len(ks)))
-            out = StackedView(model, stacks, len(ks), (j1 - j0) * batch, "block")(*args)
-        else:
-            tensors = dict(sampler.weights(ks[0])) if weight_sampler is not None else {}
-            if training:
-                tensors.update(_buffer_copies(model, None))
-            out = FunctionalView(model, tensors)(*args)
-        out = out.reshape(len(ks), j1 - j0, batch, *out.shape[1:])
-        for i, k in enumerate(ks):
-            per_model[k].append(out[i])
+    with _seeded_global_rng(gen, device, training):
+        for ks, j0, j1 in chunks:
+            items = [(k, j) for k in ks for j in range(j0, j1)]
+            c = len(items)
+            chunk = sampler.noisy_inputs(items)
+            args = (*chunk, *_tile(extra, c, batch))
+            if stacked:
+                stacks = sampler.stacked_weights(ks)
+                if training:
+                    stacks.update(_buffer_copies(model, len(ks)))
+                out = StackedView(model, stacks, len(ks), (j1 - j0) * batch, "block")(*args)
+            else:
+                tensors = dict(sampler.weights(ks[0])) if weight_sampler is not None else {}
+                if training:
+                    tensors.update(_buffer_copies(model, None))
+                out = FunctionalView(model, tensors)(*args)
+            out = out.reshape(len(ks), j1 - j0, batch, *out.shape[1:])
+            for i, k in enumerate(ks):
+                per_model[k].append(out[i])
     return torch.stack([torch.cat(parts, dim=0) for parts in per_model])

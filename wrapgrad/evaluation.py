@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,14 +38,31 @@ def metric(name: str, *, registry: Registry | None = None, **params: Any) -> Any
     names.
     """
     spec = (registry or get_registry()).get("metric", name, argument="name")
-    return spec.factory(**params)
+    return _build(spec, "metric", params)
 
 
 def attack(name: str, *, registry: Registry | None = None, **params: Any) -> Any:
     """Build the attribution attack ``name`` (``ifia``, ``adversarial_ifia``) with ``params``;
     call it as ``a(model, inputs, target, explain)`` to get an :class:`AttackResult`."""
     spec = (registry or get_registry()).get("attack", name, argument="name")
-    return spec.factory(**params)
+    return _build(spec, "attack", params)
+
+
+def _build(spec: Any, kind: str, params: dict[str, Any]) -> Any:
+    """``spec.factory(**params)``; a keyword the factory does not take raises an error naming it."""
+    from wrapgrad.errors import WrapgradTypeError
+
+    try:
+        return spec.factory(**params)
+    except TypeError as exc:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if found is None or found.group(1) not in params:
+            raise
+        raise WrapgradTypeError(
+            f"{found.group(1)}: not an option of the {kind} {spec.name!r} (see "
+            f"help(wrapgrad.{kind}) and the {kind}'s docstring), got {found.group(1)}="
+            f"{params[found.group(1)]!r}"
+        ) from None
 
 
 _build_attack = attack

@@ -284,6 +284,7 @@ class _Runner:
         self.progress = progress
         self.reg = registry
         self.levels: dict[str, dict[str, float | None]] = {}
+        self.errors: list[dict[str, str]] = []
 
     # -- stages ------------------------------------------------------------------------------
     def run(self) -> PipelineRun:
@@ -367,6 +368,7 @@ class _Runner:
             "expectations_source": c.report.expect_source,
             "figures": [],
             "timings_s": clock.times,
+            "errors": self.errors,
         }
 
     def _data(self) -> Any:
@@ -517,7 +519,7 @@ class _Runner:
             for mask in m.masks or (None,):
                 if mask is not None and mask not in masks:
                     raise WrapgradValueError(
-                        f"{self.c.file}: [evaluate.metrics] {m.label}: unknown mask {mask!r}; "
+                        f"{self.c.file}: [evaluate].metrics {m.label!r}.masks: unknown mask {mask!r}; "
                         f"the data set has {sorted(masks)}"
                     )
                 key = f"{m.label}[{mask}]" if mask else m.label
@@ -545,10 +547,21 @@ class _Runner:
             for mask in m.masks or (None,):
                 key = f"{m.label}[{mask}]" if mask else m.label
                 s = masks[mask] if mask else None
-                if m.source == "quantus":
-                    vals = self._quantus(m, model, x, y, a, s, explain)
-                else:
-                    vals = self._wrapgrad_metric(m, model, x, y, a, s, explain, method)
+                try:
+                    if m.source == "quantus":
+                        vals = self._quantus(m, model, x, y, a, s, explain)
+                    else:
+                        vals = self._wrapgrad_metric(m, model, x, y, a, s, explain, method)
+                except Exception as exc:  # one degenerate cell must not sink the whole run
+                    self.errors.append(
+                        {
+                            "metric": key,
+                            "method": method,
+                            "enhancer": enh.label,
+                            "error": f"{type(exc).__name__}: {exc}".strip()[:500],
+                        }
+                    )
+                    vals = np.full(x.shape[0], np.nan)
                 scores[method][enh.label][key] = [float(v) for v in vals]
         return rows
 
@@ -651,7 +664,7 @@ class _Runner:
                 for score in a.scores:
                     if score not in result.metrics:
                         raise WrapgradValueError(
-                            f"{self.c.file}: [evaluate.attacks] {a.label}: scores: {score!r} is not "
+                            f"{self.c.file}: [evaluate].attacks {a.label!r}.scores: {score!r} is not "
                             f"one of the attack's scores {sorted(result.metrics)}"
                         )
                     vals = torch.as_tensor(result.metrics[score]).double().reshape(-1).tolist()

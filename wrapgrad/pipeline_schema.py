@@ -62,7 +62,10 @@ ATTACK_SCORES = ("topk_intersection", "kendall_tau", "spearman_rho")
 class PipelineError(WrapgradValueError):
     """A pipeline file is invalid. ``file`` and ``field`` say where (``"[explain].methods[1]"``)."""
 
-    def __init__(self, file: str, field: str, message: str) -> None:
+    def __init__(self, file: str, field: str | None = None, message: str | None = None) -> None:
+        if field is None:  # a subclass passing its finished message along the MRO
+            super().__init__(file)
+            return
         self.file = file
         self.field = field
         super().__init__(f"{file}: {field}: {message}")
@@ -490,7 +493,7 @@ def _check_references(
                     f"{field}.{key}",
                     m.group(1),
                     calibration,
-                    "calibration (no [calibration.X] table)",
+                    "calibration (a [calibration.<name>] table)",
                 )
 
 
@@ -555,7 +558,7 @@ def _explain(c: _Checker, value: Any, calibration: Mapping[str, Any]) -> Explain
             both = sorted(set(opts) & set(e.options))
             if both:
                 raise c.fail(
-                    f"[explain.method_options.{m}].{both[0]}",
+                    f"[explain].method_options.{m}.{both[0]}",
                     f"expected an option name the enhancer {e.label!r} does not also take "
                     f"(wrap() would give {both[0]!r} to the enhancer); drop one of them",
                 )
@@ -579,7 +582,7 @@ def _evaluate(
     labels = [e.label for e in explain.enhancers]
     metrics = []
     for i, m in enumerate(c.get(t, "[evaluate]", "metrics", list, [])):
-        f = f"[evaluate.metrics][{i}]"
+        f = f"[evaluate].metrics[{i}]"
         mt = c.table(
             m, f, ("label", "name", "quantus", "params", "masks", "against", "higher_is_better")
         )
@@ -650,10 +653,10 @@ def _evaluate(
         )
     keys = [m.label for m in metrics]
     if len(set(keys)) != len(keys):
-        raise c.fail("[evaluate.metrics]", f"expected distinct labels, got {keys!r}")
+        raise c.fail("[evaluate].metrics", f"expected distinct labels, got {keys!r}")
     attacks = []
     for i, a in enumerate(c.get(t, "[evaluate]", "attacks", list, [])):
-        f = f"[evaluate.attacks][{i}]"
+        f = f"[evaluate].attacks[{i}]"
         at = c.table(a, f, ("label", "name", "params", "samples", "scores"))
         name = c.name("attack", c.get(at, f, "name", str), f"{f}.name")
         params = c.data_value(c.get(at, f, "params", dict, {}), f"{f}.params")

@@ -43,6 +43,28 @@ __all__ = [
 _QUANTUS_EXTRAS = {"device", "channel_first", "softmax", "model_predict_kwargs", "xai_lib"}
 
 
+def _is_localisation(cls: type) -> bool:
+    """Whether a Quantus metric compares maps with ``(B, 1, ...)`` segmentation masks."""
+    category = getattr(cls, "evaluation_category", None)
+    return "localisation" in str(getattr(category, "value", category) or "").lower()
+
+
+def _masks(value: Any, x: np.ndarray) -> np.ndarray:
+    """``s_batch`` in Quantus' layout ``(B, 1, *spatial)``: ``(B, *spatial)`` masks get the
+    channel axis, ``(B, C, *spatial)`` masks are merged over channels (any)."""
+    s = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+    if s.ndim == x.ndim - 1 and s.shape[0] == x.shape[0]:
+        s = s[:, None]
+    if s.ndim == x.ndim and s.shape[1] > 1:
+        s = (s != 0).any(axis=1, keepdims=True).astype(s.dtype)
+    if s.ndim != x.ndim or s.shape[0] != x.shape[0] or s.shape[2:] != x.shape[2:]:
+        raise WrapgradValueError(
+            f"s_batch: expected masks of shape {(x.shape[0], 1, *x.shape[2:])} (or without the "
+            f"channel axis) for inputs of shape {x.shape}, got {s.shape}"
+        )
+    return s
+
+
 def _to_tensor(value: Any, device: torch.device | None, argument: str) -> Tensor:
     if isinstance(value, Tensor):
         t = value
@@ -81,11 +103,22 @@ def _targets(targets: Any, n: int, device: torch.device | None) -> Any:
     return t.to(device) if device is not None else t
 
 
-def _reduce(out: Tensor, reduce_axes: Any) -> Tensor:
+def _reduce(out: Tensor, reduce_axes: Any, keepdims: bool = True) -> Tensor:
+    """Sum the map over ``reduce_axes`` as Quantus' own ``explain`` does (``keepdims`` keeps them
+    as size 1, which Quantus' channel-first metrics expect)."""
     if reduce_axes is None:
         return out
     axes = (reduce_axes,) if isinstance(reduce_axes, int) else tuple(reduce_axes)
-    return out.sum(dim=axes, keepdim=True)
+    if not axes:
+        return out
+    if any(not isinstance(a, int) or isinstance(a, bool) for a in axes) or any(
+        a % out.dim() == 0 for a in axes
+    ):
+        raise WrapgradValueError(
+            f"reduce_axes: expected map axes other than the batch axis 0 (e.g. (1,) for the "
+            f"channels of a map of shape {tuple(out.shape)}), got {reduce_axes!r}"
+        )
+    return out.sum(dim=axes, keepdim=bool(keepdims))
 
 
 def _to_numpy(out: Any) -> np.ndarray:
@@ -108,6 +141,7 @@ def quantus_explain(
     method: Any = "saliency",
     enhancer: Any = None,
     reduce_axes: Any = None,
+    keepdims: bool = True,
     **options: Any,
 ) -> np.ndarray:
     """An ``explain_func`` in Quantus' calling convention.
@@ -118,13 +152,19 @@ def quantus_explain(
         targets: class indices, ``(B,)`` or one int.
         method: a ``wrap()`` method (name, Captum class, or callable).
         enhancer: a ``wrap()`` enhancer name or object (``"smoothgrad"``, ``"noisegrad"``, ...).
-        reduce_axes: axes to sum the map over (kept as size 1), e.g. ``(1,)`` for one channel.
+        reduce_axes: axes to sum the map over, e.g. ``(1,)`` for the channel axis (Quantus'
+            key). Default None: the map keeps the inputs' shape, which the robustness,
+            faithfulness, complexity and randomisation metrics use feature by feature; the
+            localisation metrics compare maps with ``(B, 1, H, W)`` masks and need ``(1,)`` for
+            multi-channel inputs (:class:`QuantusMetric` sets it for them).
+        keepdims: keep the reduced axes as size 1 (Quantus' key; default True).
         **options: ``wrap()`` options (enhancer options such as ``sigma``, ``n_samples``, ``seed``,
             and the method's options); ``device`` and the other arguments Quantus adds are
             accepted (``device`` places the inputs).
 
     Returns:
-        The attributions as a float32 numpy array of the inputs' shape.
+        The attributions as a float32 numpy array of the inputs' shape (reduced over
+        ``reduce_axes``).
     """
     from wrapgrad.wrap import wrap
 
@@ -146,7 +186,7 @@ def quantus_explain(
     t = _targets(targets, x.shape[0], x.device)
     explain = wrap(model, method, enhancer, **options)
     out = explain(x, target=t)
-    return _to_numpy(_reduce(out, reduce_axes) if isinstance(out, Tensor) else out)
+    return _to_numpy(_reduce(out, reduce_axes, keepdims) if isinstance(out, Tensor) else out)
 
 
 def explain_func_from(explain: Any, *, reduce_axes: Any = None) -> Callable[..., np.ndarray]:
@@ -160,6 +200,8 @@ def explain_func_from(explain: Any, *, reduce_axes: Any = None) -> Callable[...,
         )
 
     def explain_func(model: Any, inputs: Any, targets: Any, **kwargs: Any) -> np.ndarray:
+        axes = kwargs.get("reduce_axes", reduce_axes)
+        keepdims = kwargs.get("keepdims", True)
         if not isinstance(model, nn.Module) and callable(getattr(model, "get_model", None)):
             model = model.get_model()
         device = _model_device(model)
@@ -171,7 +213,7 @@ def explain_func_from(explain: Any, *, reduce_axes: Any = None) -> Callable[...,
             else Explain(model, explain.explainer, explain.enhancer, guard=explain.guard)
         )
         out = ex(x, target=t)
-        return _to_numpy(_reduce(out, reduce_axes) if isinstance(out, Tensor) else out)
+        return _to_numpy(_reduce(out, axes, keepdims) if isinstance(out, Tensor) else out)
 
     explain_func.__name__ = "wrapgrad_explain_func"
     return explain_func
@@ -278,9 +320,17 @@ class QuantusMetric:
             y = np.asarray(target)
             if y.ndim == 0:
                 y = np.full(x.shape[0], int(y))
-        for key in ("s_batch", "a_batch"):
-            if isinstance(call_kwargs.get(key), Tensor):
-                call_kwargs[key] = call_kwargs[key].detach().cpu().numpy()
+        if isinstance(call_kwargs.get("a_batch"), Tensor):
+            call_kwargs["a_batch"] = call_kwargs["a_batch"].detach().cpu().numpy()
+        if call_kwargs.get("s_batch") is not None:
+            call_kwargs["s_batch"] = _masks(call_kwargs["s_batch"], x)
+        if x.ndim >= 3 and x.shape[1] > 1 and _is_localisation(self.cls):
+            # Localisation metrics compare maps with (B, 1, ...) masks: sum the channels, as
+            # Quantus' own explain does.
+            if explain is None:
+                efk.setdefault("reduce_axes", (1,))
+            else:
+                explain_func = explain_func_from(explain, reduce_axes=(1,))
         call_kwargs.setdefault("device", str(device) if device is not None else "cpu")
         out = self.quantus(
             model=model,

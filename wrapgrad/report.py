@@ -383,6 +383,14 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                         f"| {_num(run.get('perturbation'), 4)} |"
                     )
         out("")
+    if results.get("errors"):
+        out("## Errors")
+        out("")
+        out("These cells could not be computed; their scores are n/a.")
+        out("")
+        for e in results["errors"]:
+            out(f"- {e['metric']}, `{e['method']}`, {e['enhancer']}: {e['error']}")
+        out("")
     figures = results.get("figures", [])
     if figures:
         out("## Figures")

@@ -22,7 +22,16 @@ from wrapgrad.validation import (
 
 __all__ = ["Explain", "build_explainer", "wrap"]
 
-_WRAP_OPTIONS = {"layer", "interpolate", "guard", "registry", "validate"}
+_WRAP_OPTIONS = {
+    "layer",
+    "interpolate",
+    "guard",
+    "registry",
+    "validate",
+    "calibration",
+    "calibrator",
+    "calibration_options",
+}
 
 
 def _factory_parameters(factory: Callable[..., Any]) -> tuple[set[str], bool]:
@@ -135,6 +144,8 @@ class Explain:
         self.enhancer = enhancer
         self.guard = guard
         self.validate = validate
+        self.calibration: Any = None
+        """The calibration record when a noise level was ``"auto"`` (see :func:`wrap`)."""
         self._output_shapes: dict[tuple[Any, ...], tuple[int, ...]] = {}
 
     @property
@@ -197,6 +208,9 @@ def wrap(
     interpolate: bool | str = False,
     guard: str = "restore",
     validate: bool = True,
+    calibration: Any = None,
+    calibrator: str | None = None,
+    calibration_options: dict[str, Any] | None = None,
     registry: Registry | None = None,
     **options: Any,
 ) -> Explain:
@@ -226,6 +240,13 @@ def wrap(
             ``"verify"`` (restore and raise), ``"silent"`` (restore).
         validate: check inputs and target before each call (one extra forward pass per new input
             shape when a target is given).
+        calibration: held-out ``(inputs, labels)`` tensors or a DataLoader; needed when an
+            enhancer's noise level is ``"auto"`` (``sigma="auto"``, ``noise_level="auto"``): the
+            level is then chosen by :func:`wrapgrad.calibrate` so that the relative accuracy drop
+            is 5 % (Bykov et al. 2022). The record is kept as ``explain.calibration``.
+        calibrator: the calibrator for ``"auto"`` levels: default ``"accuracy_drop"`` for one noise,
+            ``"halve"`` for FusionGrad (both levels halved); ``"noisegrad++"`` is the alternative.
+        calibration_options: options for the calibrator (``target_drop``, ``draws``, ``seed``, ...).
         registry: the plugin registry to resolve names in (default: the process-wide one).
         **options: the enhancer's options (``n_samples``, ``sigma``, ``seed``, ...), then the
             method's constructor options (``multiply_by_inputs``, ...) and ``attribute`` defaults
@@ -268,5 +289,64 @@ def wrap(
         from wrapgrad.captum_adapter import resolve_layer
 
         resolve_layer(model, layer)  # fail now, not at the first call
+    record = None
+    if any(isinstance(v, str) and v == "auto" for v in enhancer_options.values()):
+        record = _calibrate_auto(
+            model, enhancer_options, enhancer_names, calibration, calibrator, calibration_options
+        )
+    elif calibration is not None:
+        raise WrapgradValueError(
+            "calibration: data is used only for noise levels set to 'auto' "
+            "(e.g. sigma='auto'); none is"
+        )
     enhancer_obj = enhancer_factory(**enhancer_options) if enhancer_factory else enhancer
-    return Explain(model, explainer, enhancer_obj, guard=guard, validate=validate)
+    explain = Explain(model, explainer, enhancer_obj, guard=guard, validate=validate)
+    explain.calibration = record
+    return explain
+
+
+_AUTO_LEVELS = {"sigma": "weight", "noise_level": "input"}
+
+
+def _calibrate_auto(
+    model: nn.Module,
+    enhancer_options: dict[str, Any],
+    enhancer_names: set[str],
+    data: Any,
+    calibrator: str | None,
+    calibration_options: dict[str, Any] | None,
+) -> Any:
+    """Replace ``"auto"`` noise levels in ``enhancer_options`` (in place) by calibrated ones."""
+    from wrapgrad.calibration import calibrate
+
+    auto = [k for k, v in enhancer_options.items() if isinstance(v, str) and v == "auto"]
+    unknown = [k for k in auto if k not in _AUTO_LEVELS]
+    if unknown:
+        raise WrapgradValueError(
+            f"{unknown[0]}: 'auto' applies to the noise levels sigma and noise_level only"
+        )
+    if data is None:
+        raise WrapgradValueError(
+            f"{auto[0]}: '{auto[0]}=\"auto\"' needs calibration data: pass "
+            f"calibration=(inputs, labels) (held-out tensors) or a DataLoader"
+        )
+    opts = dict(calibration_options or {})
+    if "seed" in enhancer_options and "seed" not in opts:
+        opts["seed"] = enhancer_options["seed"]
+    fusion = set(_AUTO_LEVELS) <= enhancer_names
+    if fusion:
+        record = calibrate(model, data, calibrator=calibrator or "halve", **opts)
+        levels = {"sigma": record.sigma, "noise_level": record.alpha}
+    else:
+        (key,) = auto
+        record = calibrate(
+            model,
+            data,
+            perturber=_AUTO_LEVELS[key],
+            calibrator=calibrator or "accuracy_drop",
+            **opts,
+        )
+        levels = {key: record.sigma}
+    for key in auto:
+        enhancer_options[key] = levels[key]
+    return record

@@ -10,6 +10,7 @@ the model's own wiggles and the bisection is stable. Each level runs through the
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from wrapgrad.calibration import (
     evaluation_mode,
     prepare_data,
 )
-from wrapgrad.errors import WrapgradValueError
+from wrapgrad.errors import WrapgradValueError, WrapgradWarning
 from wrapgrad_calibration.bisection import bisect_level
 from wrapgrad_calibration.statistics import drop_interval, relative_drop
 
@@ -235,6 +236,15 @@ class AccuracyDrop:
                         f"the model is insensitive to this noise"
                     )
                 sigma = search.level
+                if not search.converged:
+                    warnings.warn(
+                        f"calibration did not reach |drop - {target}| <= {tol}: the accuracy "
+                        f"jumps between levels {search.bracket[0]:.4g} and {search.bracket[1]:.4g} "
+                        f"(closest drop {search.value:.4f} at {sigma:.4g}); more draws or "
+                        f"samples smooth the curve",
+                        WrapgradWarning,
+                        stacklevel=2,
+                    )
                 for i in range(1, max(0, int(curve_points)) + 1):
                     drop_at(2.0 * sigma * i / curve_points)
             finally:

@@ -112,7 +112,7 @@ def pretrained(
 
     Example::
 
-        model = pretrained("small_cnn", "mnist")      # ~25 s the first time, instant afterwards
+        model = pretrained("small_cnn", "mnist")  # trains once (~1 min on 2 cores), then cached
     """
     recipe = get_recipe(model_name, dataset_name, **overrides)
     weights, record = cache_paths(model_name, dataset_name, seed, **overrides)

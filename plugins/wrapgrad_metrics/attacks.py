@@ -22,7 +22,6 @@ ascends :math:`\\ell(x+\\delta, t) + \\lambda D` without the label constraint.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +36,7 @@ from wrapgrad_metrics.functional import (
     kendall_tau,
     mass_center,
     normalized_importance,
+    resolve_k,
     spearman_rho,
     topk_intersection,
     topk_mask,
@@ -125,7 +125,8 @@ class IFIA:
         steps: iterations N per restart.
         restarts: restart 0 starts at x, the others at a uniform point of the ball (FAR Table 2:
             3 restarts).
-        k: features in the top-k objective and the IN score; default 5% of the features.
+        k: features in the top-k objective and the IN score: an int count (FAR Table 2: 50 on
+            MNIST) or a float fraction in (0, 1]; default 5% of the features.
         beta: the softplus tightness β of the ReLU twin used for the attack gradient (FAR: 1.0);
             ``None`` differentiates the network as it is.
         norm: ``"linf"`` or ``"l2"``.
@@ -167,7 +168,11 @@ class IFIA:
             raise WrapgradValueError(f"objective: expected one of {_OBJECTIVES}, got {objective!r}")
         self.objective = objective
         self.epsilon = check_epsilon(epsilon, "epsilon")
-        for name, value in (("steps", steps), ("restarts", restarts)):
+        for name, value in (
+            ("steps", steps),
+            ("restarts", restarts),
+            ("spsa_samples", spsa_samples),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise WrapgradValueError(f"{name}: expected a positive int, got {value!r}")
         self.steps = steps
@@ -177,8 +182,15 @@ class IFIA:
             if step_size is None
             else check_epsilon(step_size, "step_size")
         )
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise WrapgradValueError(f"k: expected a positive int or None, got {k!r}")
+        if k is not None and (
+            isinstance(k, bool)
+            or not isinstance(k, (int, float))
+            or (isinstance(k, int) and k < 1)
+            or (isinstance(k, float) and not 0.0 < k <= 1.0)
+        ):
+            raise WrapgradValueError(
+                f"k: expected a positive int count, a float fraction in (0, 1], or None, got {k!r}"
+            )
         self.k = k
         if beta is not None:
             check_epsilon(beta, "beta")
@@ -230,11 +242,7 @@ class IFIA:
         maps_before = explain_map(explain, x, t)
         imp0 = importance_of(maps_before, self.channel_reduction)
         n_features = imp0[0].numel()
-        k = self.k if self.k is not None else max(1, math.ceil(0.05 * n_features))
-        if k > n_features:
-            raise WrapgradValueError(
-                f"k: expected at most the number of features of the map ({n_features}), got {k}"
-            )
+        k = resolve_k(0.05 if self.k is None else self.k, n_features)
         dissim = _Dissimilarity(self.objective, imp0.to(torch.float64), k, self.target_region)
 
         def value(xa: Tensor, imp: Tensor) -> Tensor:

@@ -207,6 +207,8 @@ class _CurveMetric(_MapCurve):
     ) -> None:
         if order not in ("morf", "lerf"):
             raise WrapgradValueError(f"order: expected 'morf' or 'lerf', got {order!r}")
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise WrapgradValueError(f"n_steps: expected a positive int, got {n_steps!r}")
         self.order = order
         self.n_steps = n_steps
         self.baseline = baseline
@@ -368,7 +370,14 @@ def ig_saturation_curve(
 ) -> SaturationCurve:
     """The logit, gradient norm and gradient alignment along the IG path
     :math:`x_\\alpha = b + \\alpha (x - b)` (Jha et al. 2022, Sec. "Saturation Effect of
-    Integrated Gradient", Figs. 3-4; Miglani et al. 2020)."""
+    Integrated Gradient", Figs. 3-4; Miglani et al. 2020).
+
+    The path is sampled at the midpoints :math:`\\alpha_s = (s + 1/2)/S`. Saturation is the first
+    :math:`\\alpha_s` where :math:`(f_t(x_{\\alpha_s}) - f_t(b)) / (f_t(x) - f_t(b))` reaches
+    ``threshold`` (the last point if it never does); ``post_saturation_share`` is
+    :math:`\\sum_{\\alpha_s > \\alpha^*} \\|\\nabla f_t(x_{\\alpha_s})\\| / \\sum_s
+    \\|\\nabla f_t(x_{\\alpha_s})\\|`.
+    """
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 2:
         raise WrapgradValueError(f"n_steps: expected an int >= 2, got {n_steps!r}")
     x = inputs.detach()
@@ -388,7 +397,10 @@ def ig_saturation_curve(
     with torch.no_grad():
         f_b = target_logits(model, base, t).to(torch.float64)
         f_x = target_logits(model, x, t).to(torch.float64)
-    covered = (logits - f_b[:, None]) / (f_x - f_b).clamp_min(1e-12)[:, None]
+    change = f_x - f_b  # the logit may also fall along the path: keep the sign
+    tiny = torch.full_like(change, 1e-12)
+    change = torch.where(change.abs() > 1e-12, change, torch.where(change < 0, -tiny, tiny))
+    covered = (logits - f_b[:, None]) / change[:, None]
     reached = covered >= threshold
     first = torch.where(
         reached.any(dim=1),
@@ -418,6 +430,10 @@ class IGSaturation:
     def __init__(
         self, *, baselines: float | Tensor = 0.0, n_steps: int = 50, threshold: float = 0.95
     ) -> None:
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 2:
+            raise WrapgradValueError(f"n_steps: expected an int >= 2, got {n_steps!r}")
+        if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise WrapgradValueError(f"threshold: expected a number in (0, 1], got {threshold!r}")
         self.baselines = baselines
         self.n_steps = n_steps
         self.threshold = threshold

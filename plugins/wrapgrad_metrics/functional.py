@@ -12,6 +12,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -25,6 +27,7 @@ __all__ = [
     "mass_center",
     "normalized_importance",
     "reduce_channels",
+    "resolve_k",
     "roc_auc",
     "spearman_rho",
     "topk_intersection",
@@ -110,38 +113,55 @@ def topk_mask(maps: Tensor, k: int) -> Tensor:
     return mask.scatter_(1, order, True)
 
 
-def _check_k(k: object, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise WrapgradTypeError(f"k: expected an int, got {type(k).__name__}")
+def resolve_k(k: object, n: int, argument: str = "k") -> int:
+    """``k`` as a count of features: an int ``1 <= k <= n`` as it is, or a fraction
+    ``0 < k <= 1`` (a float) of the ``n`` features, rounded up (at least one feature)."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise WrapgradTypeError(
+            f"{argument}: expected an int count or a float fraction in (0, 1], got "
+            f"{type(k).__name__}"
+        )
+    if isinstance(k, float):
+        if not 0.0 < k <= 1.0:
+            raise WrapgradValueError(
+                f"{argument}: expected a fraction in (0, 1] (or an int count), got {k}"
+            )
+        return max(1, min(n, math.ceil(k * n - 1e-9)))
     if not 1 <= k <= n:
-        raise WrapgradValueError(f"k: expected 1 <= k <= the number of features ({n}), got {k}")
+        raise WrapgradValueError(
+            f"{argument}: expected 1 <= k <= the number of features ({n}), got {k}"
+        )
     return k
 
 
 def topk_intersection(
     a: Tensor,
     b: Tensor,
-    k: int,
+    k: int | float,
     *,
     channel_reduction: str | None = None,
     channel_dim: int = 1,
-    abs: bool = False,
+    abs: bool = True,
 ) -> Tensor:
-    """Top-k intersection (IN, Ghorbani et al. 2019; FAR Sec. 3):
+    """Top-k intersection (IN, Ghorbani et al. 2019; FAR Sec. 3): the fraction of the ``k`` most
+    important features of ``a`` that are also among the ``k`` most important of ``b``,
 
     .. math:: \\mathrm{IN}_k(a, b) = |\\mathrm{top}_k(a) \\cap \\mathrm{top}_k(b)| / k
 
     Args:
         a, b: maps of the same shape ``(B, ...)``.
-        k: how many features; ``1 <= k <=`` features per sample (after channel reduction).
+        k: how many features: an int ``1 <= k <=`` features per sample (after channel
+            reduction), or a float fraction in ``(0, 1]`` of them (rounded up).
         channel_reduction: see :func:`reduce_channels`.
-        abs: rank by magnitude.
+        abs: rank by magnitude (default: importance is magnitude, as in Ghorbani et al.);
+            ``False`` ranks signed values.
 
     Returns:
-        ``(B,)`` float64 in ``[0, 1]``.
+        ``(B,)`` float64 in ``[0, 1]``. Ties at the k-th place are broken towards the lower
+        index (see :func:`topk_mask`).
     """
     fa, fb = check_pair(a, b, channel_reduction=channel_reduction, channel_dim=channel_dim, abs=abs)
-    k = _check_k(k, fa.shape[1])
+    k = resolve_k(k, fa.shape[1])
     both = topk_mask(fa, k) & topk_mask(fb, k)
     return both.sum(dim=1).to(torch.float64) / k
 

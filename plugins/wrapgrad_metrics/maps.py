@@ -48,19 +48,33 @@ class _PairMetric:
 
 
 class TopKIntersection(_PairMetric):
-    """Top-k intersection (IN): the share of the ``k`` largest features two maps have in common
-    (Ghorbani et al. 2019; FAR Sec. 3). See :func:`~wrapgrad_metrics.functional.topk_intersection`.
+    """Top-k intersection (IN): the fraction of the ``k`` most important features of the first
+    map that stay among the ``k`` most important of the second (Ghorbani et al. 2019; FAR Sec.
+    3). Importance is magnitude by default (``abs=True``). See
+    :func:`~wrapgrad_metrics.functional.topk_intersection`.
+
+    Args:
+        k: an int count of features, or a float fraction of them in ``(0, 1]``.
+        channel_reduction, channel_dim: see :func:`~wrapgrad_metrics.functional.reduce_channels`.
+        abs: rank by magnitude (default) or by signed value.
 
     Example::
 
         m = wrapgrad.metric("topk_intersection", k=50, channel_reduction="sum_abs")
         m(maps_before, maps_after)   # (B,) in [0, 1]
+        wrapgrad.metric("topk_intersection", k=0.1)  # the top 10 % of the features
     """
 
-    def __init__(self, k: int = 50, **options: Any) -> None:
-        super().__init__(**options)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise WrapgradValueError(f"k: expected a positive int, got {k!r}")
+    def __init__(self, k: int | float = 50, *, abs: bool = True, **options: Any) -> None:
+        super().__init__(abs=abs, **options)
+        if isinstance(k, bool) or not isinstance(k, (int, float)):
+            raise WrapgradTypeError(
+                f"k: expected an int count or a float fraction in (0, 1], got {type(k).__name__}"
+            )
+        if (isinstance(k, int) and k < 1) or (isinstance(k, float) and not 0.0 < k <= 1.0):
+            raise WrapgradValueError(
+                f"k: expected a positive int count or a float fraction in (0, 1], got {k!r}"
+            )
         self.k = k
 
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
@@ -89,10 +103,11 @@ class SpearmanRho(_PairMetric):
 class LocalisationAUC:
     """ROC-AUC of a map against a ground-truth foreground mask (Jha et al. 2022, "consistency
     with weakly supervised localization": TPR = |R ∩ G_F| / |G_F|, FPR = |R ∩ G_B| / |G_B| over
-    all thresholds R of the map).
+    all thresholds R of the map), i.e. the Mann-Whitney statistic (ties count one half).
 
     The map is reduced over channels (default: sum of magnitudes) where the mask has no channel
-    axis. ``mask`` has the map's shape, its spatial shape ``(B, H, W)``, or ``(H, W)`` for all.
+    axis. ``mask`` has the map's shape, its spatial shape ``(B, H, W)``, Quantus' ``(B, 1, H, W)``,
+    or ``(H, W)`` for all samples.
 
     Args:
         channel_reduction: how image maps lose their channel axis.
@@ -121,6 +136,8 @@ class LocalisationAUC:
             if a.dim() >= 3 and self.channel_reduction is not None:
                 a = fn.reduce_channels(a, self.channel_reduction)
             spatial = tuple(a.shape)
+            if m.dim() == len(spatial) + 1 and m.shape[1] == 1:  # Quantus' (B, 1, H, W) masks
+                m = m.squeeze(1)
             if tuple(m.shape) == spatial[1:]:
                 m = m.expand(spatial)
             elif tuple(m.shape) != spatial:

@@ -10,7 +10,8 @@ second derivative of ReLU by that of softplus,
 
 and softplus_β → ReLU as β → ∞. The user's modules are never swapped: :class:`SoftplusMode` is a
 :class:`torch.overrides.TorchFunctionMode` that, while active, answers every ReLU call (``nn.ReLU``,
-``F.relu``, ``torch.relu``, ``Tensor.relu`` and their in-place forms) with softplus(β).
+``F.relu``, ``torch.relu``, ``Tensor.relu`` and their in-place forms, which write softplus(β)
+into their input as ``relu_`` writes ReLU) with softplus(β).
 """
 
 from __future__ import annotations
@@ -28,20 +29,39 @@ from wrapgrad.errors import WrapgradValueError
 __all__ = ["SoftplusMode", "softplus_twin"]
 
 
-def _relu_functions() -> set[Any]:
-    names = [
-        (F, "relu"),
-        (F, "relu_"),
-        (torch, "relu"),
-        (torch, "relu_"),
-        (Tensor, "relu"),
-        (Tensor, "relu_"),
-    ]
-    return {getattr(obj, name) for obj, name in names if hasattr(obj, name)}
+def _relu_functions() -> tuple[set[Any], set[Any]]:
+    """``(out-of-place ReLUs, in-place ReLUs)`` that torch dispatches through the mode."""
+    out_of_place = {obj.relu for obj in (F, torch, Tensor) if hasattr(obj, "relu")}
+    in_place = {obj.relu_ for obj in (F, torch, Tensor) if hasattr(obj, "relu_")}
+    return out_of_place, in_place
+
+
+class _SoftplusInplace(torch.autograd.Function):
+    """softplus(β) written into its input, as ``relu_`` writes ReLU into it.
+
+    Softplus' own backward needs its input, which the in-place write destroys; its derivative is
+    written with the output instead, :math:`\\sigma(\\beta x) = 1 - e^{-\\beta\\,\\mathrm{sp}(x)}`,
+    built from differentiable operations so that second derivatives (what IFIA follows) are
+    :math:`\\beta\\sigma(\\beta x)(1 - \\sigma(\\beta x))` as for the out-of-place form.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, beta: float) -> Tensor:
+        with torch.no_grad():
+            x.copy_(F.softplus(x, beta=beta))
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.beta = beta
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (out,) = ctx.saved_tensors
+        return grad * -torch.expm1(-ctx.beta * out), None
 
 
 class SoftplusMode(TorchFunctionMode):
-    """While active, ReLU is computed as softplus(β) (in-place forms write the result back).
+    """While active, ReLU is computed as softplus(β) (in-place forms write it into their input).
 
     Args:
         beta: the tightness β > 0 (FAR Table 2 uses β = 1).
@@ -57,7 +77,7 @@ class SoftplusMode(TorchFunctionMode):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
             raise WrapgradValueError(f"beta: expected a positive number, got {beta!r}")
         self.beta = float(beta)
-        self._relus = _relu_functions()
+        self._relus, self._inplace = _relu_functions()
 
     def __torch_function__(
         self,
@@ -67,11 +87,18 @@ class SoftplusMode(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func in self._relus:
+        inplace = func in self._inplace or (func is F.relu and bool(kwargs.get("inplace")))
+        if func in self._relus or inplace:
             x = args[0] if args else kwargs["input"]
-            # In-place forms return a new tensor (writing into x would break the autograd graph
-            # that second-order attacks differentiate through); modules use the return value.
-            return F.softplus(x, beta=self.beta)
+            if len(args) > 1 and func is F.relu:  # F.relu(x, True)
+                inplace = inplace or bool(args[1])
+            if not inplace:
+                return F.softplus(x, beta=self.beta)
+            # In-place forms write into x (code may ignore the returned tensor, ``h.relu_()``).
+            if torch.is_grad_enabled() and x.requires_grad:
+                return _SoftplusInplace.apply(x, self.beta)
+            with torch.no_grad():
+                return x.copy_(F.softplus(x, beta=self.beta))
         return func(*args, **kwargs)
 
 

@@ -14,7 +14,8 @@ routes options by the factory's signature), and the object it builds is called a
     \\eta_i \\sim \\mathcal N(1, \\sigma_{NG}^2 I)\\ \\text{(Eq. 1)}
 
     E_{FG}(x) = \\frac1M \\sum_{i=1}^M \\frac1N \\sum_{j=1}^N
-    E(x + \\xi_{ij}, f(\\cdot, \\hat W \\odot \\eta_i))\\ \\text{(Eq. 2)}
+    E(x + \\xi_{ij}, f(\\cdot, \\hat W \\odot \\eta_i))\\ \\text{(Eq. 2, } \\xi_{ij}
+    \\text{ drawn anew per weight sample)}
 
 ``aggregate="mean_square"`` gives SmoothGrad² (mean of squared maps), ``aggregate="variance"``
 the unbiased sample variance (VarGrad).
@@ -300,10 +301,23 @@ class NoiseGrad(MonteCarloEnhancer):
 
 
 class FusionGrad(MonteCarloEnhancer):
-    """FusionGrad (Bykov et al. 2022, Eq. 2): ``M`` weight samples × ``N`` noisy inputs each.
+    """FusionGrad (Bykov et al. 2022, Eq. 2): ``M`` weight samples × ``N`` noisy inputs each,
 
-    Defaults follow the paper's heuristic of halving both noise levels: σ_NG = 0.1 and
-    α_SG = 0.1 (NoiseGrad++ in the appendix), with M = N = 10.
+    .. math::
+        E_{FG}(x) = \\frac1M \\sum_{i=1}^M \\frac1N \\sum_{j=1}^N
+        E\\bigl(x + \\xi_{ij}, f(\\cdot, \\hat W \\odot \\eta_i)\\bigr),\\quad
+        \\eta_i \\sim \\mathcal N(1, \\sigma_{NG}^2 I),\\;
+        \\xi_{ij} \\sim \\mathcal N(0, \\sigma_{SG}^2 I).
+
+    The input noise ξ_ij is drawn anew for each weight sample (Eq. 2 writes one set ξ_j shared
+    by all models; both estimate the same expectation).
+    Eq. 2 names the counts the other way round; here ``n_models`` is always the number of weight
+    samples and ``n_samples`` the number of noisy inputs per weight sample.
+
+    Defaults follow the paper's FusionGrad heuristic of halving both noise levels found for
+    SmoothGrad and NoiseGrad (main text, "Heuristics for hyperparameter setting"): α_SG =
+    0.2 / 2 = 0.1 and σ_NG = 0.2 / 2 = 0.1, with M = N = 10 (appendix: "only 10 samples for both
+    N and M are enough"). For a model-specific σ_NG use ``wrapgrad.calibrate``.
 
     Args:
         n_samples: N, noisy inputs per weight sample (default 10).

@@ -27,6 +27,9 @@ def _run(args: argparse.Namespace) -> int:
     run = pipeline.run(out, smoke=args.smoke, progress=not args.quiet)
     if not args.quiet:
         print(run.report_path.read_text(encoding="utf-8"))
+    errors = run.results.get("errors", [])
+    if errors:
+        print(f"warning: {len(errors)} metric cell(s) could not be computed; see the report")
     print(f"report:  {run.report_path}")
     print(f"results: {run.results_path}")
     if run.figure_paths:

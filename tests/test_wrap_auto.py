@@ -1,0 +1,86 @@
+"""``sigma="auto"`` / ``noise_level="auto"`` in ``wrap()``: calibrated noise levels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import wrapgrad
+from wrapgrad.errors import WrapgradValueError
+
+FAST = {"draws": 4, "progress": False, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from wrapgrad_data import train
+
+    return train("small_cnn", "digits8x8", seed=0, epochs=4, progress=False).model
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    from wrapgrad_data import load_dataset
+
+    x, y = load_dataset("digits8x8", split="test").tensors()
+    return x[:200], y[:200]
+
+
+def test_noisegrad_auto_sigma_is_the_calibrated_one(trained, heldout) -> None:
+    explain = wrapgrad.wrap(
+        trained,
+        "saliency",
+        enhancer="noisegrad",
+        sigma="auto",
+        n_samples=4,
+        seed=0,
+        calibration=heldout,
+        calibration_options=FAST,
+    )
+    record = explain.calibration
+    assert record.perturber == "weight"
+    assert explain.enhancer.weight_noise.sigma == record.sigma > 0
+    direct = wrapgrad.calibrate(trained, heldout, perturber="weight", **FAST)
+    assert direct.sigma == record.sigma
+    x, y = heldout
+    maps = explain(x[:4], target=y[:4])
+    assert maps.shape == x[:4].shape
+    assert torch.isfinite(maps).all()
+
+
+def test_smoothgrad_auto_noise_level_and_fusiongrad_halves_both(trained, heldout) -> None:
+    sg = wrapgrad.wrap(
+        trained,
+        "saliency",
+        enhancer="smoothgrad",
+        noise_level="auto",
+        calibration=heldout,
+        calibration_options=FAST,
+    )
+    assert sg.calibration.perturber == "input"
+    assert sg.enhancer.input_noise.noise_level == sg.calibration.sigma > 0
+    fg = wrapgrad.wrap(
+        trained,
+        "saliency",
+        enhancer="fusiongrad",
+        sigma="auto",
+        noise_level="auto",
+        calibration=heldout,
+        calibration_options=FAST,
+    )
+    assert fg.calibration.calibrator == "halve"
+    assert fg.enhancer.weight_noise.sigma == fg.calibration.sigma
+    assert fg.enhancer.input_noise.noise_level == fg.calibration.alpha
+    ng_sigma = wrapgrad.calibrate(trained, heldout, perturber="weight", **FAST).sigma
+    assert fg.calibration.sigma == pytest.approx(ng_sigma / 2, rel=0.25)
+
+
+def test_auto_without_data_or_data_without_auto_is_refused(trained, heldout) -> None:
+    with pytest.raises(WrapgradValueError, match=r"sigma: .*needs calibration data"):
+        wrapgrad.wrap(trained, "saliency", enhancer="noisegrad", sigma="auto")
+    with pytest.raises(WrapgradValueError, match=r"calibration: data is used only"):
+        wrapgrad.wrap(trained, "saliency", enhancer="noisegrad", sigma=0.1, calibration=heldout)
+    with pytest.raises(WrapgradValueError, match=r"n_samples: 'auto' applies to the noise levels"):
+        wrapgrad.wrap(
+            trained, "saliency", enhancer="noisegrad", n_samples="auto", calibration=heldout
+        )
