@@ -32,17 +32,22 @@ import hashlib
 import json
 import platform
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
-import tomllib
 import torch
 from torch import Tensor, nn
 
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib  # type: ignore[no-redef]
 from wrapgrad.pipeline_schema import (
     REFERENCE_RE,
     MetricConfig,
@@ -296,7 +301,12 @@ class _Runner:
         torch_state = torch.random.get_rng_state()
         try:
             torch.manual_seed(c.seed)
-            results = self._stages()
+            with warnings.catch_warnings():
+                # Captum says so for every batch; the inputs are the pipeline's own copies.
+                warnings.filterwarnings(
+                    "ignore", message=r"Input Tensor \d+ did not already require"
+                )
+                results = self._stages()
         finally:
             torch.random.set_rng_state(torch_state)
         results["duration_s"] = time.perf_counter() - start

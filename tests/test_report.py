@@ -1,0 +1,132 @@
+"""Report statistics and rendering: checked against scipy and hand-made results."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from wrapgrad.errors import WrapgradValueError
+from wrapgrad.report import (
+    RESULTS_FORMAT,
+    atomic_write,
+    check_expectation,
+    load_results,
+    mean_ci,
+    paired_wilcoxon,
+    render_markdown,
+    results_to_json,
+)
+
+
+def test_mean_ci_is_the_student_t_interval() -> None:
+    x = np.random.default_rng(0).normal(0.3, 0.1, size=40)
+    mean, lo, hi, n = mean_ci([*x.tolist(), math.nan, None])  # NaN and None are left out
+    ref_lo, ref_hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    assert n == 40
+    assert mean == pytest.approx(x.mean())
+    assert (lo, hi) == pytest.approx((ref_lo, ref_hi))
+    assert mean_ci([])[3] == 0
+    assert mean_ci([2.0])[:3] == (2.0, 2.0, 2.0)
+
+
+def test_paired_wilcoxon_matches_scipy_and_direction() -> None:
+    rng = np.random.default_rng(1)
+    worse = rng.normal(0.5, 0.1, 30)
+    better = worse + rng.normal(0.05, 0.05, 30)
+    p = paired_wilcoxon(worse, better, higher_is_better=True)
+    assert p == pytest.approx(stats.wilcoxon(better - worse, alternative="greater").pvalue)
+    assert p < 0.01
+    # lower is better: the same numbers now say "better" is worse
+    assert paired_wilcoxon(worse, better, higher_is_better=False) > 0.99
+    assert paired_wilcoxon([1.0, 2.0], [1.0, 2.0], True) == 1.0
+    assert math.isnan(paired_wilcoxon([math.nan], [1.0], True))
+    with pytest.raises(WrapgradValueError, match="better"):
+        paired_wilcoxon([1.0, 2.0], [1.0], True)
+
+
+def test_check_expectation_order_and_best() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.normal(0.5, 0.05, 25)
+    scores = {"Baseline": base, "SG": base + 0.02, "NG": base + 0.04, "FG": base + 0.06}
+    scores = {k: (v + rng.normal(0, 0.002, 25)).tolist() for k, v in scores.items()}
+    held = check_expectation(scores, ["Baseline", "SG", "NG", "FG"], None, True)
+    assert held["held"]
+    assert held["significant"]
+    assert [(s["worse"], s["better"]) for s in held["steps"]] == [
+        ("Baseline", "SG"),
+        ("SG", "NG"),
+        ("NG", "FG"),
+    ]
+    reversed_ = check_expectation(scores, ["FG", "NG"], None, True)
+    assert not reversed_["held"]
+    assert not reversed_["significant"]
+    # robustness: lower is better, so Baseline (lowest numbers) is best
+    best = check_expectation(scores, [], "Baseline", False)
+    assert best["held"]
+    assert {s["worse"] for s in best["steps"]} == {"SG", "NG", "FG"}
+    assert not check_expectation(scores, [], "FG", False)["held"]
+
+
+def _results() -> dict:
+    return {
+        "format": RESULTS_FORMAT,
+        "name": "hand-made",
+        "description": "",
+        "smoke": False,
+        "pipeline": {"file": "x.toml", "text": "", "sha256": "0" * 64},
+        "versions": {"wrapgrad": "0"},
+        "seeds": {"pipeline": 0},
+        "data": {"dataset": "d", "split": "test", "samples": 4, "seed": 0},
+        "model": {"name": "m", "seed": 0, "source": "weights", "test_accuracy": 0.9},
+        "calibration": {},
+        "methods": ["saliency"],
+        "enhancers": ["Baseline", "NG"],
+        "metrics": [
+            {"key": "loc[digit]", "label": "loc", "mask": "digit", "higher_is_better": True},
+            {"key": "rob", "label": "rob", "mask": None, "higher_is_better": False},
+        ],
+        "scores": {
+            "saliency": {
+                "Baseline": {"loc[digit]": [0.1, 0.2, 0.3, 0.4], "rob": [1.0, 1.0, math.nan, 3.0]},
+                "NG": {"loc[digit]": [0.2, 0.3, 0.4, 0.5], "rob": [0.5, 0.5, 0.5, 0.5]},
+            }
+        },
+        "attacks": [],
+        "expectations": [
+            {"metric": "loc", "order": ["Baseline", "NG"], "best": None, "alpha": 0.05}
+        ],
+        "figures": [],
+    }
+
+
+def test_render_markdown_tables_and_round_trip(tmp_path: Path) -> None:
+    results = _results()
+    text = results_to_json(results)
+    assert "NaN" not in text  # strict JSON: non-finite numbers become null
+    atomic_write(tmp_path / "results.json", text)
+    back = load_results(tmp_path)
+    assert back["scores"]["saliency"]["Baseline"]["rob"][2] is None
+    md = render_markdown(back)
+    assert md == render_markdown(json.loads(text))
+    # Baseline loc: mean 0.25, t-interval 0.25 -/+ t(0.975, 3) * sd / 2
+    half = stats.t.ppf(0.975, 3) * np.std([0.1, 0.2, 0.3, 0.4], ddof=1) / 2
+    assert f"0.2500 [{0.25 - half:.4f}, {0.25 + half:.4f}]" in md
+    # rob: lower is better, NG's 0.5 is bold; Baseline's NaN sample is counted out
+    assert "**0.5000 [0.5000, 0.5000]**" in md
+    assert "(n=3)" in md
+    # every step of loc improves by 0.1 on every sample; with 4 samples p = 1/16
+    assert "Baseline 0.2500 < NG 0.3500: p = 0.062 (not significant)" in md
+    assert "ground-truth mask `digit`" in md
+
+
+def test_load_results_refuses_other_files(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text('{"format": "other"}')
+    with pytest.raises(WrapgradValueError, match="wrapgrad pipeline results"):
+        load_results(tmp_path)
+    with pytest.raises(WrapgradValueError, match=r"expected a results\.json"):
+        load_results(tmp_path / "missing")
