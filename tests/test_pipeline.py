@@ -54,6 +54,11 @@ options = { n_samples = 2, sigma = 0.0 }
 label = "sparseness"
 quantus = "Sparseness"
 
+[[evaluate.metrics]]
+label = "complexity"
+quantus = "Complexity"
+samples = 4
+
 [report]
 grid_samples = 2
 
@@ -283,7 +288,7 @@ def test_smoke_shrinks_every_size() -> None:
 # -- running ------------------------------------------------------------------------------------
 @pytest.mark.usefixtures("shared_cache")
 def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
-    import tomllib
+    from wrapgrad.pipeline import tomllib
 
     pipe = Pipeline.from_dict(tomllib.loads(GOOD))
     run = pipe.run(tmp_path / "out", smoke=True, progress=False)
@@ -304,6 +309,7 @@ def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
         vals = scores[label]["sparseness"]
         assert len(vals) == n
         assert all(math.isfinite(v) for v in vals)
+        assert len(scores[label]["complexity"]) == 4  # its own `samples`
     # NoiseGrad at sigma = 0 is the plain method: identical maps, identical Gini indices.
     assert scores["NG0"]["sparseness"] == pytest.approx(scores["Baseline"]["sparseness"], abs=1e-9)
     assert results["versions"]["torch"] == torch.__version__.split("+")[0] or results["versions"][
@@ -313,7 +319,7 @@ def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
     assert results["seeds"]["pipeline"] == 3
     # figures: a grid per method and a bar chart per metric, all PNG, all inside the output dir
     pngs = [tmp_path / "out" / f["path"] for f in results["figures"]]
-    assert len(pngs) == 2
+    assert len(pngs) == 3  # one grid (one method), one bar chart per metric
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.resolve().is_relative_to((tmp_path / "out").resolve())
@@ -323,7 +329,7 @@ def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("shared_cache")
 def test_same_seed_same_results(tmp_path: Path) -> None:
-    import tomllib
+    from wrapgrad.pipeline import tomllib
 
     raw = tomllib.loads(GOOD)
     raw["calibration"] = {}
@@ -343,8 +349,9 @@ def test_same_seed_same_results(tmp_path: Path) -> None:
 
 
 def test_weights_file_is_loaded_safely(tmp_path: Path) -> None:
-    import tomllib
     from wrapgrad_data import load_dataset, small_cnn
+
+    from wrapgrad.pipeline import tomllib
 
     model = small_cnn(1, 10)
     torch.save(model.state_dict(), tmp_path / "w.pt")

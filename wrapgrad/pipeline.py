@@ -127,7 +127,14 @@ def shrink(config: PipelineConfig) -> PipelineConfig:
         model=attrs.evolve(config.model, recipe=recipe),
         calibration=calibration,
         explain=explain,
-        metrics=tuple(attrs.evolve(m, params=_cap(m.params)) for m in config.metrics),
+        metrics=tuple(
+            attrs.evolve(
+                m,
+                params=_cap(m.params),
+                samples=None if m.samples is None else min(m.samples, SMOKE_SAMPLES),
+            )
+            for m in config.metrics
+        ),
         attacks=tuple(
             attrs.evolve(a, params=_cap(a.params), samples=min(a.samples, SMOKE_ATTACK_SAMPLES))
             for a in config.attacks
@@ -553,15 +560,16 @@ class _Runner:
         for m, method, enh in bar:
             bar.set_postfix_str(f"{m.label} {method} {enh.label}", refresh=False)
             explain = explains[method][enh.label]
-            a = self.maps[method][enh.label]
+            k = x.shape[0] if m.samples is None else min(m.samples, x.shape[0])
+            a = self.maps[method][enh.label][:k]
             for mask in m.masks or (None,):
                 key = f"{m.label}[{mask}]" if mask else m.label
-                s = masks[mask] if mask else None
+                s = masks[mask][:k] if mask else None
                 try:
                     if m.source == "quantus":
-                        vals = self._quantus(m, model, x, y, a, s, explain)
+                        vals = self._quantus(m, model, x[:k], y[:k], a, s, explain)
                     else:
-                        vals = self._wrapgrad_metric(m, model, x, y, a, s, explain, method)
+                        vals = self._wrapgrad_metric(m, model, x[:k], y[:k], a, s, explain, method)
                 except Exception as exc:  # one degenerate cell must not sink the whole run
                     self.errors.append(
                         {
@@ -571,7 +579,7 @@ class _Runner:
                             "error": f"{type(exc).__name__}: {exc}".strip()[:500],
                         }
                     )
-                    vals = np.full(x.shape[0], np.nan)
+                    vals = np.full(k, np.nan)
                 scores[method][enh.label][key] = [float(v) for v in vals]
         return rows
 
@@ -624,7 +632,7 @@ class _Runner:
         if m.requires == "mask":
             out = metric(a, s)
         elif m.requires == "maps":
-            out = metric(a, self.maps[method][m.against])
+            out = metric(a, self.maps[method][m.against][: a.shape[0]])
         else:
             out = metric(model, x, y, explain)
         return torch.as_tensor(out).detach().double().reshape(-1).cpu().numpy()

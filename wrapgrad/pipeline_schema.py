@@ -138,6 +138,8 @@ class MetricConfig:
     higher_is_better: bool | None = None
     requires: str = "model"
     """``"maps"``, ``"model"`` or ``"mask"`` (Quantus localisation metrics need a mask)."""
+    samples: int | None = None
+    """Score only the first ``samples`` evaluated items (expensive metrics); None: all."""
 
 
 @attrs.frozen(kw_only=True)
@@ -584,7 +586,18 @@ def _evaluate(
     for i, m in enumerate(c.get(t, "[evaluate]", "metrics", list, [])):
         f = f"[evaluate].metrics[{i}]"
         mt = c.table(
-            m, f, ("label", "name", "quantus", "params", "masks", "against", "higher_is_better")
+            m,
+            f,
+            (
+                "label",
+                "name",
+                "quantus",
+                "params",
+                "masks",
+                "against",
+                "higher_is_better",
+                "samples",
+            ),
         )
         if ("name" in mt) == ("quantus" in mt):
             raise c.fail(
@@ -649,6 +662,7 @@ def _evaluate(
                 against=against,
                 higher_is_better=hib,
                 requires=requires,
+                samples=c.positive(mt, f, "samples", None),
             )
         )
     keys = [m.label for m in metrics]
