@@ -31,11 +31,13 @@ OPTIONS = {
     "fusiongrad": {"n_samples": 5, "n_models": 5, "sigma": 0.1, "noise_level": 0.1, "seed": 0},
 }
 
+ATTRIBUTE_OPTIONS = {"integrated_gradients": {"n_steps": 16}}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("wrapgrad-out"))
-    parser.add_argument("--samples", type=int, default=32, help="test digits to explain")
+    parser.add_argument("--samples", type=int, default=16, help="test digits to explain")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -56,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             # The three lines a user writes:
             explain = wrapgrad.wrap(model, method, enhancer=enhancer, **OPTIONS[enhancer])
             start = time.perf_counter()
-            a = explain(x, target=y)
+            a = explain(x, target=y, **ATTRIBUTE_OPTIONS.get(method, {}))
             seconds = time.perf_counter() - start
-            a_noisy = explain((x + noise).clamp(0, 1), target=y)
+            a_noisy = explain((x + noise).clamp(0, 1), target=y, **ATTRIBUTE_OPTIONS.get(method, {}))
             robustness = topk(a.abs(), a_noisy.abs())
             label = f"{method} + {enhancer or 'none'}"
             maps[label] = a

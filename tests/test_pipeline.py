@@ -46,6 +46,11 @@ name = "noisegrad"
 options = { n_samples = 3, sigma = "@calibration.ng.sigma" }
 
 [[explain.enhancers]]
+label = "NGhalf"
+name = "noisegrad"
+options = { n_samples = 2, sigma = "@calibration.ng.sigma*0.5" }
+
+[[explain.enhancers]]
 label = "NG0"
 name = "noisegrad"
 options = { n_samples = 2, sigma = 0.0 }
@@ -149,6 +154,12 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
         ('methods = ["saliency"]', 'methods = "saliency"', "[explain].methods", "expected a list"),
         ("seed = 3", "seed = 3.5", "[pipeline].seed", "expected an integer"),
         ('perturber = "weight"', 'perturber = "weights"', "[calibration.ng].perturber", "one of"),
+        (
+            'sigma = "@calibration.ng.sigma"',
+            'sigma = "@calibration.ng.sigma*x"',
+            "[explain].enhancers[1].options.sigma",
+            "optionally scaled",
+        ),
         (
             'sigma = "@calibration.ng.sigma"',
             'sigma = "@calibration.ng.beta"',
@@ -302,6 +313,8 @@ def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
     ng = results["enhancer_settings"]["NG"]["options"]["sigma"]
     assert isinstance(ng, float)
     assert ng == results["calibration"]["ng"]["sigma"]
+    half = results["enhancer_settings"]["NGhalf"]["options"]["sigma"]
+    assert half == pytest.approx(0.5 * ng)  # "@calibration.ng.sigma*0.5"
     scores = results["scores"]["saliency"]
     n = results["data"]["samples"]
     assert n == 6

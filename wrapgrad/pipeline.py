@@ -29,6 +29,7 @@ Or in code, from the same tables as a dict::
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import platform
 import time
@@ -385,6 +386,7 @@ class _Runner:
             "expectations_source": c.report.expect_source,
             "figures": [],
             "timings_s": clock.times,
+            "metric_timings_s": self.metric_seconds,
             "errors": self.errors,
         }
 
@@ -478,7 +480,7 @@ class _Runner:
                         f"{self.c.file}: {k}: {v!r} has no value: calibration {m.group(1)!r} "
                         f"found no {m.group(2)} (use a FusionGrad heuristic such as 'halve')"
                     )
-                out[k] = float(level)
+                out[k] = float(level) * (float(m.group(3)) if m.group(3) else 1.0)
             else:
                 out[k] = as_option(v)
         return out
@@ -503,8 +505,6 @@ class _Runner:
             }
             if enh.name is not None:
                 factory = self.reg.get("enhancer", enh.name).factory
-                import inspect
-
                 params = inspect.signature(factory).parameters
                 if "seed" in params and "seed" not in options:
                     options["seed"] = self.c.seed
@@ -557,8 +557,10 @@ class _Runner:
             for e in self.c.explain.enhancers
         ]
         bar = tqdm(jobs, desc="evaluate", disable=not self.progress, leave=False)
+        self.metric_seconds: dict[str, float] = {}
         for m, method, enh in bar:
             bar.set_postfix_str(f"{m.label} {method} {enh.label}", refresh=False)
+            started = time.perf_counter()
             explain = explains[method][enh.label]
             k = x.shape[0] if m.samples is None else min(m.samples, x.shape[0])
             a = self.maps[method][enh.label][:k]
@@ -581,6 +583,8 @@ class _Runner:
                     )
                     vals = np.full(k, np.nan)
                 scores[method][enh.label][key] = [float(v) for v in vals]
+            spent = time.perf_counter() - started
+            self.metric_seconds[m.label] = round(self.metric_seconds.get(m.label, 0.0) + spent, 3)
         return rows
 
     def _quantus(

@@ -50,8 +50,11 @@ __all__ = [
     "validate",
 ]
 
-#: ``"@calibration.<name>.<field>"``: a noise level found by a ``[calibration.<name>]`` table.
-REFERENCE_RE = re.compile(r"^@calibration\.([A-Za-z0-9_+-]+)\.(sigma|alpha)$")
+#: ``"@calibration.<name>.<field>"``: a noise level found by a ``[calibration.<name>]`` table,
+#: optionally scaled: ``"@calibration.ng.sigma*0.5"`` (FusionGrad's "halve both" heuristic).
+REFERENCE_RE = re.compile(
+    r"^@calibration\.([A-Za-z0-9_+-]+)\.(sigma|alpha)(?:\*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))?$"
+)
 SPLITS = ("train", "test", "all")
 PERTURBERS = ("weight", "input")
 _NO_ENHANCER = ("none", "baseline")
@@ -487,7 +490,7 @@ def _check_references(
                 raise c.fail(
                     f"{field}.{key}",
                     f"expected a reference '@calibration.<name>.sigma' or "
-                    f"'@calibration.<name>.alpha', got {v!r}",
+                    f"'@calibration.<name>.alpha' (optionally scaled: '...sigma*0.5'), got {v!r}",
                 )
             if m.group(1) not in calibration:
                 raise PipelineNameError(

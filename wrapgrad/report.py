@@ -289,6 +289,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if results.get("duration_s") is not None:
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in results.get("timings_s", {}).items())
         out(f"- duration: {results['duration_s']:.1f} s" + (f" ({stages})" if stages else ""))
+        per_metric = results.get("metric_timings_s", {})
+        if per_metric:
+            out("- metric time: " + ", ".join(f"{k} {v:.1f} s" for k, v in per_metric.items()))
     out("")
     if results.get("calibration"):
         out("## Calibration")

@@ -62,13 +62,15 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """A ResNet for small images: a 3x3 stem, three basic blocks (widths w, 2w, 4w; the last two
-    downsample by 2), global average pooling and a linear classifier."""
+    """A ResNet for small images: a 3x3 stem (stride ``stem_stride``), three basic blocks (widths
+    w, 2w, 4w; the last two downsample by 2), global average pooling and a linear classifier."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16) -> None:
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 10, width: int = 16, stem_stride: int = 1
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
         )
@@ -88,6 +90,10 @@ def small_cnn(in_channels: int = 1, num_classes: int = 10, width: int = 32) -> S
     return SmallCNN(in_channels=in_channels, num_classes=num_classes, width=width)
 
 
-def small_resnet(in_channels: int = 3, num_classes: int = 10, width: int = 16) -> SmallResNet:
+def small_resnet(
+    in_channels: int = 3, num_classes: int = 10, width: int = 16, stem_stride: int = 1
+) -> SmallResNet:
     """An untrained :class:`SmallResNet`."""
-    return SmallResNet(in_channels=in_channels, num_classes=num_classes, width=width)
+    return SmallResNet(
+        in_channels=in_channels, num_classes=num_classes, width=width, stem_stride=stem_stride
+    )
