@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             a = explain(x, target=y, **ATTRIBUTE_OPTIONS.get(method, {}))
             seconds = time.perf_counter() - start
-            a_noisy = explain((x + noise).clamp(0, 1), target=y, **ATTRIBUTE_OPTIONS.get(method, {}))
+            a_noisy = explain(
+                (x + noise).clamp(0, 1), target=y, **ATTRIBUTE_OPTIONS.get(method, {})
+            )
             robustness = topk(a.abs(), a_noisy.abs())
             label = f"{method} + {enhancer or 'none'}"
             maps[label] = a

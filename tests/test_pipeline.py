@@ -64,6 +64,12 @@ label = "complexity"
 quantus = "Complexity"
 samples = 4
 
+[[evaluate.metrics]]
+label = "faithfulness"
+quantus = "FaithfulnessCorrelation"
+samples = 5
+params = { nr_runs = 3, subset_size = 8 }
+
 [report]
 grid_samples = 2
 
@@ -323,6 +329,8 @@ def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
         assert len(vals) == n
         assert all(math.isfinite(v) for v in vals)
         assert len(scores[label]["complexity"]) == 4  # its own `samples`
+        # Quantus' aggregate (one mean) is never taken for per-sample scores
+        assert len(scores[label]["faithfulness"]) == 5
     # NoiseGrad at sigma = 0 is the plain method: identical maps, identical Gini indices.
     assert scores["NG0"]["sparseness"] == pytest.approx(scores["Baseline"]["sparseness"], abs=1e-9)
     assert results["versions"]["torch"] == torch.__version__.split("+")[0] or results["versions"][
@@ -332,7 +340,7 @@ def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
     assert results["seeds"]["pipeline"] == 3
     # figures: a grid per method and a bar chart per metric, all PNG, all inside the output dir
     pngs = [tmp_path / "out" / f["path"] for f in results["figures"]]
-    assert len(pngs) == 3  # one grid (one method), one bar chart per metric
+    assert len(pngs) == 4  # one grid (one method), one bar chart per metric
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.resolve().is_relative_to((tmp_path / "out").resolve())

@@ -202,3 +202,12 @@ def test_cli_lists_plugins_and_flags_broken_ones(install_plugin, capsys) -> None
         main(["--version"])
     assert info.value.code == 0
     assert wrapgrad.__version__ in capsys.readouterr().out
+
+
+def test_public_wrap_stays_the_function_after_submodule_imports() -> None:
+    import importlib
+
+    for module in ("wrapgrad.wrapping", "wrapgrad.pipeline", "wrapgrad.quantus_bridge"):
+        importlib.import_module(module)
+    assert callable(wrapgrad.wrap)
+    assert wrapgrad.wrap.__name__ == "wrap"

@@ -62,8 +62,8 @@ __all__ = [
 
 # name -> "module:attribute", imported on first access (PEP 562).
 _LAZY = {
-    "wrap": "wrapgrad.wrap:wrap",
-    "Explain": "wrapgrad.wrap:Explain",
+    "wrap": "wrapgrad.wrapping:wrap",
+    "Explain": "wrapgrad.wrapping:Explain",
     "ModelGuard": "wrapgrad.functional:ModelGuard",
     "get_registry": "wrapgrad.registry:get_registry",
     "Registry": "wrapgrad.registry:Registry",
@@ -103,4 +103,4 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from wrapgrad.functional import ModelGuard
     from wrapgrad.registry import Registry, get_registry
-    from wrapgrad.wrap import Explain, wrap
+    from wrapgrad.wrapping import Explain, wrap

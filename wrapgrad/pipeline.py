@@ -490,7 +490,7 @@ class _Runner:
     ) -> tuple[dict[str, dict[str, Tensor]], dict[str, dict[str, Any]]]:
         from tqdm.auto import tqdm
 
-        from wrapgrad.wrap import wrap
+        from wrapgrad.wrapping import wrap
 
         c = self.c.explain
         maps: dict[str, dict[str, Tensor]] = {}
@@ -608,6 +608,7 @@ class _Runner:
             call["a_batch"] = a.sum(dim=1, keepdim=True) if a.dim() == 4 else a
             call["s_batch"] = s.to(x.dtype).reshape(x.shape[0], 1, *s.shape[-2:])
         params = dict(m.params)
+        params.setdefault("return_aggregate", False)  # one score per sample, never a mean
         if self.c.explain.absolute:
             params.setdefault("abs", True)  # also applied to Quantus' re-explanations
         metric = quantus_metric(m.name, **params)

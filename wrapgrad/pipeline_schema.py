@@ -503,7 +503,7 @@ def _check_references(
 
 
 def _explain(c: _Checker, value: Any, calibration: Mapping[str, Any]) -> ExplainConfig:
-    from wrapgrad.wrap import build_explainer
+    from wrapgrad.wrapping import build_explainer
 
     f = "[explain]"
     t = c.table(value, f, ("methods", "enhancers", "method_options", "absolute", "batch_size"))

@@ -166,7 +166,7 @@ def quantus_explain(
         The attributions as a float32 numpy array of the inputs' shape (reduced over
         ``reduce_axes``).
     """
-    from wrapgrad.wrap import wrap
+    from wrapgrad.wrapping import wrap
 
     device_opt = options.get("device")
     for key in _QUANTUS_EXTRAS:
@@ -192,7 +192,7 @@ def quantus_explain(
 def explain_func_from(explain: Any, *, reduce_axes: Any = None) -> Callable[..., np.ndarray]:
     """A Quantus ``explain_func`` from what :func:`wrapgrad.wrap` returns: the same explainer and
     enhancer, applied to the model Quantus passes."""
-    from wrapgrad.wrap import Explain
+    from wrapgrad.wrapping import Explain
 
     if not isinstance(explain, Explain):
         raise WrapgradTypeError(

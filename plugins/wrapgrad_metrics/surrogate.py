@@ -109,7 +109,7 @@ def explainer_info(explain: Any) -> tuple[str | None, dict[str, Any], dict[str, 
     enhancer = getattr(explain, "enhancer", None)
     ex = getattr(explain, "explainer", explain) if hasattr(explain, "model") else explain
     defaults: dict[str, Any] = {}
-    while hasattr(ex, "defaults") and hasattr(ex, "explainer"):  # wrapgrad.wrap._Bound
+    while hasattr(ex, "defaults") and hasattr(ex, "explainer"):  # wrapgrad.wrapping._Bound
         defaults = {**ex.defaults, **defaults}
         ex = ex.explainer
     defaults = {**dict(getattr(ex, "attribute_defaults", {}) or {}), **defaults}

@@ -1,4 +1,4 @@
-"""``wrapgrad.wrap``: a model and an attribution method (plus an optional enhancer) -> ``explain``."""
+"""``wrapgrad.wrap`` (module ``wrapgrad.wrapping``): a model and a method (plus an enhancer) -> ``explain``."""
 
 from __future__ import annotations
 
