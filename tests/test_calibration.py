@@ -229,14 +229,19 @@ def test_halve_halves_both_calibrated_levels(trained, heldout):
     assert r.sigma == weight.sigma / 2
     assert r.alpha == inp.sigma / 2
     assert r.drop < max(weight.drop, inp.drop) + 0.05
+    # The reported drop is the joint one at both halved levels (same draws), with its interval.
     fixed = wrapgrad.calibrate(trained, heldout, calibrator="halve", input_alpha=0.2, **FAST)
+    assert fixed.perturber == "fusion"
     assert fixed.alpha == 0.1
     assert len(fixed.components) == 1
-
-
-def test_measured_chance_level(trained, heldout):
-    r = wrapgrad.calibrate(trained, heldout, chance="measured", **FAST)
-    assert 0.0 <= r.acc_chance < 0.5
+    assert fixed.sigma == weight.sigma / 2
+    ev = NoisyAccuracy(trained, *heldout, draws=6, seed=0)
+    correct = ev.correct(sigma=fixed.sigma, alpha=0.1)
+    assert fixed.accuracy == float(correct.float().mean())
+    assert math.isclose(
+        fixed.drop, relative_drop(fixed.accuracy, fixed.acc_clean, 0.1), abs_tol=1e-9
+    )
+    assert fixed.drop_ci == drop_interval(correct, ev.clean(), 0.1, seed=0)
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -366,3 +371,53 @@ def test_cli_prints_the_record_and_saves_the_curve(trained, tmp_path, monkeypatc
     rec = json.loads((tmp_path / "r.json").read_text())
     assert rec["draws"] == 4
     assert len(rec["levels"]) >= 5
+
+
+# -- common random numbers, exact statistics of the heuristics --------------------------------------
+class _Threshold(nn.Module):
+    """Class 0 iff ``w * x[:, 0] > 0.5 * (x[:, 0] - x[:, 1])``; with ``w = 1`` and ``x = (1, 0)``
+    a draw is right iff its noisy weight (or noisy ``x[:, 0]``) stays above 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        score = self.w * x[:, 0] - 0.5 * (x[:, 0] - x[:, 1])
+        return torch.stack([score, torch.zeros_like(score)], dim=1)
+
+
+@pytest.mark.parametrize("kind", ["sigma", "alpha"])
+def test_the_same_noise_draws_are_reused_at_every_level(kind):
+    # Draw k at level s is right iff 1 + s * eps_k > 0.5: once a draw is wrong it stays wrong
+    # at every larger level only if eps_k is the same draw at every level.
+    x = torch.tensor([[1.0, 0.0]]).repeat(3, 1)
+    y = torch.zeros(3, dtype=torch.long)
+    ev = NoisyAccuracy(_Threshold(), x, y, draws=64, seed=7)
+    levels = [0.05 * 1.25**i for i in range(20)]
+    rows = [ev.correct(**{kind: s}) for s in levels]
+    for a, b in itertools.pairwise(rows):
+        assert not (b & ~a).any()
+    assert bool(rows[0].all())
+    assert 0.2 < float(rows[-1].float().mean()) < 0.8  # noise large enough to flip many draws
+
+
+def test_measured_chance_is_the_accuracy_at_the_chance_level(trained, heldout):
+    r = wrapgrad.calibrate(trained, heldout, chance="measured", chance_level=50.0, **FAST)
+    ev = NoisyAccuracy(trained, *heldout, draws=6, seed=0)
+    assert r.acc_chance == float(ev.correct(sigma=50.0).float().mean())
+    d = relative_drop(r.accuracy, r.acc_clean, r.acc_chance)
+    assert math.isclose(d, r.drop, abs_tol=1e-9)
+
+
+def test_numpy_target_drop_is_accepted_and_nan_is_not():
+    import numpy as np
+
+    from wrapgrad.calibration import check_target_drop
+
+    assert check_target_drop(np.float32(0.25)) == 0.25
+    assert check_target_drop(np.float64(0.05)) == 0.05
+    with pytest.raises(WrapgradValueError, match="target_drop"):
+        check_target_drop(float("nan"))
+    with pytest.raises(WrapgradTypeError, match="target_drop"):
+        check_target_drop(True)

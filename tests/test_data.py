@@ -137,3 +137,41 @@ def test_bad_options_name_the_argument(kwargs, match):
 def test_cmnist_bad_copies():
     with pytest.raises(WrapgradValueError, match="copies"):
         load_cmnist(copies=0, limit=2)
+
+
+def test_cmnist_digits_are_resized_rotated_mnist_digits_on_photo_crops():
+    import torch.nn.functional as F
+    from wrapgrad_data.cmnist import background_photos
+    from wrapgrad_data.mnist import mnist_arrays
+
+    ds = load_cmnist("test", seed=3, limit=30, return_parts=True)
+    parts = ds.parts
+    images28, labels28 = mnist_arrays()
+    src = parts["source"]
+    assert torch.equal(ds.labels, labels28[src])
+    small = F.interpolate(images28[src], size=(16, 16), mode="bilinear", antialias=True)
+    expected = rotate(small, parts["angles"]).clamp(0.0, 1.0)
+    assert torch.allclose(parts["digits"], expected, atol=1e-6)
+    # Rotations really happen (not all zero) and stay within 15 degrees.
+    assert float(parts["angles"].abs().max()) <= 15.0
+    assert float(parts["angles"].abs().mean()) > 3.0
+    photos = background_photos()
+    for i in range(30):
+        photo = photos[int(parts["photos"][i])]
+        top, left = parts["corners"][i].tolist()
+        assert torch.equal(parts["backgrounds"][i], photo[:, top : top + 32, left : left + 32])
+    assert len(set(parts["photos"].tolist())) > 3  # several photos, not one
+
+
+def test_cmnist_train_and_test_digits_are_disjoint():
+    train_src = load_cmnist("train", seed=5, return_parts=True).parts["source"]
+    test_src = load_cmnist("test", seed=5, limit=200, return_parts=True).parts["source"]
+    assert len(train_src) == 4000
+    assert not set(train_src.tolist()) & set(test_src.tolist())
+    # The same digits as MNIST-5k's split for that seed.
+    assert torch.equal(train_src, split_indices(5000, "train", 5, 0.2))
+
+
+def test_cmnist_bad_max_degrees():
+    with pytest.raises(WrapgradValueError, match="max_degrees"):
+        load_cmnist(max_degrees=-1, limit=2)

@@ -104,3 +104,39 @@ def test_corrupted_cache_file_is_rebuilt_not_trusted(cache, damage):
     import hashlib
 
     assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+class _Evil:
+    """Unpickling it would create a directory: proof that pickled code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.makedirs, (self.marker,))
+
+
+def test_cache_never_runs_pickled_code_even_with_a_matching_checksum(cache):
+    import hashlib
+
+    first = pretrained("small_cnn", "digits8x8", seed=0, progress=False, **QUICK)
+    weights, record = cache_paths("small_cnn", "digits8x8", 0, **QUICK)
+    marker = cache / "pwned"
+    torch.save({"payload": _Evil(str(marker))}, weights)
+    meta = json.loads(record.read_text())
+    meta["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()  # a forged record
+    record.write_text(json.dumps(meta))
+    with pytest.warns(WrapgradWarning, match="unloadable weights"):
+        rebuilt = pretrained("small_cnn", "digits8x8", seed=0, progress=False, **QUICK)
+    assert not marker.exists()  # weights_only=True refused the payload
+    a, b = first.state_dict(), rebuilt.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_recipe_change_is_another_cache_entry(cache):
+    a = cache_paths("small_cnn", "digits8x8", 0, **QUICK)[0]
+    b = cache_paths("small_cnn", "digits8x8", 0, epochs=2, dataset_options={"limit": 300})[0]
+    assert a != b
+    assert a.parent == b.parent == cache / "models"

@@ -108,8 +108,11 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("validation trained or loaded something")
 
+    import wrapgrad_data
+
     monkeypatch.setattr(cache, "pretrained", forbidden)
     monkeypatch.setattr(cache, "train", forbidden)
+    monkeypatch.setattr(wrapgrad_data, "pretrained", forbidden)  # what the runner calls
     import wrapgrad_data.cmnist as cmnist
     import wrapgrad_data.mnist as mnist
 
@@ -200,6 +203,26 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
             "[report].figures",
             "leaves it",
         ),
+        # output paths that clash: one inside another
+        (
+            "grid_samples = 2",
+            'grid_samples = 2\nmarkdown = "figures/report.md"',
+            "[report].figures",
+            "not inside",
+        ),
+        (
+            "grid_samples = 2",
+            'grid_samples = 2\nmarkdown = "./out.md"\njson = "out.md"',
+            "[report].json",
+            "distinct",
+        ),
+        # attack scores the attack does not compute
+        (
+            "[report]\n",
+            '[[evaluate.attacks]]\nname = "ifia"\nscores = ["topk"]\n\n[report]\n',
+            "[evaluate].attacks[0].scores[0]",
+            "'topk_intersection'",
+        ),
         # expectations naming things that do not exist
         ('best = "Baseline"', 'best = "Basline"', "[report].expect[0].best", "'Baseline'"),
     ],
@@ -215,6 +238,100 @@ def test_broken_file_fails_before_any_work(
     assert expected in message, message
     assert info.value.field == field
     assert info.value.file == str(path)
+
+
+@pytest.mark.usefixtures("no_work")
+def test_expectation_needs_a_metric_direction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wrapgrad.pipeline_schema as schema
+
+    monkeypatch.setattr(schema, "_quantus_direction", lambda cls: None)
+    with pytest.raises(PipelineError, match="higher_is_better") as info:
+        Pipeline.from_file(write(tmp_path, GOOD))
+    assert info.value.field == "[report].expect[0].metric"
+    # stating the direction in the file makes it valid again
+    fixed = broken('quantus = "Sparseness"', 'quantus = "Sparseness"\nhigher_is_better = true')
+    assert Pipeline.from_file(write(tmp_path, fixed, "ok.toml")).config.metrics[0].higher_is_better
+
+
+@pytest.mark.usefixtures("no_work")
+@pytest.mark.parametrize("name", ["report.md", "figures", "results.json"])
+def test_symlink_out_of_the_output_directory_is_refused_before_work(
+    tmp_path: Path, name: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(outside / name, target_is_directory=name == "figures")
+    pipe = Pipeline.from_file(write(tmp_path, GOOD))
+    with pytest.raises(WrapgradValueError, match="inside the output directory"):
+        pipe.run(out, progress=False)  # no_work: any data loading or training fails differently
+    assert list(outside.iterdir()) == []
+
+
+def test_unknown_mask_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wrapgrad_data
+    import wrapgrad_data.cache as cache
+
+    from wrapgrad.pipeline import tomllib
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained before checking the mask names")
+
+    for module in (wrapgrad_data, cache):  # data loading is allowed, training is not
+        monkeypatch.setattr(module, "pretrained", forbidden)
+    monkeypatch.setattr(cache, "train", forbidden)
+    raw = tomllib.loads(GOOD)
+    raw["data"] = {"dataset": "cmnist", "samples": 4, "options": {"limit": 8}}
+    raw["calibration"] = {}
+    raw["explain"]["enhancers"] = [{"label": "Baseline"}]
+    raw["evaluate"]["metrics"] = [
+        {"label": "loc", "quantus": "RelevanceRankAccuracy", "masks": ["digit", "sqare"]}
+    ]
+    raw["report"] = {}
+    pipe = Pipeline.from_dict(raw)
+    with pytest.raises(PipelineError, match=r"expected one of the data set's masks") as info:
+        pipe.run(tmp_path / "out", progress=False)
+    assert info.value.field == "[evaluate].metrics[0].masks[1]"
+    assert "'digit', 'square'" in str(info.value)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_run_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--out", "--smoke", "--quiet", "--check", "FILE".lower()):
+        assert flag in text
+
+
+def test_reference_documents_exactly_the_schema_fields() -> None:
+    """docs/pipeline-reference.md has a table per pipeline table; its rows are the fields."""
+    import re
+
+    from wrapgrad.pipeline_schema import FIELDS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "pipeline-reference.md").read_text()
+    documented: dict[str, set[str]] = {}
+    table = None
+    for line in doc.splitlines():
+        head = re.match(r"^## `\[(.+)\]`", line) or re.match(r"^`\[\[(.+)\]\]`", line)
+        if head:
+            table = head.group(1)
+            documented.setdefault(table, set())
+        elif line.startswith("## "):
+            table = None
+        elif table and (row := re.match(r"^\| `(\w+)` \|", line)):
+            documented[table].add(row.group(1))
+    # [evaluate] is documented through its two array tables
+    assert documented.pop("evaluate") == set()
+    expected = {k: set(v) for k, v in FIELDS.items() if k != "evaluate"}
+    assert documented == expected
 
 
 @pytest.mark.usefixtures("no_work")
@@ -400,7 +517,10 @@ def test_report_command_prints_the_same_report(
     path = write(tmp_path, GOOD)
     out = tmp_path / "run"
     assert main(["run", str(path), "--smoke", "--out", str(out), "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert captured.err == ""  # --quiet: no progress bars
+    assert "# tiny" not in printed  # --quiet: no report echo, only where it is
     assert f"report:  {out / 'report.md'}" in printed
     assert main(["report", str(out)]) == 0
     assert capsys.readouterr().out == (out / "report.md").read_text(encoding="utf-8")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -31,7 +30,12 @@ def test_mean_ci_is_the_student_t_interval() -> None:
     assert mean == pytest.approx(x.mean())
     assert (lo, hi) == pytest.approx((ref_lo, ref_hi))
     assert mean_ci([])[3] == 0
-    assert mean_ci([2.0])[:3] == (2.0, 2.0, 2.0)
+    # n = 1: a mean but no interval (never a zero-width one)
+    one = mean_ci([2.0, math.nan])
+    assert one[0] == 2.0
+    assert one[3] == 1
+    assert math.isnan(one[1])
+    assert math.isnan(one[2])
 
 
 def test_paired_wilcoxon_matches_scipy_and_direction() -> None:
@@ -98,7 +102,10 @@ def _results() -> dict:
         },
         "attacks": [],
         "expectations": [
-            {"metric": "loc", "order": ["Baseline", "NG"], "best": None, "alpha": 0.05}
+            {"metric": "loc", "order": ["Baseline", "NG"], "best": None, "alpha": 0.05},
+            # rob is lower-is-better: NG's 0.5 beats Baseline's 1, 1, 3 on every pair
+            {"metric": "rob", "order": [], "best": "NG", "alpha": 0.05},
+            {"metric": "rob", "order": [], "best": "Baseline", "alpha": 0.05},
         ],
         "figures": [],
     }
@@ -112,7 +119,7 @@ def test_render_markdown_tables_and_round_trip(tmp_path: Path) -> None:
     back = load_results(tmp_path)
     assert back["scores"]["saliency"]["Baseline"]["rob"][2] is None
     md = render_markdown(back)
-    assert md == render_markdown(json.loads(text))
+    assert md == render_markdown(results)  # the JSON holds everything the report shows
     # Baseline loc: mean 0.25, t-interval 0.25 -/+ t(0.975, 3) * sd / 2
     half = stats.t.ppf(0.975, 3) * np.std([0.1, 0.2, 0.3, 0.4], ddof=1) / 2
     assert f"0.2500 [{0.25 - half:.4f}, {0.25 + half:.4f}]" in md
@@ -122,6 +129,19 @@ def test_render_markdown_tables_and_round_trip(tmp_path: Path) -> None:
     # every step of loc improves by 0.1 on every sample; with 4 samples p = 1/16
     assert "Baseline 0.2500 < NG 0.3500: p = 0.062 (not significant)" in md
     assert "ground-truth mask `digit`" in md
+    # lower is better: the one-sided test asks whether NG is *lower*; the NaN pair is dropped,
+    # 3 pairs all favour NG, so the exact p-value is 1/8.
+    rob = md.split("`saliency`, rob: best: NG: ")[1].splitlines()
+    assert rob[0] == "**held** in the means (not every step significant)"
+    assert rob[1].strip() == "- Baseline 1.6667 > NG 0.5000: p = 0.12 (not significant)"
+    assert "`saliency`, rob: best: Baseline: **did not hold**" in md
+
+
+def test_single_sample_has_no_interval() -> None:
+    results = _results()
+    results["scores"]["saliency"]["NG"]["rob"] = [math.nan, math.nan, math.nan, 0.5]
+    md = render_markdown(results)
+    assert "0.5000 [n/a, n/a] (n=1)" in md
 
 
 def test_load_results_refuses_other_files(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -130,7 +131,7 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def check_target_drop(target_drop: Any) -> float:
     """``target_drop`` as a float in (0, 1), or a clear error."""
-    if isinstance(target_drop, bool) or not isinstance(target_drop, (int, float)):
+    if isinstance(target_drop, bool) or not isinstance(target_drop, numbers.Real):
         raise WrapgradTypeError(
             f"target_drop: expected a number in (0, 1), got {describe(target_drop)}"
         )

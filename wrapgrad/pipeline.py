@@ -324,6 +324,7 @@ class _Runner:
         c = self.c
         clock = _Clock()
         data = self._data()
+        self._check_masks(data)  # before training: the data set's mask names are known now
         clock("data")
         model, model_info = self._model(data)
         clock("model")
@@ -393,6 +394,17 @@ class _Runner:
     def _data(self) -> Any:
         spec = self.reg.get("dataset", self.c.data.dataset)
         return spec.factory(split=self.c.data.split, seed=self.c.data.seed, **self.c.data.options)
+
+    def _check_masks(self, data: Any) -> None:
+        known = sorted(getattr(data, "masks", {}) or {})
+        for i, m in enumerate(self.c.metrics):
+            for j, mask in enumerate(m.masks):
+                if mask not in known:
+                    raise PipelineError(
+                        self.c.file,
+                        f"[evaluate].metrics[{i}].masks[{j}]",
+                        f"expected one of the data set's masks {known}, got {mask!r}",
+                    )
 
     def _model(self, data: Any) -> tuple[nn.Module, dict[str, Any]]:
         c = self.c.model
@@ -534,11 +546,6 @@ class _Runner:
         rows: list[dict[str, Any]] = []
         for m in self.c.metrics:
             for mask in m.masks or (None,):
-                if mask is not None and mask not in masks:
-                    raise WrapgradValueError(
-                        f"{self.c.file}: [evaluate].metrics {m.label!r}.masks: unknown mask {mask!r}; "
-                        f"the data set has {sorted(masks)}"
-                    )
                 key = f"{m.label}[{mask}]" if mask else m.label
                 rows.append(
                     {

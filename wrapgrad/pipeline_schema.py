@@ -22,6 +22,7 @@ name in the registry, and Quantus metrics by class name in :mod:`quantus` only.
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath, PureWindowsPath
@@ -33,6 +34,7 @@ from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.registry import Registry, get_registry
 
 __all__ = [
+    "FIELDS",
     "AttackConfig",
     "CalibrationConfig",
     "DataConfig",
@@ -337,6 +339,17 @@ def check_output_path(value: str, file: str = "<pipeline>", field: str = "path")
     return value
 
 
+def _normal_parts(value: str) -> tuple[str, ...]:
+    """The parts of a relative path with ``.`` and ``..`` resolved (it never leaves its root)."""
+    parts: list[str] = []
+    for part in re.split(r"[\\/]+", value):
+        if part == "..":
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return tuple(parts)
+
+
 def _quantus_metric(c: _Checker, value: Any, field: str) -> type:
     if not isinstance(value, str):
         raise c.fail(
@@ -352,6 +365,39 @@ def _quantus_metric(c: _Checker, value: Any, field: str) -> type:
 
 # -- the tables --------------------------------------------------------------------------------
 _TOP = ("pipeline", "data", "model", "calibration", "explain", "evaluate", "report")
+
+#: Every table of a pipeline file and the fields it may hold (``docs/pipeline-reference.md``
+#: documents exactly these; a test checks both ways).
+FIELDS: dict[str, tuple[str, ...]] = {
+    "pipeline": ("name", "description", "seed"),
+    "data": ("dataset", "split", "samples", "seed", "options"),
+    "model": ("name", "seed", "recipe", "weights"),
+    "calibration.<name>": ("calibrator", "perturber", "target_drop", "samples", "options"),
+    "explain": ("methods", "enhancers", "method_options", "absolute", "batch_size"),
+    "explain.enhancers": ("label", "name", "options"),
+    "evaluate": ("metrics", "attacks"),
+    "evaluate.metrics": (
+        "label",
+        "name",
+        "quantus",
+        "params",
+        "masks",
+        "against",
+        "higher_is_better",
+        "samples",
+    ),
+    "evaluate.attacks": ("label", "name", "params", "samples", "scores"),
+    "report": (
+        "markdown",
+        "json",
+        "figures",
+        "make_figures",
+        "grid_samples",
+        "expect",
+        "expect_source",
+    ),
+    "report.expect": ("metric", "order", "best", "alpha"),
+}
 
 
 def validate(
@@ -375,7 +421,7 @@ def validate(
                 "missing table; every pipeline needs [pipeline], [data], [model] and [explain]",
             )
 
-    p = c.table(top["pipeline"], "[pipeline]", ("name", "description", "seed"))
+    p = c.table(top["pipeline"], "[pipeline]", FIELDS["pipeline"])
     name = c.get(
         p, "[pipeline]", "name", str, check=lambda v: None if v.strip() else "a non-empty name"
     )
@@ -405,7 +451,7 @@ def validate(
 
 def _data(c: _Checker, value: Any, seed: int) -> DataConfig:
     f = "[data]"
-    t = c.table(value, f, ("dataset", "split", "samples", "seed", "options"))
+    t = c.table(value, f, FIELDS["data"])
     dataset = c.name("dataset", c.get(t, f, "dataset", str), f"{f}.dataset")
     split = c.get(
         t, f, "split", str, "test", check=lambda v: None if v in SPLITS else f"one of {SPLITS}"
@@ -426,7 +472,7 @@ def _data(c: _Checker, value: Any, seed: int) -> DataConfig:
 
 def _model(c: _Checker, value: Any, data: DataConfig, seed: int) -> ModelConfig:
     f = "[model]"
-    t = c.table(value, f, ("name", "seed", "recipe", "weights"))
+    t = c.table(value, f, FIELDS["model"])
     name = c.name("model", c.get(t, f, "name", str), f"{f}.name")
     recipe = c.data_value(c.get(t, f, "recipe", dict, {}), f"{f}.recipe")
     weights = c.get(t, f, "weights", str, None)
@@ -449,7 +495,7 @@ def _calibrations(c: _Checker, value: Any, seed: int) -> dict[str, CalibrationCo
     out: dict[str, CalibrationConfig] = {}
     for key, sub in c.table(value, "[calibration]", None).items():
         f = f"[calibration.{key}]"
-        t = c.table(sub, f, ("calibrator", "perturber", "target_drop", "samples", "options"))
+        t = c.table(sub, f, FIELDS["calibration.<name>"])
         calibrator = c.name(
             "calibrator", c.get(t, f, "calibrator", str, "accuracy_drop"), f"{f}.calibrator"
         )
@@ -506,7 +552,7 @@ def _explain(c: _Checker, value: Any, calibration: Mapping[str, Any]) -> Explain
     from wrapgrad.wrapping import build_explainer
 
     f = "[explain]"
-    t = c.table(value, f, ("methods", "enhancers", "method_options", "absolute", "batch_size"))
+    t = c.table(value, f, FIELDS["explain"])
     methods_raw = c.get(t, f, "methods", list)
     if not methods_raw:
         raise c.fail(f"{f}.methods", "expected at least one method name, got an empty list")
@@ -540,7 +586,7 @@ def _explain(c: _Checker, value: Any, calibration: Mapping[str, Any]) -> Explain
     enhancers = []
     for i, e in enumerate(enh_raw):
         where = f"{f}.enhancers[{i}]"
-        et = c.table(e, where, ("label", "name", "options"))
+        et = c.table(e, where, FIELDS["explain.enhancers"])
         ename = c.get(et, where, "name", str, None)
         if ename is not None and ename.lower() in _NO_ENHANCER:
             ename = None
@@ -582,26 +628,13 @@ def _explain(c: _Checker, value: Any, calibration: Mapping[str, Any]) -> Explain
 def _evaluate(
     c: _Checker, value: Any, data: DataConfig, explain: ExplainConfig
 ) -> tuple[tuple[MetricConfig, ...], tuple[AttackConfig, ...]]:
-    t = c.table(value, "[evaluate]", ("metrics", "attacks"))
+    t = c.table(value, "[evaluate]", FIELDS["evaluate"])
     has_masks = bool(getattr(c.registry.get("dataset", data.dataset), "has_masks", False))
     labels = [e.label for e in explain.enhancers]
     metrics = []
     for i, m in enumerate(c.get(t, "[evaluate]", "metrics", list, [])):
         f = f"[evaluate].metrics[{i}]"
-        mt = c.table(
-            m,
-            f,
-            (
-                "label",
-                "name",
-                "quantus",
-                "params",
-                "masks",
-                "against",
-                "higher_is_better",
-                "samples",
-            ),
-        )
+        mt = c.table(m, f, FIELDS["evaluate.metrics"])
         if ("name" in mt) == ("quantus" in mt):
             raise c.fail(
                 f,
@@ -674,17 +707,24 @@ def _evaluate(
     attacks = []
     for i, a in enumerate(c.get(t, "[evaluate]", "attacks", list, [])):
         f = f"[evaluate].attacks[{i}]"
-        at = c.table(a, f, ("label", "name", "params", "samples", "scores"))
+        at = c.table(a, f, FIELDS["evaluate.attacks"])
         name = c.name("attack", c.get(at, f, "name", str), f"{f}.name")
         params = c.data_value(c.get(at, f, "params", dict, {}), f"{f}.params")
         c.options_for(
             c.registry.get("attack", name).factory, params, f"{f}.params", f"attack {name}"
         )
         scores = c.get(at, f, "scores", list, list(ATTACK_SCORES))
+        known_scores = tuple(
+            getattr(c.registry.get("attack", name).factory, "scores", ATTACK_SCORES)
+        )
         for j, s in enumerate(scores):
             if not isinstance(s, str):
                 raise c.fail(
                     f"{f}.scores[{j}]", f"expected a score name (a string), got {_describe(s)}"
+                )
+            if s not in known_scores:
+                raise PipelineNameError(
+                    c.file, f"{f}.scores[{j}]", s, known_scores, f"score of attack {name}"
                 )
         attacks.append(
             AttackConfig(
@@ -716,19 +756,7 @@ def _report(
     attacks: tuple[AttackConfig, ...],
 ) -> ReportConfig:
     f = "[report]"
-    t = c.table(
-        value,
-        f,
-        (
-            "markdown",
-            "json",
-            "figures",
-            "make_figures",
-            "grid_samples",
-            "expect",
-            "expect_source",
-        ),
-    )
+    t = c.table(value, f, FIELDS["report"])
     paths = {}
     for key, default in (
         ("markdown", "report.md"),
@@ -736,8 +764,14 @@ def _report(
         ("figures", "figures"),
     ):
         paths[key] = check_output_path(c.get(t, f, key, str, default), c.file, f"{f}.{key}")
-    if len({str(PurePosixPath(p)) for p in paths.values()}) != len(paths):
-        raise c.fail(f, f"expected distinct output paths, got {paths!r}")
+    normal = {k: _normal_parts(p) for k, p in paths.items()}
+    for (k1, p1), (k2, p2) in itertools.combinations(normal.items(), 2):
+        if p1[: len(p2)] == p2 or p2[: len(p1)] == p1:  # equal, or one inside the other
+            raise c.fail(
+                f"{f}.{k2}",
+                f"expected a path distinct from (and not inside) {f}.{k1} = {paths[k1]!r}, "
+                f"got {paths[k2]!r}",
+            )
     labels = [e.label for e in explain.enhancers]
     metric_names = (
         [m.label for m in metrics]
@@ -747,10 +781,17 @@ def _report(
     expect = []
     for i, e in enumerate(c.get(t, f, "expect", list, [])):
         where = f"{f}.expect[{i}]"
-        et = c.table(e, where, ("metric", "order", "best", "alpha"))
+        et = c.table(e, where, FIELDS["report.expect"])
         metric = c.get(et, where, "metric", str)
         if metric not in metric_names:
             raise PipelineNameError(c.file, f"{where}.metric", metric, metric_names, "metric label")
+        undirected = [m.label for m in metrics if m.higher_is_better is None]
+        if metric.split("[", 1)[0] in undirected:
+            raise c.fail(
+                f"{where}.metric",
+                f"expected a metric whose direction is known, got {metric!r}: set "
+                f"higher_is_better = true or false in its [[evaluate.metrics]] table",
+            )
         order = c.get(et, where, "order", list, [])
         best = c.get(et, where, "best", str, None)
         if not order and best is None:

@@ -49,7 +49,11 @@ RESULTS_FORMAT = "wrapgrad-pipeline-results/1"
 
 # -- statistics ------------------------------------------------------------------------------
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
-    """``(mean, low, high, n)``: the mean of the finite values and its Student-t interval."""
+    """``(mean, low, high, n)``: the mean of the finite values and its Student-t interval.
+
+    With ``n = 1`` there is no spread to estimate, so the interval is ``(nan, nan)`` (reported
+    as n/a), never a zero-width interval; with ``n = 0`` every number is NaN.
+    """
     from scipy import stats
 
     x = np.asarray([v for v in values if v is not None], dtype=np.float64)
@@ -59,7 +63,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
         return math.nan, math.nan, math.nan, 0
     mean = float(x.mean())
     if n == 1:
-        return mean, mean, mean, 1
+        return mean, math.nan, math.nan, 1
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
     return mean, mean - half, mean + half, n
 
@@ -229,13 +233,14 @@ def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         for method in results["methods"]:
             for m in keys:
                 scores = _cells(results, method, m["key"])
-                if any(len(v) == 0 for v in scores.values()):
-                    continue
+                hib = m.get("higher_is_better")
+                if hib is None or any(len(v) == 0 for v in scores.values()):
+                    continue  # no direction (validation refuses it) or nothing scored
                 verdict = check_expectation(
                     scores,
                     exp.get("order", []),
                     exp.get("best"),
-                    m.get("higher_is_better") is not False,
+                    bool(hib),
                     exp.get("alpha", 0.05),
                 )
                 rows.append({"method": method, "metric": m, "expect": exp, **verdict})
@@ -331,7 +336,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             for e in enhancers:
                 mean, lo, hi, n = stats[e]
                 text = f"{_num(mean)} [{_num(lo)}, {_num(hi)}]"
-                if n and n < len(cells[e]):
+                if n and (n < len(cells[e]) or n == 1):
                     text += f" (n={n})"
                 row.append(f"**{text}**" if e == best else text)
             out(f"| {m['key']} | {_arrow(m.get('higher_is_better'))} | " + " | ".join(row) + " |")

@@ -149,8 +149,10 @@ def load_cmnist(
         digit_size: side of the pasted square (the paper: 16).
         max_degrees: rotations are uniform in ``[-max_degrees, max_degrees]``.
         copies: paste every digit this many times (on different backgrounds, angles, positions).
-        return_parts: also keep ``dataset.parts`` (``backgrounds``, ``digits``, ``offsets``,
-            ``angles``, ``colours``) for checks.
+        return_parts: also keep ``dataset.parts`` for checks: ``backgrounds``, ``digits``
+            (resized and rotated), ``offsets`` (the square's top-left corner), ``angles``,
+            ``colours``, ``photos`` (index into :data:`PHOTOS`), ``corners`` (the crop's top-left
+            corner in the resized photo) and ``source`` (the digits' MNIST-5k indices).
 
     Returns:
         An :class:`~wrapgrad_data.datasets.ImageDataset` whose ``masks["digit"]`` and
@@ -158,6 +160,8 @@ def load_cmnist(
     """
     if not (isinstance(copies, int) and copies >= 1):
         raise WrapgradValueError(f"copies: expected a positive int, got {copies!r}")
+    if not (isinstance(max_degrees, (int, float)) and 0 <= max_degrees <= 180):
+        raise WrapgradValueError(f"max_degrees: expected a number in [0, 180], got {max_degrees!r}")
     if not digit_size <= size:
         raise WrapgradValueError(f"digit_size: expected at most size ({size}), got {digit_size!r}")
     images28, labels = mnist_arrays()
@@ -175,10 +179,12 @@ def load_cmnist(
     which = torch.randint(len(photos), (n,), generator=g)
     u = torch.rand(n, 2, generator=g)
     backgrounds = torch.empty(n, 3, size, size)
+    corners = torch.empty(n, 2, dtype=torch.long)
     for i in range(n):
         photo = photos[int(which[i])]
         top = int(u[i, 0] * (photo.shape[1] - size + 1))
         left = int(u[i, 1] * (photo.shape[2] - size + 1))
+        corners[i] = torch.tensor([top, left])
         backgrounds[i] = photo[:, top : top + size, left : left + size]
     offsets = torch.randint(size - digit_size + 1, (n, 2), generator=g)
     images, digit_mask, square_mask, colours = compose(digits, backgrounds, offsets)
@@ -197,5 +203,7 @@ def load_cmnist(
             "angles": angles,
             "colours": colours,
             "photos": which,
+            "corners": corners,
+            "source": idx,
         }
     return ds
