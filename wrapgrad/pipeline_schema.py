@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from wrapgrad.errors import UnknownNameError, WrapgradValueError
+from wrapgrad.errors import UnknownNameError, WrapgradValueError, closest
 from wrapgrad.registry import Registry, get_registry
 
 __all__ = [
@@ -642,10 +642,22 @@ def _evaluate(
             )
         params = c.data_value(c.get(mt, f, "params", dict, {}), f"{f}.params")
         masks = c.get(mt, f, "masks", list, [])
+        declared = tuple(getattr(c.registry.get("dataset", data.dataset), "masks", ()) or ())
         for j, mk in enumerate(masks):
             if not isinstance(mk, str):
                 raise c.fail(
                     f"{f}.masks[{j}]", f"expected a mask name (a string), got {_describe(mk)}"
+                )
+            if declared and mk not in declared:
+                # Known from the data set's registry record: refused before any data is built.
+                raise c.fail(
+                    f"{f}.masks[{j}]",
+                    f"expected one of the data set's masks {list(declared)}, got {mk!r}"
+                    + (
+                        f"; did you mean {closest(mk, declared)[0]!r}?"
+                        if closest(mk, declared)
+                        else ""
+                    ),
                 )
         against = c.get(mt, f, "against", str, None)
         hib = c.get(mt, f, "higher_is_better", bool, None)

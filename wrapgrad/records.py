@@ -159,6 +159,9 @@ class DatasetSpec(Spec):
     num_classes: int | None = None
     input_shape: tuple[int, ...] | None = None
     has_masks: bool = False
+    masks: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Names of the ground-truth masks the data set carries (e.g. ``("digit", "square")``), so
+    pipeline files can be checked before any data is built."""
 
 
 @attrs.frozen(kw_only=True)

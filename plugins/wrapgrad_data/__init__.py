@@ -71,6 +71,7 @@ def wrapgrad_datasets() -> Iterator[DatasetSpec]:
         num_classes=10,
         input_shape=(3, 32, 32),
         has_masks=True,
+        masks=("digit", "square"),
     )
 
 
