@@ -39,10 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("wrapgrad-out"))
     parser.add_argument("--samples", type=int, default=16, help="test digits to explain")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--smoke", action="store_true", help="seconds-long run: a model trained on 500 digits"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    model = pretrained("small_cnn", "mnist", seed=0, progress=not args.quiet)
+    recipe = {"epochs": 1, "dataset_options": (("limit", 500),)} if args.smoke else {}
+    if args.smoke:
+        args.samples = min(args.samples, 4)
+    model = pretrained("small_cnn", "mnist", seed=0, progress=not args.quiet, **recipe)
     test = load_dataset("mnist", split="test")
     with torch.no_grad():
         accuracy = (model(test.inputs).argmax(1) == test.labels).float().mean().item()
