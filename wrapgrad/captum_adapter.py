@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -60,9 +60,6 @@ _STOCHASTIC = {
 #: Input-level methods that work through module hooks (and therefore cannot be vmap-ed).
 _HOOKED = {"DeepLift", "DeepLiftShap", "GuidedBackprop", "Deconvolution", "LRP", "GuidedGradCam"}
 
-#: Methods that differentiate the output with respect to the inputs.
-_PERTURBATION_BASES = ("PerturbationAttribution",)
-
 
 def snake_case(name: str) -> str:
     """``"IntegratedGradients"`` -> ``"integrated_gradients"``, ``"LayerLRP"`` -> ``"layer_lrp"``."""
@@ -106,7 +103,7 @@ def method_info(cls: type) -> dict[str, Any]:
         "needs_layer": "layer" in init,
         "uses_hooks": family != "attribution" or bool(names & _HOOKED),
         "stochastic": bool(names & _STOCHASTIC),
-        "perturbation": bool(names & set(_PERTURBATION_BASES)),
+        "perturbation": "PerturbationAttribution" in names,
     }
 
 
@@ -128,10 +125,13 @@ def resolve_layer(model: Any, layer: Any, argument: str = "layer") -> Any:
             raise WrapgradTypeError(
                 f"{argument}: a layer name needs an nn.Module model, got {type(root).__name__}"
             )
-        named = dict(root.named_modules())
-        if layer not in named or layer == "":
-            raise UnknownNameError(argument, layer, [n for n in named if n], what="layer")
-        return named[layer]
+        try:
+            if not layer:
+                raise AttributeError(layer)
+            return root.get_submodule(layer)
+        except AttributeError:
+            names = [n for n, _ in root.named_modules() if n]
+            raise UnknownNameError(argument, layer, names, what="layer") from None
     raise WrapgradTypeError(
         f"{argument}: expected a module, its dotted name, or a list of them, got "
         f"{type(layer).__name__}"
@@ -401,25 +401,3 @@ class FunctionExplainer:
 
     def __repr__(self) -> str:
         return f"FunctionExplainer({self.name})"
-
-
-def split_options(
-    options: dict[str, Any], groups: Sequence[tuple[str, set[str], bool]]
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Distribute keyword options over groups ``(group, accepted_names, takes_any)``: each option
-    goes to the first group that accepts it. Returns the groups and the unclaimed names."""
-    out: dict[str, dict[str, Any]] = {g: {} for g, _, _ in groups}
-    left: list[str] = []
-    for key, value in options.items():
-        for group, names, _ in groups:
-            if key in names:
-                out[group][key] = value
-                break
-        else:
-            for group, _, takes_any in groups:
-                if takes_any:
-                    out[group][key] = value
-                    break
-            else:
-                left.append(key)
-    return out, left

@@ -7,7 +7,7 @@ for tuple inputs), except layer methods, which return what the layer has.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -139,6 +139,3 @@ class Objective(Protocol):
         target: Tensor,
         generator: torch.Generator | None = None,
     ) -> Tensor: ...
-
-
-ParamDict = Mapping[str, Tensor]
