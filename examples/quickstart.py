@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-from wrapgrad_data import load_dataset, pretrained
 
 import wrapgrad
 
@@ -48,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {"epochs": 1, "dataset_options": (("limit", 500),)} if args.smoke else {}
     if args.smoke:
         args.samples = min(args.samples, 4)
-    model = pretrained("small_cnn", "mnist", seed=0, progress=not args.quiet, **recipe)
-    test = load_dataset("mnist", split="test")
+    model = wrapgrad.pretrained("small_cnn", "mnist", seed=0, progress=not args.quiet, **recipe)
+    test = wrapgrad.load_dataset("mnist", split="test")
     with torch.no_grad():
         accuracy = (model(test.inputs).argmax(1) == test.labels).float().mean().item()
     print(f"small_cnn on MNIST-5k: test accuracy {accuracy:.3f} ({len(test)} held-out digits)")

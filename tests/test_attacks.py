@@ -247,7 +247,7 @@ def test_ifia_spsa_fallback_for_methods_without_a_surrogate(mnist_model) -> None
 
 
 def test_attack_bad_input() -> None:
-    with pytest.raises(WrapgradValueError, match=r"^epsilon: expected a positive number"):
+    with pytest.raises(WrapgradValueError, match=r"^epsilon: expected a number > 0"):
         wrapgrad.attack("ifia", epsilon=0)
     with pytest.raises(WrapgradValueError, match=r"^objective"):
         wrapgrad.attack("ifia", objective="center")

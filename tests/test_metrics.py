@@ -286,7 +286,7 @@ def test_sensitivity_spsa_fallback_runs_through_explain() -> None:
 
 
 def test_sensitivity_bad_radius() -> None:
-    with pytest.raises(WrapgradValueError, match=r"^r: expected a positive number"):
+    with pytest.raises(WrapgradValueError, match=r"^r: expected a number > 0"):
         wrapgrad.metric("sensitivity", r=0)
     with pytest.raises(WrapgradValueError, match=r"^r: "):
         wrapgrad.metric("sensitivity", r=-0.1)

@@ -11,7 +11,7 @@ import torch
 
 import wrapgrad
 from wrapgrad.errors import PluginConflictError, PluginLoadError, UnknownNameError, WrapgradWarning
-from wrapgrad.records import EnhancerSpec, ExplainerSpec, MetricSpec
+from wrapgrad.records import EnhancerSpec, ExplainerSpec, ExplainerTraits, MetricSpec
 from wrapgrad.registry import Registry
 
 ENHANCER_PLUGIN = """
@@ -172,7 +172,7 @@ def test_spec_records_validate_names() -> None:
     with pytest.raises(TypeError, match="callable"):
         ExplainerSpec(name="ok", factory=3)
     with pytest.raises(ValueError):
-        ExplainerSpec(name="ok", factory=print, family="pixel")
+        ExplainerTraits(family="pixel")
 
 
 def test_import_loads_no_plugin_and_no_heavy_library() -> None:

@@ -53,10 +53,13 @@ __all__ = [
     "calibrate",
     "get_registry",
     "hookimpl",
+    "load_dataset",
     "metric",
     "plugins",
+    "pretrained",
     "quantus_explain",
     "quantus_metric",
+    "use_registry",
     "wrap",
 ]
 
@@ -66,6 +69,9 @@ _LAZY = {
     "Explain": "wrapgrad.wrapping:Explain",
     "ModelGuard": "wrapgrad.functional:ModelGuard",
     "get_registry": "wrapgrad.registry:get_registry",
+    "use_registry": "wrapgrad.registry:use_registry",
+    "load_dataset": "wrapgrad.catalog:load_dataset",
+    "pretrained": "wrapgrad.catalog:pretrained",
     "Registry": "wrapgrad.registry:Registry",
     "calibrate": "wrapgrad.calibration:calibrate",
     "metric": "wrapgrad.evaluation:metric",

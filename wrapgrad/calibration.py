@@ -26,9 +26,9 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.checks import check_finite, describe
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import ModelGuard, model_device
-from wrapgrad.validation import check_finite, describe
 
 __all__ = [
     "CalibrationResult",

@@ -19,12 +19,15 @@ from torch import Tensor, nn
 
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import FunctionalView
+from wrapgrad.records import ExplainerTraits, traits_of
 
 __all__ = [
+    "BoundExplainer",
     "CaptumExplainer",
     "FunctionExplainer",
     "captum_classes",
     "method_info",
+    "method_traits",
     "resolve_layer",
     "snake_case",
 ]
@@ -60,6 +63,15 @@ _STOCHASTIC = {
 #: Input-level methods that work through module hooks (and therefore cannot be vmap-ed).
 _HOOKED = {"DeepLift", "DeepLiftShap", "GuidedBackprop", "Deconvolution", "LRP", "GuidedGradCam"}
 
+#: Captum classes whose forward passes are plain differentiable calls (no hooks, no per-example
+#: loops), with how they lay out an expanded batch (:data:`wrapgrad.records.VMAP_LAYOUTS`).
+_VMAP_LAYOUT = {
+    "Saliency": "block",
+    "InputXGradient": "block",
+    "IntegratedGradients": "block",
+    "GradientShap": "interleave",
+}
+
 
 def snake_case(name: str) -> str:
     """``"IntegratedGradients"`` -> ``"integrated_gradients"``, ``"LayerLRP"`` -> ``"layer_lrp"``."""
@@ -87,7 +99,8 @@ def captum_classes() -> dict[str, type]:
 
 
 def method_info(cls: type) -> dict[str, Any]:
-    """What wrapgrad needs to know of a Captum class: family, hooks, randomness, gradients."""
+    """What wrapgrad needs to know of a Captum class: family, hooks, randomness, gradients
+    (see :func:`method_traits` for the record the engine reads)."""
     from captum.attr import LayerAttribution, NeuronAttribution
 
     names = {c.__name__ for c in cls.__mro__}
@@ -104,7 +117,21 @@ def method_info(cls: type) -> dict[str, Any]:
         "uses_hooks": family != "attribution" or bool(names & _HOOKED),
         "stochastic": bool(names & _STOCHASTIC),
         "perturbation": "PerturbationAttribution" in names,
+        "vmap_layout": _VMAP_LAYOUT.get(cls.__name__),
     }
+
+
+def method_traits(cls: type) -> ExplainerTraits:
+    """The :class:`~wrapgrad.records.ExplainerTraits` of a Captum attribution class."""
+    info = method_info(cls)
+    return ExplainerTraits(
+        name=snake_case(cls.__name__),
+        family=info["family"],
+        uses_hooks=info["uses_hooks"],
+        stochastic=info["stochastic"],
+        requires_grad_inputs=info["family"] == "attribution" and not info["perturbation"],
+        vmap_layout=None if info["uses_hooks"] else info["vmap_layout"],
+    )
 
 
 def _root(model: Any) -> Any:
@@ -184,12 +211,10 @@ class CaptumExplainer:
                 f"method: expected a Captum attribution class or object, got {type(method).__name__}"
             )
         info = method_info(self.cls)
-        self.family: str = info["family"]
-        self.uses_hooks: bool = info["uses_hooks"]
-        self.stochastic: bool = info["stochastic"]
+        self.traits: ExplainerTraits = method_traits(self.cls)
+        self.family: str = self.traits.family
         self.needs_layer: bool = info["needs_layer"] and self.template is None
-        self.requires_grad_inputs: bool = self.family == "attribution" and not info["perturbation"]
-        self.name = snake_case(self.cls.__name__)
+        self.name = self.traits.name
         self.layer = layer
         if self.template is None and self.needs_layer and layer is None:
             raise WrapgradValueError(
@@ -364,11 +389,13 @@ class CaptumExplainer:
 
 
 class FunctionExplainer:
-    """A plain callable ``(model, inputs, target=None, **kwargs) -> attributions`` as an Explainer."""
+    """A plain callable ``(model, inputs, target=None, **kwargs) -> attributions`` as an Explainer.
 
-    family = "attribution"
+    Its traits are the callable's own ``traits`` (an :class:`~wrapgrad.records.ExplainerTraits`),
+    else ``traits=``, else the conservative defaults (looped, never vmapped).
+    """
 
-    def __init__(self, fn: Callable[..., Any], *, uses_hooks: bool | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], *, traits: ExplainerTraits | None = None) -> None:
         if not callable(fn):
             raise WrapgradTypeError(f"method: expected a callable, got {type(fn).__name__}")
         try:
@@ -388,16 +415,34 @@ class FunctionExplainer:
                     f"{getattr(fn, '__name__', fn)!r} takes {len(positional)} positional argument(s)"
                 )
         self.fn = fn
-        self.uses_hooks = bool(
-            getattr(fn, "uses_hooks", True if uses_hooks is None else uses_hooks)
-        )
-        self.family = getattr(fn, "family", "attribution")
-        self.requires_grad_inputs = bool(getattr(fn, "requires_grad_inputs", False))
-        self.stochastic = bool(getattr(fn, "stochastic", False))
-        self.name = getattr(fn, "__name__", type(fn).__name__)
+        if traits is not None and not isinstance(traits, ExplainerTraits):
+            raise WrapgradTypeError(
+                f"traits: expected an ExplainerTraits record, got {type(traits).__name__}"
+            )
+        self.traits: ExplainerTraits = traits or traits_of(fn)
+        self.family = self.traits.family
+        self.name = self.traits.name
 
     def __call__(self, model: Any, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
         return self.fn(model, inputs, target, **kwargs)
 
     def __repr__(self) -> str:
         return f"FunctionExplainer({self.name})"
+
+
+class BoundExplainer:
+    """An explainer with default keyword arguments for every call (call-time keywords win);
+    it keeps the explainer's traits."""
+
+    def __init__(self, explainer: Any, defaults: dict[str, Any]) -> None:
+        self.explainer = explainer
+        self.defaults = dict(defaults)
+        self.traits: ExplainerTraits = traits_of(explainer)
+        self.family = self.traits.family
+        self.name = self.traits.name
+
+    def __call__(self, model: Any, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
+        return self.explainer(model, inputs, target, **{**self.defaults, **kwargs})
+
+    def __repr__(self) -> str:
+        return f"BoundExplainer({self.explainer!r}, {sorted(self.defaults)})"

@@ -50,15 +50,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.checks import as_input_tuple, check_positive_int
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import FunctionalView
+from wrapgrad.records import traits_of
 from wrapgrad.sampling import (
     RunningMoments,
-    check_positive_int,
     derive_seeds,
     make_generator,
 )
-from wrapgrad.validation import as_input_tuple
 
 __all__ = [
     "AGGREGATES",
@@ -72,17 +72,6 @@ __all__ = [
 
 AGGREGATES = ("mean", "mean_square", "variance")
 STRATEGIES = ("auto", "vmap", "loop")
-
-#: Captum classes whose forward passes are plain differentiable calls (no hooks, no per-example
-#: loops), with how they lay out an expanded batch: "block" = ``torch.cat([batch] * s)``
-#: (IntegratedGradients' steps), "interleave" = ``repeat_interleave(s)`` (NoiseTunnel inside
-#: GradientShap).
-_VMAP_LAYOUT = {
-    "Saliency": "block",
-    "InputXGradient": "block",
-    "IntegratedGradients": "block",
-    "GradientShap": "interleave",
-}
 
 #: attribute() keywords holding per-sample tensors that must be tiled with the batch.
 _PER_SAMPLE_KWARGS = ("baselines", "additional_forward_args", "feature_mask")
@@ -129,25 +118,15 @@ def _tile_target(target: Any, c: int, batch: int) -> Any:
 
 
 def _explainer_name(explainer: Any) -> str:
-    return str(getattr(explainer, "name", type(explainer).__name__))
-
-
-def _captum_class_name(explainer: Any) -> str | None:
-    inner = getattr(explainer, "explainer", explainer)  # wrap()'s _Bound keeps the explainer
-    cls = getattr(inner, "cls", None)
-    return cls.__name__ if isinstance(cls, type) else None
+    return traits_of(explainer).name
 
 
 def _vmap_layout(explainer: Any) -> str | None:
     """How the explainer lays out expanded batches, or None if it cannot run under vmap."""
-    if getattr(explainer, "uses_hooks", False):
+    traits = traits_of(explainer)
+    if traits.uses_hooks or traits.family != "attribution":
         return None
-    if getattr(explainer, "family", "attribution") != "attribution":
-        return None
-    cls = _captum_class_name(explainer)
-    if cls is not None:
-        return _VMAP_LAYOUT.get(cls)
-    return "block"  # a plain function explainer: assume it calls the model on what it is given
+    return traits.vmap_layout
 
 
 def pick_strategy(
@@ -535,7 +514,7 @@ def monte_carlo(
     if weight_sampler is not None:
         use_strategy = pick_strategy(explainer, device, strategy, kwargs)
     training = _in_training(model)
-    stochastic = bool(getattr(explainer, "stochastic", False))
+    stochastic = traits_of(explainer).stochastic
     # Draws the method or the model make themselves (GradientShap, Lime, dropout in training
     # mode) come from torch's global RNG: seed it from ``gen`` for this call, then restore it.
     own_draws = stochastic or training
@@ -697,7 +676,7 @@ def _run_chunk(
     items = [(k, j) for k in ks for j in range(j0, j1)]
     c = len(items)
     xs = sampler.noisy_inputs(items)
-    if getattr(explainer, "requires_grad_inputs", False):
+    if traits_of(explainer).requires_grad_inputs:
         xs = tuple(x.requires_grad_() if x.is_floating_point() else x for x in xs)
     chunk_inputs: Any = xs if was_tuple else xs[0]
     tgt = _tile_target(target, c, batch)

@@ -423,7 +423,7 @@ class _Runner:
                 ) from None
             info["source"] = f"weights {c.weights}"
         else:
-            from wrapgrad_data import pretrained
+            from wrapgrad.catalog import pretrained
 
             recipe = dict(c.recipe)
             model = pretrained(

@@ -476,13 +476,10 @@ def _model(c: _Checker, value: Any, data: DataConfig, seed: int) -> ModelConfig:
     name = c.name("model", c.get(t, f, "name", str), f"{f}.name")
     recipe = c.data_value(c.get(t, f, "recipe", dict, {}), f"{f}.recipe")
     weights = c.get(t, f, "weights", str, None)
-    try:
-        from wrapgrad_data.training import get_recipe
-    except ImportError:  # pragma: no cover - the data plugin is a built-in
-        get_recipe = None
-    if get_recipe is not None and recipe:
+    spec = c.registry.get("model", name)
+    if spec.recipe is not None and recipe:
         try:
-            get_recipe(name, data.dataset, **dict(recipe))
+            spec.recipe(data.dataset, **dict(recipe))
         except WrapgradValueError as exc:
             bad = str(exc).split(":", 1)[0]
             raise c.fail(f"{f}.recipe.{bad}", str(exc).split(":", 1)[-1].strip()) from None

@@ -17,10 +17,13 @@ __all__ = [
     "Attack",
     "Enhancer",
     "Explainer",
+    "InputPerturber",
     "Metric",
     "Objective",
     "Perturber",
+    "StatePerturber",
     "TensorOrTuple",
+    "WeightPerturber",
 ]
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -37,9 +40,10 @@ class Explainer(Protocol):
     the layer's shape). ``model`` is any callable module; enhancers pass a functional view of the
     user's model with perturbed weights, so an explainer must not hold on to a model of its own.
 
-    Any plain function with that signature is an Explainer. Optional attributes an engine reads:
-    ``uses_hooks`` (bool: relies on module hooks, so it cannot be ``vmap``-ed) and ``family``
-    (``"attribution"``, ``"layer"`` or ``"neuron"``).
+    Any plain function with that signature is an Explainer. What it can do (run under ``vmap``,
+    needs input gradients, draws random numbers, ...) it may declare in an optional ``traits``
+    attribute, an :class:`~wrapgrad.records.ExplainerTraits`; without one the engine assumes the
+    conservative defaults (see :func:`~wrapgrad.records.traits_of`).
     """
 
     def __call__(
@@ -49,27 +53,73 @@ class Explainer(Protocol):
 
 @runtime_checkable
 class Perturber(Protocol):
-    """A noise source. One protocol covers the three kinds of noise of the papers:
-
-    * ``target == "input"``: additive noise on the inputs, ``x + ξ`` (SmoothGrad, Bykov et al.
-      2022 Eq. 1; σ relative to each sample's range, Eq. 4);
-    * ``target == "weight"``: multiplicative noise on parameters, ``W ⊙ η``, η ~ N(1, σ²)
-      (NoiseGrad, Bykov et al. 2022 Eq. 2);
-    * ``target == "state"``: noise injected into a hidden state, optionally shaped by a guide
-      attribution (attribution-shaped neural SDEs, Jha et al. 2022).
-
-    ``sample(value, n, generator=g, guide=None)`` returns ``n`` perturbed copies of ``value``
-    stacked on a new leading axis, shape ``(n, *value.shape)``, drawn from ``g`` only (same
-    generator state, same draws). ``guide``, where given, has ``value``'s shape (or broadcasts to
-    it) and scales the noise element-wise. ``sigma == 0`` returns exact copies.
-    """
+    """A noise source: what the three perturber protocols below share. ``target`` says which one
+    it follows: ``"input"`` (:class:`InputPerturber`), ``"weight"`` (:class:`WeightPerturber`) or
+    ``"state"`` (:class:`StatePerturber`)."""
 
     target: str
 
-    def sample(
+
+@runtime_checkable
+class InputPerturber(Protocol):
+    """Noise on the inputs, e.g. ``x + ξ`` (SmoothGrad; Bykov et al. 2022, Eq. 4 for σ relative
+    to each sample's range). Exactly what the engine calls:
+
+    * ``target == "input"``;
+    * ``is_zero``: True when the noise is off (the engine then skips it);
+    * ``sample(x, n, *, generator)``: ``n`` perturbed copies of the batch ``x`` ``(B, ...)``,
+      stacked, shape ``(n, *x.shape)``, drawn from ``generator`` only (same state, same draws).
+      The engine calls it with ``n = 1`` and one generator per Monte-Carlo sample.
+    """
+
+    target: str
+    is_zero: bool
+
+    def sample(self, x: Tensor, n: int, *, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class WeightPerturber(Protocol):
+    """Noise on parameters, e.g. ``W ⊙ η``, η ~ N(1, σ²) (NoiseGrad; Bykov et al. 2022, Eq. 1).
+    Exactly what the engine calls:
+
+    * ``target == "weight"``;
+    * ``is_zero``: True when the noise is off;
+    * ``parameter_names(model)``: the qualified names of the parameters to perturb (an error
+      naming the option if a selection matches nothing);
+    * ``sample(w, n, *, generator)``: ``n`` samples of one parameter tensor ``w``, shape
+      ``(n, *w.shape)``, drawn from ``generator`` only; ``w`` itself is never changed. The
+      engine calls it once per selected parameter and Monte-Carlo weight sample, with ``n = 1``.
+    """
+
+    target: str
+    is_zero: bool
+
+    def parameter_names(self, model: nn.Module) -> list[str]: ...
+
+    def sample(self, w: Tensor, n: int, *, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class StatePerturber(Protocol):
+    """Noise injected into a hidden state: one Euler-Maruyama increment ``Σ √dt ξ`` of a neural
+    SDE ``dx = G(x) dt + Σ dB_t`` (Jha et al. 2022), optionally shaped by a guide attribution.
+    What a stochastic block calls:
+
+    * ``target == "state"``;
+    * ``is_zero``: True when Σ = 0 (the block is then the deterministic residual block);
+    * ``increment(state, dt, *, generator, guide=None)``: a tensor of ``state``'s shape,
+      ``Σ(guide) √dt ξ`` with ξ ~ N(0, I) drawn from ``generator`` only; ``guide`` (optional,
+      broadcasting to ``state``) shapes Σ element-wise.
+    """
+
+    target: str
+    is_zero: bool
+
+    def increment(
         self,
-        value: Tensor,
-        n: int,
+        state: Tensor,
+        dt: float,
         *,
         generator: torch.Generator | None = None,
         guide: Tensor | None = None,

@@ -25,12 +25,14 @@ import attrs
 
 __all__ = [
     "KINDS",
+    "VMAP_LAYOUTS",
     "AttackSpec",
     "CalibratorSpec",
     "CommandSpec",
     "DatasetSpec",
     "EnhancerSpec",
     "ExplainerSpec",
+    "ExplainerTraits",
     "MetricSpec",
     "ModelSpec",
     "ObjectiveSpec",
@@ -39,6 +41,7 @@ __all__ = [
     "PluginInfo",
     "Spec",
     "normalize_name",
+    "traits_of",
 ]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_+]*$")
@@ -76,26 +79,108 @@ class Spec:
     """Called with the user's options to build the component."""
     summary: str = attrs.field(default="", converter=str)
     """One line for listings (``wrapgrad plugins``)."""
+    options: tuple[str, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple)
+    )
+    """The option names ``factory`` takes. None (the default): read once from the factory's
+    signature by :func:`wrapgrad.options.accepted` (its keyword parameters; a factory with
+    ``**kwargs`` takes any option). Declare them where the signature does not tell."""
+
+    def option_names(self) -> tuple[frozenset[str], bool]:
+        """``(names, open)``: the options the factory takes, and whether it takes any other
+        (``**kwargs``). The one place option names come from (:mod:`wrapgrad.options`)."""
+        if self.options is not None:
+            return frozenset(self.options), False
+        from wrapgrad.options import accepted
+
+        return accepted(self.factory)
+
+
+#: How an explainer lays out a batch it expands internally: ``"block"`` =
+#: ``torch.cat([batch] * s)`` (Integrated Gradients' steps), ``"interleave"`` =
+#: ``repeat_interleave(s)`` (NoiseTunnel inside GradientShap).
+VMAP_LAYOUTS = ("block", "interleave")
+FAMILIES = ("attribution", "layer", "neuron")
+
+
+@attrs.frozen(kw_only=True)
+class ExplainerTraits:
+    """What an explainer can do: the one record the engine, ``wrap()`` and the checks read.
+
+    Carried by :class:`ExplainerSpec` (``spec.traits``) and by every explainer ``wrap()`` builds
+    (``explainer.traits``); :func:`traits_of` reads it from any explainer. An explainer without
+    one gets the conservative defaults below (run in a loop, never under ``vmap``), so a plugin
+    that follows the :class:`~wrapgrad.protocols.Explainer` protocol and nothing more works.
+
+    Example::
+
+        ExplainerTraits(name="my_grad", requires_grad_inputs=True, vmap_layout="block")
+    """
+
+    name: str = "explainer"
+    """A readable name for messages and reports."""
+    family: str = attrs.field(default="attribution", validator=attrs.validators.in_(FAMILIES))
+    """``"attribution"`` (to the inputs), ``"layer"`` (to a layer's input or output, needs
+    ``layer=``) or ``"neuron"`` (a neuron's value to the inputs, needs ``layer=`` and takes
+    ``neuron_selector`` instead of ``target``)."""
+    uses_hooks: bool = False
+    """Relies on module hooks (DeepLift, GuidedBackprop, LRP, layer methods): never vmapped."""
+    stochastic: bool = False
+    """Draws random numbers itself (Lime, KernelShap, GradientShap, ...), from torch's global RNG;
+    the engine seeds that RNG for the call and restores it afterwards."""
+    requires_grad_inputs: bool = False
+    """Differentiates with respect to the inputs: inputs must be floating point, and the engine
+    hands it inputs that require gradients."""
+    vmap_layout: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(VMAP_LAYOUTS))
+    )
+    """How it lays out a batch it expands (``"block"`` or ``"interleave"``, see
+    :data:`VMAP_LAYOUTS`) when it may run on ``k`` stacked weight samples under ``vmap``; None:
+    it may not (hooks, per-example loops, unknown code)."""
+    differentiable: bool = False
+    """Its maps keep a graph to the inputs and parameters when called with
+    ``create_graph=True`` (Saliency, InputXGradient, Integrated Gradients)."""
+
+    def evolve(self, **changes: Any) -> ExplainerTraits:
+        """A copy with ``changes`` (re-validated)."""
+        return attrs.evolve(self, **changes)
+
+
+def traits_of(explainer: Any) -> ExplainerTraits:
+    """The :class:`ExplainerTraits` of any explainer: its ``traits`` attribute, else the
+    conservative defaults named after it."""
+    traits = getattr(explainer, "traits", None)
+    if isinstance(traits, ExplainerTraits):
+        return traits
+    name = getattr(explainer, "name", None) or getattr(
+        explainer, "__name__", type(explainer).__name__
+    )
+    return ExplainerTraits(name=str(name))
 
 
 @attrs.frozen(kw_only=True)
 class ExplainerSpec(Spec):
-    """An attribution method. ``factory(**init_options)`` returns an :class:`~wrapgrad.protocols.Explainer`.
-
-    ``family`` says what the method attributes: ``"attribution"`` (to the inputs), ``"layer"`` (to a
-    layer's input or output, needs ``layer=``) or ``"neuron"`` (a neuron's value to the inputs,
-    needs ``layer=`` and takes ``neuron_selector`` instead of ``target``).
-    """
+    """An attribution method. ``factory(**init_options)`` returns an
+    :class:`~wrapgrad.protocols.Explainer`; ``traits`` says what it can do (see
+    :class:`ExplainerTraits`; its ``name`` defaults to the spec's)."""
 
     kind: ClassVar[str] = "explainer"
-    family: str = attrs.field(
-        default="attribution", validator=attrs.validators.in_(("attribution", "layer", "neuron"))
+    traits: ExplainerTraits = attrs.field(
+        default=attrs.Factory(lambda self: ExplainerTraits(name=self.name), takes_self=True),
+        validator=attrs.validators.instance_of(ExplainerTraits),
     )
-    uses_hooks: bool = False
-    """True where the method relies on module hooks (DeepLift, GuidedBackprop, LRP, layer methods):
-    such methods cannot run under ``vmap``."""
-    stochastic: bool = False
-    """True where the method draws random numbers itself (Lime, KernelShap, ...)."""
+
+    @property
+    def family(self) -> str:
+        return self.traits.family
+
+    @property
+    def uses_hooks(self) -> bool:
+        return self.traits.uses_hooks
+
+    @property
+    def stochastic(self) -> bool:
+        return self.traits.stochastic
 
 
 @attrs.frozen(kw_only=True)
@@ -166,9 +251,18 @@ class DatasetSpec(Spec):
 
 @attrs.frozen(kw_only=True)
 class ModelSpec(Spec):
-    """A reference model; ``factory(**options)`` returns an untrained ``torch.nn.Module``."""
+    """A reference model; ``factory(**options)`` returns an untrained ``torch.nn.Module``.
+
+    A model with training recipes also offers ``recipe`` and ``pretrained`` (reached through
+    :func:`wrapgrad.pretrained`, so no plugin imports another)."""
 
     kind: ClassVar[str] = "model"
+    recipe: Callable[..., Any] | None = None
+    """``recipe(dataset, **overrides)`` -> the validated training recipe for a data set (raises a
+    :class:`~wrapgrad.errors.WrapgradValueError` naming a bad override); None: no recipes."""
+    pretrained: Callable[..., Any] | None = None
+    """``pretrained(dataset, *, seed=0, progress=False, **overrides)`` -> the model trained with
+    its recipe (cached), in eval mode; None: no recipes."""
 
 
 @attrs.frozen(kw_only=True)

@@ -21,6 +21,7 @@ Loading rules:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.metadata as md
 import os
 import threading
@@ -47,6 +48,7 @@ __all__ = [
     "Registry",
     "get_registry",
     "hookimpl",
+    "reset_default_registry",
     "use_registry",
 ]
 
@@ -346,28 +348,56 @@ class Registry:
         return rows
 
 
-_registry: Registry | None = None
-_registry_lock = threading.Lock()
+_default: Registry | None = None
+_default_lock = threading.Lock()
+#: The registry installed for the current context by :func:`use_registry` (None: the default).
+_current: contextvars.ContextVar[Registry | None] = contextvars.ContextVar(
+    "wrapgrad_registry", default=None
+)
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, built on first use."""
-    global _registry
-    with _registry_lock:
-        if _registry is None:
-            _registry = Registry()
-        return _registry
+    """The current registry: the one :func:`use_registry` installed for this context (thread or
+    task), else the process-wide default, built on first use.
+
+    Every lookup in wrapgrad goes through this function (``registry=`` arguments install their
+    registry with :func:`use_registry` for the call), so one registry is honoured by every path:
+    explainers, enhancers, calibration, data sets, models, metrics and pipelines.
+    """
+    current = _current.get()
+    if current is not None:
+        return current
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Registry()
+        return _default
 
 
 @contextlib.contextmanager
-def use_registry(registry: Registry | None) -> Iterator[Registry | None]:
-    """Install ``registry`` as the process-wide one for the duration of the block
-    (``None`` makes the next lookup build a fresh one)."""
-    global _registry
-    with _registry_lock:
-        previous, _registry = _registry, registry
+def use_registry(registry: Registry | None) -> Iterator[Registry]:
+    """Make ``registry`` the current one for the block (this thread or task only); ``None``
+    keeps the current one, so ``with use_registry(registry_argument):`` is the idiom for
+    functions that take ``registry=``."""
+    if registry is None:
+        yield get_registry()
+        return
+    if not isinstance(registry, Registry):
+        from wrapgrad.errors import WrapgradTypeError
+
+        raise WrapgradTypeError(
+            f"registry: expected a wrapgrad.Registry or None, got {type(registry).__name__}"
+        )
+    token = _current.set(registry)
     try:
         yield registry
     finally:
-        with _registry_lock:
-            _registry = previous
+        _current.reset(token)
+
+
+def reset_default_registry() -> None:
+    """Forget the process-wide default registry, so the next lookup builds it afresh (after
+    installing or uninstalling a plugin package in a running process)."""
+    global _default
+    with _default_lock:
+        _default = None

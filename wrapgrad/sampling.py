@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.checks import check_nonnegative, check_positive_int
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 
 __all__ = [
@@ -33,26 +34,6 @@ __all__ = [
     "per_sample_sigma",
     "select_parameters",
 ]
-
-
-# -- argument checks ------------------------------------------------------------------------------
-def check_nonnegative(value: Any, argument: str) -> float:
-    """``value`` as a float, or an error naming ``argument`` if it is not a number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise WrapgradTypeError(f"{argument}: expected a number >= 0, got {value!r}")
-    value = float(value)
-    if not value >= 0.0 or value == float("inf"):
-        raise WrapgradValueError(f"{argument}: expected a finite number >= 0, got {value!r}")
-    return value
-
-
-def check_positive_int(value: Any, argument: str) -> int:
-    """``value`` as an int, or an error naming ``argument`` if it is not an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise WrapgradTypeError(f"{argument}: expected an integer >= 1, got {value!r}")
-    if value < 1:
-        raise WrapgradValueError(f"{argument}: expected an integer >= 1, got {value}")
-    return value
 
 
 # -- generators -----------------------------------------------------------------------------------

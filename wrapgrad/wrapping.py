@@ -8,17 +8,18 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from wrapgrad.captum_adapter import CaptumExplainer, FunctionExplainer
-from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
-from wrapgrad.functional import ModelGuard, model_device
-from wrapgrad.registry import Registry, get_registry
-from wrapgrad.validation import (
+from wrapgrad.captum_adapter import BoundExplainer, CaptumExplainer, FunctionExplainer
+from wrapgrad.checks import (
     as_input_tuple,
     check_finite,
     check_inputs,
     check_target,
     probe_output,
 )
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.functional import ModelGuard, model_device
+from wrapgrad.records import ExplainerTraits, traits_of
+from wrapgrad.registry import Registry, get_registry
 
 __all__ = ["Explain", "build_explainer", "wrap"]
 
@@ -88,32 +89,12 @@ def build_explainer(
     if callable(method):
         if layer is not None or interpolate:
             raise WrapgradValueError("layer: a callable explainer takes no layer= or interpolate=")
-        explainer = FunctionExplainer(method) if not _is_explainer_object(method) else method
-        if options:
-            return _Bound(explainer, options)
-        return explainer
+        explainer = method if isinstance(method, FunctionExplainer) else FunctionExplainer(method)
+        return BoundExplainer(explainer, options) if options else explainer
     raise WrapgradTypeError(
         f"method: expected a method name (e.g. 'integrated_gradients'), a Captum attribution "
         f"class or object, or a callable (model, inputs, target, **kw); got {type(method).__name__}"
     )
-
-
-def _is_explainer_object(obj: Any) -> bool:
-    return hasattr(obj, "family") and hasattr(obj, "uses_hooks") and callable(obj)
-
-
-class _Bound:
-    """An explainer with default keyword arguments."""
-
-    def __init__(self, explainer: Any, defaults: dict[str, Any]) -> None:
-        self.explainer = explainer
-        self.defaults = defaults
-        for attr in ("family", "uses_hooks", "requires_grad_inputs", "stochastic", "name"):
-            if hasattr(explainer, attr):
-                setattr(self, attr, getattr(explainer, attr))
-
-    def __call__(self, model: Any, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
-        return self.explainer(model, inputs, target, **{**self.defaults, **kwargs})
 
 
 class Explain:
@@ -149,15 +130,20 @@ class Explain:
         self._output_shapes: dict[tuple[Any, ...], tuple[int, ...]] = {}
 
     @property
+    def traits(self) -> ExplainerTraits:
+        """What the explainer can do (see :class:`~wrapgrad.records.ExplainerTraits`)."""
+        return traits_of(self.explainer)
+
+    @property
     def family(self) -> str:
-        return getattr(self.explainer, "family", "attribution")
+        return self.traits.family
 
     def _check(self, inputs: Any, target: Any, kwargs: dict[str, Any]) -> None:
         device = model_device(self.model)
         tensors, _ = check_inputs(
             inputs,
             device=device,
-            require_float=bool(getattr(self.explainer, "requires_grad_inputs", False)),
+            require_float=self.traits.requires_grad_inputs,
         )
         baselines = kwargs.get("baselines")
         if isinstance(baselines, Tensor) or (

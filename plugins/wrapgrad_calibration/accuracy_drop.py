@@ -22,6 +22,7 @@ from wrapgrad.calibration import (
     evaluation_mode,
     prepare_data,
 )
+from wrapgrad.checks import check_positive_int
 from wrapgrad.errors import WrapgradValueError, WrapgradWarning
 from wrapgrad_calibration.bisection import bisect_level
 from wrapgrad_calibration.statistics import drop_interval, relative_drop
@@ -37,12 +38,6 @@ PERTURBERS = {
     "input_gaussian": "input",
     "smoothgrad": "input",
 }
-
-
-def _positive_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WrapgradValueError(f"{argument}: expected a positive int, got {value!r}")
-    return value
 
 
 class NoisyAccuracy:
@@ -74,7 +69,7 @@ class NoisyAccuracy:
         self.model = model
         self.inputs = inputs
         self.labels = labels
-        self.draws = _positive_int(draws, "draws")
+        self.draws = check_positive_int(draws, "draws")
         self.seed = int(seed)
         self.max_batch = max_batch
         reg = get_registry()

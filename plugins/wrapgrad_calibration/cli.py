@@ -48,9 +48,8 @@ def plot_curve(result: CalibrationResult, path: str | Path) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from wrapgrad_data import load_dataset, pretrained
-
     from wrapgrad.calibration import calibrate
+    from wrapgrad.catalog import load_dataset, pretrained
 
     model = pretrained(args.model, args.dataset, seed=args.seed, progress=not args.quiet)
     test = load_dataset(args.dataset, split="test")

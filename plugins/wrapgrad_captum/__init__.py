@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from wrapgrad import hookimpl
-from wrapgrad.captum_adapter import CaptumExplainer, captum_classes, method_info
+from wrapgrad.captum_adapter import CaptumExplainer, captum_classes, method_traits
 from wrapgrad.records import ExplainerSpec
 
 
@@ -35,12 +35,6 @@ def _summary(cls: type) -> str:
 @hookimpl
 def wrapgrad_explainers() -> Iterator[ExplainerSpec]:
     for name, cls in sorted(captum_classes().items()):
-        info = method_info(cls)
         yield ExplainerSpec(
-            name=name,
-            factory=_factory(cls),
-            summary=_summary(cls),
-            family=info["family"],
-            uses_hooks=info["uses_hooks"],
-            stochastic=info["stochastic"],
+            name=name, factory=_factory(cls), summary=_summary(cls), traits=method_traits(cls)
         )

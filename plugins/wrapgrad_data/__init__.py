@@ -42,10 +42,23 @@ __all__ = [
 
 
 def load_dataset(name: str, split: str = "train", seed: int = 0, **options: Any) -> ImageDataset:
-    """A registered data set by name: ``load_dataset("cmnist", split="test")``."""
-    from wrapgrad.registry import get_registry
+    """A registered data set by name: ``load_dataset("cmnist", split="test")`` (the same as
+    :func:`wrapgrad.load_dataset`)."""
+    from wrapgrad.catalog import load_dataset as load
 
-    return get_registry().get("dataset", name).factory(split=split, seed=seed, **options)
+    return load(name, split=split, seed=seed, **options)
+
+
+def _with_recipes(model_name: str) -> dict[str, Any]:
+    """The ``recipe`` and ``pretrained`` callables of a reference model's :class:`ModelSpec`."""
+
+    def recipe(dataset: str, **overrides: Any) -> Recipe:
+        return get_recipe(model_name, dataset, **overrides)
+
+    def trained(dataset: str, *, seed: int = 0, progress: bool = False, **overrides: Any) -> Any:
+        return pretrained(model_name, dataset, seed=seed, progress=progress, **overrides)
+
+    return {"recipe": recipe, "pretrained": trained}
 
 
 @hookimpl
@@ -81,9 +94,11 @@ def wrapgrad_models() -> Iterator[ModelSpec]:
         name="small_cnn",
         factory=small_cnn,
         summary="Two conv/ReLU/max-pool stages and two linear layers (no BatchNorm).",
+        **_with_recipes("small_cnn"),
     )
     yield ModelSpec(
         name="small_resnet",
         factory=small_resnet,
         summary="A 3-block ResNet with BatchNorm for small images.",
+        **_with_recipes("small_resnet"),
     )

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from wrapgrad.checks import check_positive_int
 from wrapgrad.errors import WrapgradValueError
 from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
@@ -27,12 +28,6 @@ from wrapgrad_metrics.surrogate import (
 )
 
 __all__ = ["CaptumInfidelity", "CaptumSensitivityMax", "Sensitivity"]
-
-
-def _check_count(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WrapgradValueError(f"{argument}: expected a positive int, got {value!r}")
-    return value
 
 
 class Sensitivity:
@@ -81,8 +76,8 @@ class Sensitivity:
         progress: bool | None = None,
     ) -> None:
         self.r = check_epsilon(r, "r")
-        self.steps = _check_count(steps, "steps")
-        self.restarts = _check_count(restarts, "restarts")
+        self.steps = check_positive_int(steps, "steps")
+        self.restarts = check_positive_int(restarts, "restarts")
         self.step_size = (
             2.5 * self.r / steps if step_size is None else check_epsilon(step_size, "step_size")
         )
@@ -95,7 +90,7 @@ class Sensitivity:
                 f"surrogate: expected 'auto', 'spsa' or a callable, got {surrogate!r}"
             )
         self.surrogate = surrogate
-        self.spsa_samples = _check_count(spsa_samples, "spsa_samples")
+        self.spsa_samples = check_positive_int(spsa_samples, "spsa_samples")
         self.seed = seed
         self.progress = progress
 
@@ -190,7 +185,7 @@ class _SeededCaptumMetric:
     higher_is_better = False
 
     def __init__(self, n_perturb_samples: int, seed: int) -> None:
-        self.n_perturb_samples = _check_count(n_perturb_samples, "n_perturb_samples")
+        self.n_perturb_samples = check_positive_int(n_perturb_samples, "n_perturb_samples")
         self.seed = seed
 
     def _prepare(

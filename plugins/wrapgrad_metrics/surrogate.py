@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wrapgrad.checks import check_bounds as check_range_argument
+from wrapgrad.checks import check_positive
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 
 __all__ = [
@@ -109,7 +111,7 @@ def explainer_info(explain: Any) -> tuple[str | None, dict[str, Any], dict[str, 
     enhancer = getattr(explain, "enhancer", None)
     ex = getattr(explain, "explainer", explain) if hasattr(explain, "model") else explain
     defaults: dict[str, Any] = {}
-    while hasattr(ex, "defaults") and hasattr(ex, "explainer"):  # wrapgrad.wrapping._Bound
+    while hasattr(ex, "defaults") and hasattr(ex, "explainer"):  # wrapgrad.captum_adapter.BoundExplainer
         defaults = {**ex.defaults, **defaults}
         ex = ex.explainer
     defaults = {**dict(getattr(ex, "attribute_defaults", {}) or {}), **defaults}
@@ -203,18 +205,16 @@ def spsa_gradient(
 
 
 def check_epsilon(value: Any, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise WrapgradValueError(f"{argument}: expected a positive number, got {value!r}")
-    return float(value)
+    """A positive budget or step (:func:`wrapgrad.checks.check_positive`)."""
+    return check_positive(value, argument)
 
 
 def check_bounds(bounds: Any, x: Tensor) -> tuple[float, float] | None:
     """``(low, high)`` as floats (None passes); the inputs must lie inside."""
-    if bounds is None:
+    checked = check_range_argument(bounds)
+    if checked is None:
         return None
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2 or not bounds[0] < bounds[1]:
-        raise WrapgradValueError(f"bounds: expected (low, high) with low < high, got {bounds!r}")
-    low, high = float(bounds[0]), float(bounds[1])
+    low, high = checked
     if bool(((x < low) | (x > high)).any()):
         raise WrapgradValueError(
             f"bounds: the inputs lie outside {(low, high)} (min {float(x.min()):.4g}, max "

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from wrapgrad.checks import check_positive_int
 from wrapgrad.engine import AGGREGATES, STRATEGIES, monte_carlo
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.protocols import Explainer, TensorOrTuple
 from wrapgrad.records import EnhancerSpec
-from wrapgrad.sampling import check_positive_int
 from wrapgrad_noise.perturbers import InputGaussian, WeightMultiplicative
 
 __all__ = ["FusionGrad", "MonteCarloEnhancer", "NoiseGrad", "SmoothGrad", "VarGrad", "specs"]

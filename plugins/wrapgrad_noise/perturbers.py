@@ -12,10 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.checks import check_nonnegative, check_positive_int
 from wrapgrad.errors import WrapgradValueError
 from wrapgrad.sampling import (
-    check_nonnegative,
-    check_positive_int,
     gaussian_input_noise,
     multiplicative_weight_noise,
     per_sample_sigma,

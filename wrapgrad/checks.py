@@ -1,8 +1,22 @@
-"""Checks of user input, with errors that name the argument, what was expected and what came."""
+"""Argument checks, public for plugins too: each returns the checked value or raises a
+:class:`~wrapgrad.errors.WrapgradError` that names the argument, what was expected and what came.
+
+Wrong type -> :class:`~wrapgrad.errors.WrapgradTypeError` (a ``TypeError``); wrong value ->
+:class:`~wrapgrad.errors.WrapgradValueError` (a ``ValueError``). Plugins use these rather than
+their own copies, so the same mistake reads the same everywhere.
+
+Example::
+
+    from wrapgrad.checks import check_positive_int, check_choice
+    steps = check_positive_int(steps, "steps")
+    norm = check_choice(norm, "norm", ("linf", "l2"))
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -12,14 +26,146 @@ from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 
 __all__ = [
     "as_input_tuple",
+    "check_bool",
+    "check_bounds",
+    "check_choice",
     "check_finite",
+    "check_generator",
+    "check_in_range",
     "check_inputs",
+    "check_nonnegative",
+    "check_positive",
+    "check_positive_int",
+    "check_probability",
+    "check_seed",
     "check_target",
     "describe",
     "probe_output",
 ]
 
 
+# -- scalars ---------------------------------------------------------------------------------------
+def _number(value: Any, argument: str, expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise WrapgradTypeError(f"{argument}: expected {expected}, got {describe(value)}")
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+        raise WrapgradValueError(f"{argument}: expected {expected} (finite), got {value!r}")
+    return value
+
+
+def check_positive_int(value: Any, argument: str, *, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum`` (default 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise WrapgradTypeError(
+            f"{argument}: expected an integer >= {minimum}, got {describe(value)}"
+        )
+    if value < minimum:
+        raise WrapgradValueError(f"{argument}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_nonnegative(value: Any, argument: str) -> float:
+    """``value`` as a finite float ``>= 0``."""
+    value = _number(value, argument, "a number >= 0")
+    if value < 0:
+        raise WrapgradValueError(f"{argument}: expected a number >= 0, got {value!r}")
+    return value
+
+
+def check_positive(value: Any, argument: str) -> float:
+    """``value`` as a finite float ``> 0``."""
+    value = _number(value, argument, "a number > 0")
+    if not value > 0:
+        raise WrapgradValueError(f"{argument}: expected a number > 0, got {value!r}")
+    return value
+
+
+def check_in_range(
+    value: Any,
+    argument: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a float in the interval from ``low`` to ``high`` (closed unless ``*_open``)."""
+    text = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    value = _number(value, argument, f"a number in {text}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        raise WrapgradValueError(f"{argument}: expected a number in {text}, got {value!r}")
+    return value
+
+
+def check_probability(value: Any, argument: str) -> float:
+    """``value`` as a float in the open interval (0, 1) (a level, a rate, a relative drop)."""
+    return check_in_range(value, argument, 0.0, 1.0, low_open=True, high_open=True)
+
+
+def check_bool(value: Any, argument: str) -> bool:
+    """``value`` if it is a bool (``True``/``False``, not 0/1)."""
+    if not isinstance(value, bool):
+        raise WrapgradTypeError(f"{argument}: expected True or False, got {describe(value)}")
+    return value
+
+
+def check_choice(value: Any, argument: str, choices: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``choices``; the error lists them."""
+    choices = tuple(choices)
+    try:
+        ok = value in choices
+    except TypeError:  # unhashable or incomparable
+        ok = False
+    if not ok:
+        shown = ", ".join(repr(c) for c in choices)
+        raise WrapgradValueError(f"{argument}: expected one of {shown}, got {value!r}")
+    return value
+
+
+def check_seed(value: Any, argument: str = "seed") -> int | None:
+    """``value`` as an int seed, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise WrapgradTypeError(f"{argument}: expected an int or None, got {describe(value)}")
+    return int(value)
+
+
+def check_generator(
+    generator: Any, seed: Any = None, argument: str = "generator"
+) -> torch.Generator | None:
+    """``generator`` if it is a ``torch.Generator`` or None; refuses a seed given as well."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise WrapgradTypeError(
+            f"{argument}: expected a torch.Generator, got {type(generator).__name__}"
+        )
+    if seed is not None:
+        raise WrapgradValueError("seed: pass either seed= or generator=, not both")
+    return generator
+
+
+def check_bounds(bounds: Any, argument: str = "bounds") -> tuple[float, float] | None:
+    """``(low, high)`` as floats with ``low < high``, or None."""
+    if bounds is None:
+        return None
+    if (
+        not isinstance(bounds, (tuple, list))
+        or len(bounds) != 2
+        or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in bounds)
+        or not bounds[0] < bounds[1]
+    ):
+        raise WrapgradValueError(
+            f"{argument}: expected (low, high) with low < high, got {bounds!r}"
+        )
+    return float(bounds[0]), float(bounds[1])
+
+
+# -- tensors and inputs ------------------------------------------------------------------------------
 def describe(value: Any) -> str:
     """A short description of a value for error messages."""
     if isinstance(value, Tensor):

@@ -1,0 +1,82 @@
+"""Data sets and reference models by name, through the current registry.
+
+These are the entry points to the ``wrapgrad_datasets`` and ``wrapgrad_models`` hooks: the core,
+the CLI, pipelines and other plugins reach a data set or a recipe-trained reference model only
+here, so no plugin imports another.
+
+Example::
+
+    import wrapgrad
+    test = wrapgrad.load_dataset("mnist", split="test")
+    model = wrapgrad.pretrained("small_cnn", "mnist", seed=0)   # trained once, then cached
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from wrapgrad.errors import WrapgradValueError
+from wrapgrad.registry import Registry, get_registry, use_registry
+
+__all__ = ["load_dataset", "pretrained", "recipe"]
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    seed: int = 0,
+    *,
+    registry: Registry | None = None,
+    **options: Any,
+) -> Any:
+    """The registered data set ``name`` (``"mnist"``, ``"digits8x8"``, ``"cmnist"``, ...):
+    ``factory(split=split, seed=seed, **options)``, a torch ``Dataset`` with ``.tensors()``."""
+    with use_registry(registry):
+        spec = get_registry().get("dataset", name, argument="dataset")
+        return spec.factory(split=split, seed=seed, **options)
+
+
+def _model_spec(model: str, what: str) -> Any:
+    spec = get_registry().get("model", model, argument="model")
+    if getattr(spec, what) is None:
+        raise WrapgradValueError(
+            f"model: {spec.name!r} has no training recipes (its plugin gives no {what}); "
+            f"train it yourself, e.g. with wrapgrad.train"
+        )
+    return spec
+
+
+def recipe(
+    model: str, dataset: str, *, registry: Registry | None = None, **overrides: Any
+) -> Any:
+    """The training recipe of reference model ``model`` on ``dataset`` with ``overrides``
+    applied (validated: a bad override raises an error naming it)."""
+    with use_registry(registry):
+        return _model_spec(model, "recipe").recipe(dataset, **overrides)
+
+
+def pretrained(
+    model: str,
+    dataset: str,
+    seed: int = 0,
+    *,
+    progress: bool = False,
+    registry: Registry | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Reference model ``model`` trained on ``dataset`` with its recipe (and ``overrides``),
+    from the weight cache or trained now and cached; in eval mode.
+
+    Args:
+        model: a registered model with recipes (``"small_cnn"``, ``"small_resnet"``).
+        dataset: a registered data set (``"mnist"``, ``"cmnist"``, ``"digits8x8"``).
+        seed: the training seed (each seed is its own cache entry).
+        progress: show a progress bar while training.
+        registry: the registry to resolve names in (default: the current one).
+        **overrides: recipe fields (``epochs``, ``lr``, ``dataset_options``, ...).
+    """
+    with use_registry(registry):
+        spec = _model_spec(model, "pretrained")
+        return spec.pretrained(dataset, seed=seed, progress=progress, **overrides)
