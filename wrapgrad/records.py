@@ -86,6 +86,17 @@ class Spec:
     signature by :func:`wrapgrad.options.accepted` (its keyword parameters; a factory with
     ``**kwargs`` takes any option). Declare them where the signature does not tell."""
 
+    smoke: tuple[tuple[str, Any], ...] = attrs.field(
+        default=(), converter=lambda m: tuple(sorted(dict(m).items()))
+    )
+    """What a ``--smoke`` run (CI) does to this component's options: option name -> the largest
+    value it keeps (e.g. ``{"restarts": 1, "steps": 2}``). Declared by the component, so a
+    pipeline runner needs to know no plugin's option names. Given as a dict."""
+
+    def smoke_caps(self) -> dict[str, Any]:
+        """:attr:`smoke` as a dict."""
+        return dict(self.smoke)
+
     def option_names(self) -> tuple[frozenset[str], bool]:
         """``(names, open)``: the options the factory takes, and whether it takes any other
         (``**kwargs``). The one place option names come from (:mod:`wrapgrad.options`)."""

@@ -232,6 +232,17 @@ class Registry:
             self._origin.pop(name, None)
             self._cache.clear()
 
+    def plugin(self, name: str) -> Any:
+        """The loaded plugin object (for an entry point: its module) registered as ``name``.
+
+        This is how one part of wrapgrad reaches a plugin's module without importing it (the
+        import contracts forbid that), e.g. the deprecated ``wrapgrad.Pipeline`` alias."""
+        found = self.manager.get_plugin(name)
+        if found is None:
+            names = [n for n, _ in self.manager.list_name_plugin()]
+            raise UnknownNameError("plugin", name, names, what="plugin")
+        return found
+
     @property
     def broken(self) -> list[BrokenPlugin]:
         """Plugins that could not be used (loading happens on first access)."""

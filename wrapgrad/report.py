@@ -21,15 +21,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wrapgrad.errors import WrapgradValueError
+from wrapgrad.files import atomic_write
 
 __all__ = [
     "RESULTS_FORMAT",
@@ -174,24 +173,6 @@ def load_results(path: str | Path) -> dict[str, Any]:
             f"got {str(path)!r}"
         )
     return results
-
-
-def atomic_write(path: Path, data: bytes | str | Callable[[str], None]) -> Path:
-    """Write ``path`` through a temporary file in the same folder renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if callable(data):
-            os.close(fd)
-            data(tmp)
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 # -- report.md -------------------------------------------------------------------------------

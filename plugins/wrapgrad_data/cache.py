@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from wrapgrad.errors import WrapgradWarning
+from wrapgrad.files import atomic_write
 from wrapgrad_data.training import build_model, get_recipe, train
 
 __all__ = ["cache_dir", "cache_paths", "pretrained"]
@@ -54,18 +54,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _load(weights: Path, record: Path, model: nn.Module, recipe_key: str) -> str | None:
@@ -139,7 +127,7 @@ def pretrained(
     fields.pop("dataset")
     result = train(recipe.model, recipe.dataset, seed, progress=progress, **fields)
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    _atomic_write(weights, lambda tmp: torch.save(state, tmp))
+    atomic_write(weights, lambda tmp: torch.save(state, tmp))
     meta = {
         "recipe_key": recipe.key(),
         "recipe": attrs.asdict(recipe),
@@ -149,5 +137,5 @@ def pretrained(
         "train_seconds": result.seconds,
         "torch": torch.__version__,
     }
-    _atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
+    atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
     return result.model.eval()
