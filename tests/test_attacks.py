@@ -13,7 +13,7 @@ from wrapgrad_metrics.functional import topk_intersection
 from wrapgrad_metrics.softplus import SoftplusMode, softplus_twin
 
 import wrapgrad
-from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.evaluation import AttackResult, attack_strength_curve
 
 from ._trained import one_thread, state_of, trained_mnist, unchanged
@@ -266,7 +266,9 @@ def test_attack_bad_input() -> None:
         wrapgrad.attack("ifia", k=17)(model, x, None, explain)
     with pytest.raises(WrapgradValueError, match=r"^k: .*fraction"):
         wrapgrad.attack("ifia", k=1.5)
-    with pytest.raises(WrapgradTypeError, match=r"^epsilom: not an option of the attack 'ifia'"):
+    with pytest.raises(
+        UnknownNameError, match=r"^attack 'ifia': unknown option 'epsilom'; did you mean 'epsilon'"
+    ):
         wrapgrad.attack("ifia", epsilom=0.1)
     # k as a fraction of the features: 0.25 of 16 is 4.
     torch.manual_seed(0)

@@ -488,7 +488,11 @@ def test_every_enhancer_composes_with_every_method_family(
     if enhancer == "fusiongrad":
         opts["n_models"] = 2
     base = wrapgrad.wrap(model, method, **options)(x, **call)
-    explain = wrapgrad.wrap(model, method, enhancer, **opts, **options)
+    # GradientShap and Lime take n_samples too: say which part gets it.
+    n = opts.pop("n_samples")
+    explain = wrapgrad.wrap(
+        model, method, enhancer, enhancer_options={"n_samples": n}, **opts, **options
+    )
     out = explain(x, **call)
     assert out.shape == base.shape
     assert torch.isfinite(out).all()

@@ -233,6 +233,7 @@ def calibrate(
     target_drop: float = 0.05,
     *,
     calibrator: str = "accuracy_drop",
+    registry: Any = None,
     **options: Any,
 ) -> CalibrationResult:
     """Find the noise level whose relative accuracy drop AD is ``target_drop`` (Bykov et al. 2022,
@@ -247,6 +248,8 @@ def calibrate(
         calibrator: a registered calibrator: ``"accuracy_drop"`` (default), ``"halve"``
             (FusionGrad: both calibrated levels halved) or ``"noisegrad++"`` (α_SG = 0.1 fixed,
             σ_NG calibrated on the joint drop, Eq. 6).
+        registry: the plugin registry to resolve the calibrator (and everything it looks up) in;
+            default: the current one (:func:`wrapgrad.registry.use_registry`).
         **options: the calibrator's options, e.g. ``draws`` (noise draws per level, default 8),
             ``seed``, ``max_samples`` (default 1000), ``chance`` (``"uniform"``, ``"measured"``
             or a number), ``tol``, ``progress``. See ``wrapgrad_calibration.AccuracyDrop``.
@@ -254,7 +257,8 @@ def calibrate(
     Returns:
         A :class:`CalibrationResult` (``.sigma``, ``.drop``, ``.drop_ci``, the curve, ...).
     """
-    from wrapgrad.registry import get_registry
+    from wrapgrad.registry import get_registry, use_registry
 
-    spec = get_registry().get("calibrator", calibrator, argument="calibrator")
-    return spec.factory()(model, data, perturber=perturber, target_drop=target_drop, **options)
+    with use_registry(registry):
+        spec = get_registry().get("calibrator", calibrator, argument="calibrator")
+        return spec.factory()(model, data, perturber=perturber, target_drop=target_drop, **options)

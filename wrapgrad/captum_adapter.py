@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import FunctionalView
+from wrapgrad.options import accepted
 from wrapgrad.records import ExplainerTraits, traits_of
 
 __all__ = [
@@ -165,13 +166,6 @@ def resolve_layer(model: Any, layer: Any, argument: str = "layer") -> Any:
     )
 
 
-def _accepts(fn: Callable[..., Any]) -> tuple[set[str], bool]:
-    params = inspect.signature(fn).parameters
-    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    var_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    return names - {"self"}, var_kw
-
-
 class CaptumExplainer:
     """A Captum attribution class as an Explainer.
 
@@ -276,8 +270,7 @@ class CaptumExplainer:
 
         klass = type(method) if isinstance(method, Attribution) else method
         init_names = set() if isinstance(method, Attribution) else cls.init_parameters(klass)
-        attr_names, attr_var_kw = _accepts(klass.attribute)
-        attr_names -= {"inputs", "target"}
+        attr_names, attr_var_kw = cls.attribute_parameters_of(klass)
         init: dict[str, Any] = {}
         attribute: dict[str, Any] = {}
         for key, value in (options or {}).items():
@@ -300,15 +293,34 @@ class CaptumExplainer:
     # -- introspection --------------------------------------------------------------------------
     @staticmethod
     def init_parameters(cls: type) -> set[str]:
-        names, _ = _accepts(cls.__init__)
-        return names - {"forward_func", "model", "layer", "attribution_method"}
+        """The constructor options of a Captum class (the model and layer arguments excluded)."""
+        names, _ = accepted(cls)
+        return set(names) - {"forward_func", "model", "layer", "attribution_method"}
+
+    @staticmethod
+    def attribute_parameters_of(cls: type) -> tuple[set[str], bool]:
+        """The ``attribute`` options of a Captum class (``inputs``/``target`` excluded), and
+        whether it takes ``**kwargs``."""
+        names, open_ = accepted(cls.attribute)
+        return set(names) - {"inputs", "target"}, open_
+
+    @classmethod
+    def option_names(cls, method: Any) -> tuple[frozenset[str], bool]:
+        """Every option a Captum class or object takes through wrapgrad: constructor options
+        (a class only) and ``attribute`` defaults; and whether ``attribute`` takes ``**kwargs``."""
+        from captum.attr import Attribution
+
+        klass = type(method) if isinstance(method, Attribution) else method
+        init = set() if isinstance(method, Attribution) else cls.init_parameters(klass)
+        attribute, open_ = cls.attribute_parameters_of(klass)
+        return frozenset(init | attribute), open_
 
     def attribute_parameters(self) -> tuple[set[str], bool]:
-        return _accepts(self.cls.attribute)
+        return self.attribute_parameters_of(self.cls)
 
     @property
     def takes_target(self) -> bool:
-        return "target" in self.attribute_parameters()[0]
+        return "target" in accepted(self.cls.attribute)[0]
 
     # -- building -------------------------------------------------------------------------------
     def build(self, model: Any) -> Any:

@@ -48,9 +48,7 @@ def _model_spec(model: str, what: str) -> Any:
     return spec
 
 
-def recipe(
-    model: str, dataset: str, *, registry: Registry | None = None, **overrides: Any
-) -> Any:
+def recipe(model: str, dataset: str, *, registry: Registry | None = None, **overrides: Any) -> Any:
     """The training recipe of reference model ``model`` on ``dataset`` with ``overrides``
     applied (validated: a bad override raises an error naming it)."""
     with use_registry(registry):

@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +21,8 @@ import attrs
 import torch
 from torch import Tensor
 
-from wrapgrad.registry import Registry, get_registry
+from wrapgrad.errors import UnknownNameError
+from wrapgrad.registry import Registry, get_registry, use_registry
 
 __all__ = ["AttackResult", "StrengthCurve", "attack", "attack_strength_curve", "metric"]
 
@@ -34,35 +34,28 @@ def metric(name: str, *, registry: Registry | None = None, **params: Any) -> Any
     ``m(a, b)``; model-based ones (``sensitivity``, ``deletion``, ``insertion``, ``sic``, ``aic``,
     ``captum_infidelity``, ``captum_sensitivity_max``) as ``m(model, inputs, target, explain)``;
     mask-based ones (``localisation_auc``) as ``m(attributions, mask)``. Each returns one score
-    per sample. An unknown name raises :class:`~wrapgrad.errors.UnknownNameError` with the closest
-    names.
+    per sample. An unknown name or parameter raises :class:`~wrapgrad.errors.UnknownNameError`
+    with the closest names.
     """
-    spec = (registry or get_registry()).get("metric", name, argument="name")
-    return _build(spec, "metric", params)
+    with use_registry(registry):
+        return _build(get_registry().get("metric", name, argument="name"), params)
 
 
 def attack(name: str, *, registry: Registry | None = None, **params: Any) -> Any:
     """Build the attribution attack ``name`` (``ifia``, ``adversarial_ifia``) with ``params``;
     call it as ``a(model, inputs, target, explain)`` to get an :class:`AttackResult`."""
-    spec = (registry or get_registry()).get("attack", name, argument="name")
-    return _build(spec, "attack", params)
+    with use_registry(registry):
+        return _build(get_registry().get("attack", name, argument="name"), params)
 
 
-def _build(spec: Any, kind: str, params: dict[str, Any]) -> Any:
-    """``spec.factory(**params)``; a keyword the factory does not take raises an error naming it."""
-    from wrapgrad.errors import WrapgradTypeError
-
-    try:
-        return spec.factory(**params)
-    except TypeError as exc:
-        found = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
-        if found is None or found.group(1) not in params:
-            raise
-        raise WrapgradTypeError(
-            f"{found.group(1)}: not an option of the {kind} {spec.name!r} (see "
-            f"help(wrapgrad.{kind}) and the {kind}'s docstring), got {found.group(1)}="
-            f"{params[found.group(1)]!r}"
-        ) from None
+def _build(spec: Any, params: dict[str, Any]) -> Any:
+    """``spec.factory(**params)`` after checking the names against the spec's options."""
+    names, open_ = spec.option_names()
+    if not open_:
+        for key in params:
+            if key not in names:
+                raise UnknownNameError(f"{spec.kind} {spec.name!r}", key, names, what="option")
+    return spec.factory(**params)
 
 
 _build_attack = attack
@@ -148,7 +141,7 @@ def attack_strength_curve(
             ``epsilon -> attack``.
         metric: a key of :attr:`AttackResult.metrics`.
     """
-    from wrapgrad.errors import UnknownNameError, WrapgradValueError
+    from wrapgrad.errors import WrapgradValueError
 
     eps = [float(e) for e in epsilons]
     if not eps:

@@ -511,10 +511,8 @@ class _Runner:
         bar = tqdm(jobs, desc="explain", disable=not self.progress, leave=False)
         for method, enh in bar:
             bar.set_postfix_str(f"{method} {enh.label}", refresh=False)
-            options = {
-                **self._resolve(c.method_options.get(method, {})),
-                **self._resolve(enh.options),
-            }
+            method_options = self._resolve(c.method_options.get(method, {}))
+            options = self._resolve(enh.options)
             if enh.name is not None:
                 factory = self.reg.get("enhancer", enh.name).factory
                 params = inspect.signature(factory).parameters
@@ -522,7 +520,14 @@ class _Runner:
                     options["seed"] = self.c.seed
                 if "progress" in params and "progress" not in options:
                     options["progress"] = False
-            explain = wrap(model, method, enh.name, registry=self.reg, **options)
+            explain = wrap(
+                model,
+                method,
+                enh.name,
+                registry=self.reg,
+                method_options=method_options,
+                enhancer_options=options if enh.name is not None else None,
+            )
             chunks = [
                 explain(xb, target=yb).detach()
                 for xb, yb in zip(x.split(c.batch_size), y.split(c.batch_size), strict=True)

@@ -207,9 +207,33 @@ class PerturberSpec(Spec):
 
 @attrs.frozen(kw_only=True)
 class EnhancerSpec(Spec):
-    """An explanation enhancer; ``factory(**options)`` returns an :class:`~wrapgrad.protocols.Enhancer`."""
+    """An explanation enhancer; ``factory(**options)`` returns an :class:`~wrapgrad.protocols.Enhancer`.
+
+    Noise levels that users may set to ``"auto"`` (chosen by calibration, see
+    :func:`wrapgrad.wrap`) are declared in ``levels``; ``calibrator`` names the calibrator that
+    chooses them together.
+
+    Example::
+
+        EnhancerSpec(name="fusiongrad", factory=FusionGrad,
+                     levels={"sigma": "weight", "noise_level": "input"}, calibrator="halve")
+    """
 
     kind: ClassVar[str] = "enhancer"
+    levels: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=lambda m: tuple(sorted(dict(m).items()))
+    )
+    """Option name -> the perturber target it sets (``"weight"`` or ``"input"``): the options
+    ``wrap(..., option="auto", calibration=data)`` calibrates. Given as a dict."""
+    calibrator: str | None = None
+    """The registered calibrator for this enhancer's ``"auto"`` levels (None: wrapgrad's
+    default, ``"accuracy_drop"``). It is called with ``perturber=`` the target when one level is
+    auto; when several are, it must return them all (``.sigma`` for the weight level,
+    ``.alpha`` for the input level)."""
+
+    def level_targets(self) -> dict[str, str]:
+        """:attr:`levels` as a dict."""
+        return dict(self.levels)
 
 
 @attrs.frozen(kw_only=True)

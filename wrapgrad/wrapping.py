@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
+import attrs
 from torch import Tensor, nn
 
-from wrapgrad.captum_adapter import BoundExplainer, CaptumExplainer, FunctionExplainer
+from wrapgrad.captum_adapter import (
+    BoundExplainer,
+    CaptumExplainer,
+    FunctionExplainer,
+    snake_case,
+)
 from wrapgrad.checks import (
     as_input_tuple,
     check_finite,
@@ -18,8 +23,9 @@ from wrapgrad.checks import (
 )
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import ModelGuard, model_device
+from wrapgrad.options import Part, accepted, route
 from wrapgrad.records import ExplainerTraits, traits_of
-from wrapgrad.registry import Registry, get_registry
+from wrapgrad.registry import Registry, get_registry, use_registry
 
 __all__ = ["Explain", "build_explainer", "wrap"]
 
@@ -32,18 +38,32 @@ _WRAP_OPTIONS = {
     "calibration",
     "calibrator",
     "calibration_options",
+    "method_options",
+    "enhancer_options",
 }
 
+_COLLISION_HINT = "pass it in method_options={...} or enhancer_options={...}"
 
-def _factory_parameters(factory: Callable[..., Any]) -> tuple[set[str], bool]:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return set(), True
-    names = {
-        n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    } - {"self"}
-    return names, any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+def _method_part(method: Any) -> Part:
+    """The options a method takes (constructor and ``attribute`` options for Captum methods)."""
+    from captum.attr import Attribution
+
+    if isinstance(method, str):
+        spec = get_registry().get("explainer", method, argument="method")
+        names, open_ = spec.option_names()
+        return Part(f"method {spec.name!r}", names - {"layer", "interpolate"}, open_)
+    if isinstance(method, Attribution) or (
+        inspect.isclass(method) and issubclass(method, Attribution)
+    ):
+        names, open_ = CaptumExplainer.option_names(method)
+        klass = method if inspect.isclass(method) else type(method)
+        return Part(f"method {snake_case(klass.__name__)!r}", names, open_)
+    if callable(method) and not inspect.isclass(method):
+        names, open_ = accepted(method)
+        label = getattr(method, "__name__", type(method).__name__)
+        return Part(f"method {label!r}", names - {"model", "inputs", "target"}, open_)
+    return Part("method", ())
 
 
 def build_explainer(
@@ -57,24 +77,26 @@ def build_explainer(
     """An Explainer from a registered name, a Captum class or object, or a callable.
 
     ``options`` are the method's own options (constructor options and ``attribute`` defaults for
-    Captum methods); an option the method does not take raises :class:`UnknownNameError`.
+    Captum methods); an option the method does not take raises :class:`UnknownNameError`
+    (``argument == "options"``).
     """
     from captum.attr import Attribution
 
     options = dict(options or {})
-    if isinstance(method, str):
-        spec = (registry or get_registry()).get("explainer", method, argument="method")
-        kwargs = dict(options)
-        if layer is not None:
-            kwargs["layer"] = layer
-        if interpolate:
-            kwargs["interpolate"] = interpolate
-        names, var_kw = _factory_parameters(spec.factory)
-        if not var_kw:
-            for key in kwargs:
-                if key not in names:
-                    raise UnknownNameError("options", key, names, what=f"option of {spec.name}")
-        return spec.factory(**kwargs)
+    with use_registry(registry):
+        if isinstance(method, str):
+            spec = get_registry().get("explainer", method, argument="method")
+            kwargs = dict(options)
+            if layer is not None:
+                kwargs["layer"] = layer
+            if interpolate:
+                kwargs["interpolate"] = interpolate
+            names, open_ = spec.option_names()
+            if not open_:
+                for key in kwargs:
+                    if key not in names:
+                        raise UnknownNameError("options", key, names, what=f"option of {spec.name}")
+            return spec.factory(**kwargs)
     if isinstance(method, Attribution) or (
         inspect.isclass(method) and issubclass(method, Attribution)
     ):
@@ -197,6 +219,8 @@ def wrap(
     calibration: Any = None,
     calibrator: str | None = None,
     calibration_options: dict[str, Any] | None = None,
+    method_options: dict[str, Any] | None = None,
+    enhancer_options: dict[str, Any] | None = None,
     registry: Registry | None = None,
     **options: Any,
 ) -> Explain:
@@ -230,13 +254,20 @@ def wrap(
             enhancer's noise level is ``"auto"`` (``sigma="auto"``, ``noise_level="auto"``): the
             level is then chosen by :func:`wrapgrad.calibrate` so that the relative accuracy drop
             is 5 % (Bykov et al. 2022). The record is kept as ``explain.calibration``.
-        calibrator: the calibrator for ``"auto"`` levels: default ``"accuracy_drop"`` for one noise,
-            ``"halve"`` for FusionGrad (both levels halved); ``"noisegrad++"`` is the alternative.
+        calibrator: the calibrator for ``"auto"`` levels (default: the one the enhancer's spec
+            names, e.g. ``"halve"`` for FusionGrad, else ``"accuracy_drop"``).
         calibration_options: options for the calibrator (``target_drop``, ``draws``, ``seed``, ...).
-        registry: the plugin registry to resolve names in (default: the process-wide one).
-        **options: the enhancer's options (``n_samples``, ``sigma``, ``seed``, ...), then the
-            method's constructor options (``multiply_by_inputs``, ...) and ``attribute`` defaults
-            (``n_steps``, ``baselines``, ...). An option nobody takes raises an error naming it.
+        method_options: options for the method only (use when the enhancer takes an option of
+            the same name, e.g. GradientShap's and SmoothGrad's ``n_samples``).
+        enhancer_options: options for the enhancer only.
+        registry: the plugin registry to resolve every name in, calibration included (default:
+            the current one, see :func:`wrapgrad.registry.use_registry`).
+        **options: each goes to the part that takes it: the enhancer (``n_samples``, ``sigma``,
+            ``seed``, ...), the method's constructor (``multiply_by_inputs``, ...) or its
+            ``attribute`` defaults (``n_steps``, ``baselines``, ...). An option two parts take
+            raises :class:`~wrapgrad.options.OptionCollisionError` naming both (give it in
+            ``method_options`` or ``enhancer_options``); an option no part takes raises
+            :class:`~wrapgrad.errors.UnknownNameError` with the closest names.
 
     Returns:
         An :class:`Explain` callable.
@@ -245,94 +276,146 @@ def wrap(
         raise WrapgradTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if guard not in ("restore", "verify", "silent"):
         raise WrapgradValueError(f"guard: expected 'restore', 'verify' or 'silent', got {guard!r}")
-    reg = registry or get_registry()
-    enhancer_options: dict[str, Any] = {}
-    enhancer_names: set[str] = set()
-    enhancer_factory = None
+    for name, given in (("method_options", method_options), ("enhancer_options", enhancer_options)):
+        if given is not None and not isinstance(given, dict):
+            raise WrapgradTypeError(
+                f"{name}: expected a dict of options, got {type(given).__name__}"
+            )
+    with use_registry(registry):
+        return _wrap(
+            model,
+            method,
+            enhancer,
+            _Routing(options, method_options or {}, enhancer_options or {}),
+            _WrapSettings(layer, interpolate, guard, validate),
+            _AutoCalibration(calibration, calibrator, calibration_options),
+        )
+
+
+@attrs.frozen
+class _Routing:
+    options: dict[str, Any]
+    method: dict[str, Any]
+    enhancer: dict[str, Any]
+
+
+@attrs.frozen
+class _WrapSettings:
+    layer: Any
+    interpolate: bool | str
+    guard: str
+    validate: bool
+
+
+@attrs.frozen
+class _AutoCalibration:
+    data: Any
+    calibrator: str | None
+    options: dict[str, Any] | None
+
+
+def _wrap(
+    model: nn.Module,
+    method: Any,
+    enhancer: Any,
+    routing: _Routing,
+    settings: _WrapSettings,
+    auto: _AutoCalibration,
+) -> Explain:
+    spec = None
     if isinstance(enhancer, str):
-        spec = reg.get("enhancer", enhancer, argument="enhancer")
-        enhancer_factory = spec.factory
-        enhancer_names, _ = _factory_parameters(spec.factory)
-        enhancer_options = {k: v for k, v in options.items() if k in enhancer_names}
+        spec = get_registry().get("enhancer", enhancer, argument="enhancer")
+        names, open_ = spec.option_names()
+        enhancer_part = Part(f"enhancer {spec.name!r}", names, open_)
     elif enhancer is not None and not callable(enhancer):
         raise WrapgradTypeError(
             f"enhancer: expected None, an enhancer name or an Enhancer object, got "
             f"{type(enhancer).__name__}"
         )
-    method_options = {k: v for k, v in options.items() if k not in enhancer_options}
-    try:
-        explainer = build_explainer(
-            method, layer=layer, interpolate=interpolate, options=method_options, registry=reg
-        )
-    except UnknownNameError as exc:
-        if exc.argument != "options":
-            raise
-        known = set(exc.known) | enhancer_names | _WRAP_OPTIONS
-        raise UnknownNameError("options", exc.name, known, what="option") from None
-    if isinstance(layer, str) or (
-        isinstance(layer, (list, tuple)) and any(isinstance(x, str) for x in layer)
+    else:
+        enhancer_part = Part("enhancer", ())
+        if routing.enhancer:
+            raise WrapgradValueError(
+                "enhancer_options: options for an enhancer need enhancer= a registered name"
+            )
+    method_part = _method_part(method)
+    routed = route(
+        routing.options,
+        [enhancer_part, method_part],
+        explicit={enhancer_part.label: routing.enhancer, method_part.label: routing.method},
+        extra_known=_WRAP_OPTIONS,
+        hint=_COLLISION_HINT,
+    )
+    enhancer_options = routed[enhancer_part.label]
+    explainer = build_explainer(
+        method,
+        layer=settings.layer,
+        interpolate=settings.interpolate,
+        options=routed[method_part.label],
+    )
+    if isinstance(settings.layer, str) or (
+        isinstance(settings.layer, (list, tuple))
+        and any(isinstance(x, str) for x in settings.layer)
     ):
         from wrapgrad.captum_adapter import resolve_layer
 
-        resolve_layer(model, layer)  # fail now, not at the first call
+        resolve_layer(model, settings.layer)  # fail now, not at the first call
     record = None
     if any(isinstance(v, str) and v == "auto" for v in enhancer_options.values()):
-        record = _calibrate_auto(
-            model, enhancer_options, enhancer_names, calibration, calibrator, calibration_options
-        )
-    elif calibration is not None:
+        record = _calibrate_auto(model, spec, enhancer_options, auto)
+    elif auto.data is not None:
         raise WrapgradValueError(
             "calibration: data is used only for noise levels set to 'auto' "
             "(e.g. sigma='auto'); none is"
         )
-    enhancer_obj = enhancer_factory(**enhancer_options) if enhancer_factory else enhancer
-    explain = Explain(model, explainer, enhancer_obj, guard=guard, validate=validate)
+    enhancer_obj = spec.factory(**enhancer_options) if spec is not None else enhancer
+    explain = Explain(
+        model, explainer, enhancer_obj, guard=settings.guard, validate=settings.validate
+    )
     explain.calibration = record
     return explain
 
 
-_AUTO_LEVELS = {"sigma": "weight", "noise_level": "input"}
-
-
 def _calibrate_auto(
-    model: nn.Module,
-    enhancer_options: dict[str, Any],
-    enhancer_names: set[str],
-    data: Any,
-    calibrator: str | None,
-    calibration_options: dict[str, Any] | None,
+    model: nn.Module, spec: Any, enhancer_options: dict[str, Any], auto: _AutoCalibration
 ) -> Any:
-    """Replace ``"auto"`` noise levels in ``enhancer_options`` (in place) by calibrated ones."""
+    """Replace ``"auto"`` noise levels in ``enhancer_options`` (in place) by calibrated ones.
+
+    Which options are noise levels, of which perturber, and which calibrator chooses them
+    together is declared by the enhancer's spec (:class:`~wrapgrad.records.EnhancerSpec`
+    ``levels`` and ``calibrator``)."""
     from wrapgrad.calibration import calibrate
 
-    auto = [k for k, v in enhancer_options.items() if isinstance(v, str) and v == "auto"]
-    unknown = [k for k in auto if k not in _AUTO_LEVELS]
+    targets = spec.level_targets()
+    auto_keys = [k for k, v in enhancer_options.items() if isinstance(v, str) and v == "auto"]
+    unknown = [k for k in auto_keys if k not in targets]
     if unknown:
+        levels = " and ".join(sorted(targets)) or "none"
         raise WrapgradValueError(
-            f"{unknown[0]}: 'auto' applies to the noise levels sigma and noise_level only"
+            f"{unknown[0]}: 'auto' applies to the noise levels of {spec.name} only ({levels})"
         )
-    if data is None:
+    if auto.data is None:
         raise WrapgradValueError(
-            f"{auto[0]}: '{auto[0]}=\"auto\"' needs calibration data: pass "
+            f"{auto_keys[0]}: '{auto_keys[0]}=\"auto\"' needs calibration data: pass "
             f"calibration=(inputs, labels) (held-out tensors) or a DataLoader"
         )
-    opts = dict(calibration_options or {})
+    opts = dict(auto.options or {})
     if "seed" in enhancer_options and "seed" not in opts:
         opts["seed"] = enhancer_options["seed"]
-    fusion = set(_AUTO_LEVELS) <= enhancer_names
-    if fusion:
-        record = calibrate(model, data, calibrator=calibrator or "halve", **opts)
-        levels = {"sigma": record.sigma, "noise_level": record.alpha}
+    calibrator = auto.calibrator or spec.calibrator or "accuracy_drop"
+    if len(targets) > 1:
+        # The levels are chosen together (e.g. FusionGrad's halving heuristic), also when only
+        # one of them is "auto"; the other keeps the value given.
+        record = calibrate(model, auto.data, calibrator=calibrator, **opts)
+        found = {"weight": record.sigma, "input": record.alpha}
     else:
-        (key,) = auto
-        record = calibrate(
-            model,
-            data,
-            perturber=_AUTO_LEVELS[key],
-            calibrator=calibrator or "accuracy_drop",
-            **opts,
-        )
-        levels = {key: record.sigma}
-    for key in auto:
-        enhancer_options[key] = levels[key]
+        ((key, target),) = targets.items()
+        record = calibrate(model, auto.data, perturber=target, calibrator=calibrator, **opts)
+        found = {target: record.sigma}
+    for key in auto_keys:
+        if found.get(targets[key]) is None:
+            raise WrapgradValueError(
+                f"{key}: the calibrator {calibrator!r} found no {targets[key]} noise level"
+            )
+        enhancer_options[key] = found[targets[key]]
     return record

@@ -35,6 +35,12 @@ def _summary(cls: type) -> str:
 @hookimpl
 def wrapgrad_explainers() -> Iterator[ExplainerSpec]:
     for name, cls in sorted(captum_classes().items()):
+        names, open_ = CaptumExplainer.option_names(cls)
         yield ExplainerSpec(
-            name=name, factory=_factory(cls), summary=_summary(cls), traits=method_traits(cls)
+            name=name,
+            factory=_factory(cls),
+            summary=_summary(cls),
+            traits=method_traits(cls),
+            # Declared, not read from the factory's **options: wrap() routes by these names.
+            options=None if open_ else (*sorted(names), "layer", "interpolate"),
         )

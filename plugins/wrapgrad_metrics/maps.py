@@ -65,8 +65,15 @@ class TopKIntersection(_PairMetric):
         wrapgrad.metric("topk_intersection", k=0.1)  # the top 10 % of the features
     """
 
-    def __init__(self, k: int | float = 50, *, abs: bool = True, **options: Any) -> None:
-        super().__init__(abs=abs, **options)
+    def __init__(
+        self,
+        k: int | float = 50,
+        *,
+        channel_reduction: str | None = None,
+        channel_dim: int = 1,
+        abs: bool = True,
+    ) -> None:
+        super().__init__(channel_reduction=channel_reduction, channel_dim=channel_dim, abs=abs)
         if isinstance(k, bool) or not isinstance(k, (int, float)):
             raise WrapgradTypeError(
                 f"k: expected an int count or a float fraction in (0, 1], got {type(k).__name__}"

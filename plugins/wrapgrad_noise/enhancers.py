@@ -373,19 +373,24 @@ def specs() -> Iterator[EnhancerSpec]:
         name="smoothgrad",
         factory=SmoothGrad,
         summary="SmoothGrad: mean over noisy inputs (aggregate='mean_square' for SmoothGrad^2).",
+        levels={"noise_level": "input"},
     )
     yield EnhancerSpec(
         name="noisegrad",
         factory=NoiseGrad,
         summary="NoiseGrad: mean over multiplicative weight-noise samples (Bykov et al. 2022).",
+        levels={"sigma": "weight"},
     )
     yield EnhancerSpec(
         name="fusiongrad",
         factory=FusionGrad,
         summary="FusionGrad: M weight samples x N noisy inputs each (Bykov et al. 2022, Eq. 2).",
+        levels={"sigma": "weight", "noise_level": "input"},
+        calibrator="halve",
     )
     yield EnhancerSpec(
         name="vargrad",
         factory=VarGrad,
         summary="VarGrad: unbiased variance of explanations over noisy inputs.",
+        levels={"noise_level": "input"},
     )
