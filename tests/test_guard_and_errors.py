@@ -90,8 +90,9 @@ def test_model_restored_after_a_call_that_raises(images, labels) -> None:
         model(inputs).sum().backward()  # fills .grad and updates BatchNorm's running stats
         raise RuntimeError("explainer failed mid-way")
 
+    # Writes through .data bypass the version counter: the full value snapshot catches them.
     with pytest.raises(RuntimeError, match="mid-way"):
-        wrapgrad.wrap(model, vandal)(images, target=labels)
+        wrapgrad.wrap(model, vandal, guard="restore")(images, target=labels)
     _assert_same(before, model)
 
 
@@ -122,8 +123,15 @@ def test_guard_modes(images) -> None:
         return inputs
 
     before = _state(model)
-    with pytest.warns(wrapgrad.WrapgradWarning, match=r"classifier\.0\.bias changed value"):
+    # The default guard holds no copy: it sees the in-place write and says it cannot undo it.
+    saved = model.classifier[0].bias.detach().clone()
+    with pytest.raises(ModelMutatedError, match=r"could not be restored.*classifier\.0\.bias"):
         wrapgrad.wrap(model, mutate)(images)
+    with torch.no_grad():
+        model.classifier[0].bias.copy_(saved)  # undo by hand (the default guard could not)
+    _assert_same(before, model)
+    with pytest.warns(wrapgrad.WrapgradWarning, match=r"classifier\.0\.bias changed value"):
+        wrapgrad.wrap(model, mutate, guard="restore")(images)
     _assert_same(before, model)
     with pytest.raises(ModelMutatedError, match=r"classifier\.0\.bias"):
         wrapgrad.wrap(model, mutate, guard="verify")(images)
@@ -321,3 +329,90 @@ def test_any_mutation_sequence_is_undone(names) -> None:
         raised = True
     assert raised == changed["any"]  # toggling a flag twice is no change
     _assert_same(before, model)
+
+
+# -- the default guard: no copy of the weights ----------------------------------------------------
+def _write_through_parameter(model: nn.Module) -> None:
+    with torch.no_grad():
+        model.classifier[0].weight.mul_(1.5)
+
+
+def _write_through_detached_view(model: nn.Module) -> None:
+    model.classifier[0].weight.detach()[0, 0] = 3.0
+
+
+def _write_through_state_dict(model: nn.Module) -> None:
+    model.state_dict()["classifier.0.weight"].add_(0.1)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [_write_through_parameter, _write_through_detached_view, _write_through_state_dict],
+    ids=["parameter", "detached", "state_dict"],
+)
+def test_default_guard_raises_on_an_in_place_weight_change_naming_the_tensor(write, images) -> None:
+    model = SmallCNN().eval()
+
+    def explainer(model, inputs, target=None):
+        write(model)
+        return inputs
+
+    with pytest.raises(ModelMutatedError, match=r"parameter classifier\.0\.weight changed value"):
+        wrapgrad.wrap(model, explainer)(images)
+
+
+def test_default_guard_restores_hooks_flags_and_grads_after_a_raising_explainer(
+    images, labels
+) -> None:
+    model = BNNet().eval()
+    before = _state(model)
+
+    def vandal(model, inputs, target=None):
+        model.train()  # flags
+        model.features[0].bias.requires_grad_(True)
+        model.features[2].register_forward_hook(lambda *a: None)
+        model.classifier[0].register_forward_pre_hook(lambda *a: None)
+        model(inputs).sum().backward()  # .grad filled; BatchNorm statistics updated in place
+        raise RuntimeError("explainer failed mid-way")
+
+    with pytest.raises(RuntimeError, match="mid-way"):
+        wrapgrad.wrap(model, vandal)(images, target=labels)
+    _assert_same(before, model)
+
+
+def _reachable_tensors(root: object) -> list[torch.Tensor]:
+    import gc
+
+    seen: set[int] = set()
+    found: list[torch.Tensor] = []
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (nn.Module, type)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            found.append(obj)
+            continue
+        stack.extend(gc.get_referents(obj))
+    return found
+
+
+def test_default_guard_holds_no_copy_of_the_parameters() -> None:
+    from wrapgrad.guard import ModelGuard, ModelState
+
+    model = BNNet().eval()
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    n_buffers = sum(b.numel() for b in model.buffers())
+
+    def copies(state: object) -> list[torch.Tensor]:
+        return [t for t in _reachable_tensors(state) if t.untyped_storage().data_ptr() not in own]
+
+    with ModelGuard(model) as guard:
+        held = _reachable_tensors(guard.state.__dict__)
+        assert any(t is model.classifier[0].weight for t in held)  # references, not copies
+        # Only the buffers (small: running statistics) are copied.
+        assert sum(t.numel() for t in copies(guard.state.__dict__)) == n_buffers
+    # The full snapshot, by contrast, holds a copy of every parameter too.
+    full = copies(ModelState(model, values=True).__dict__)
+    assert sum(t.numel() for t in full) == n_buffers + sum(p.numel() for p in model.parameters())

@@ -67,7 +67,7 @@ __all__ = [
 _LAZY = {
     "wrap": "wrapgrad.wrapping:wrap",
     "Explain": "wrapgrad.wrapping:Explain",
-    "ModelGuard": "wrapgrad.functional:ModelGuard",
+    "ModelGuard": "wrapgrad.guard:ModelGuard",
     "get_registry": "wrapgrad.registry:get_registry",
     "use_registry": "wrapgrad.registry:use_registry",
     "load_dataset": "wrapgrad.catalog:load_dataset",
@@ -107,6 +107,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from wrapgrad.functional import ModelGuard
+    from wrapgrad.guard import ModelGuard
     from wrapgrad.registry import Registry, get_registry
     from wrapgrad.wrapping import Explain, wrap

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from wrapgrad.checks import check_finite, describe
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
-from wrapgrad.functional import ModelGuard, model_device
+from wrapgrad.functional import model_device
+from wrapgrad.guard import ModelGuard
 
 __all__ = [
     "CalibrationResult",
@@ -123,7 +124,7 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Evaluate ``model`` as deployed (every module's ``training`` flag off: BatchNorm running
     statistics, no dropout) inside a :class:`~wrapgrad.functional.ModelGuard` that puts the flags,
     and anything else a call changed, back on exit."""
-    with ModelGuard(model, mode="silent"):
+    with ModelGuard(model, warn=False):
         for m in model.modules():
             m.training = False
         yield model

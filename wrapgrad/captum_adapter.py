@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,37 @@ _VMAP_LAYOUT = {
     "IntegratedGradients": "block",
     "GradientShap": "interleave",
 }
+
+
+#: Captum's notices that it sets hooks it will remove (DeepLift, GuidedBackprop, ...).
+_HOOK_NOTICES = (
+    r"Setting forward, backward hooks and attributes on non-linear",
+    r"Setting backward hooks on ReLU activations",
+)
+
+
+def _detached(out: Any) -> Any:
+    if isinstance(out, Tensor):
+        return out.detach()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_detached(t) for t in out)
+    return out
+
+
+def _requiring_grad(inputs: Any) -> Any:
+    """Floating inputs that do not require gradients as detached views that do (no copy), so
+    Captum neither warns ("did not already require gradients") nor touches the caller's
+    tensors' flags."""
+
+    def one(t: Any) -> Any:
+        if isinstance(t, Tensor) and t.is_floating_point() and not t.requires_grad:
+            return t.detach().requires_grad_(True)
+        return t
+
+    if isinstance(inputs, tuple):
+        out = tuple(one(t) for t in inputs)
+        return inputs if all(a is b for a, b in zip(out, inputs, strict=True)) else out
+    return one(inputs)
 
 
 def snake_case(name: str) -> str:
@@ -369,7 +401,19 @@ class CaptumExplainer:
                 + (" (pass neuron_selector= instead)" if self.family == "neuron" else "")
                 + f"; got {target!r}"
             )
-        out = obj.attribute(inputs, **kw)
+        made_grad = False
+        if self.traits.requires_grad_inputs:
+            given = inputs
+            inputs = _requiring_grad(inputs)
+            made_grad = inputs is not given
+        with warnings.catch_warnings():
+            # Captum announces that its hooks will be removed again; wrapgrad's guard makes sure.
+            for message in _HOOK_NOTICES:
+                warnings.filterwarnings("ignore", message=message, category=UserWarning)
+            out = obj.attribute(inputs, **kw)
+        if made_grad:
+            # The inputs only required gradients for Captum's sake: the maps carry no graph.
+            out = _detached(out)
         if self.interpolate:
             out = self._interpolate(out, inputs)
         return out

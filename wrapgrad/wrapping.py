@@ -22,7 +22,8 @@ from wrapgrad.checks import (
     probe_output,
 )
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
-from wrapgrad.functional import ModelGuard, model_device
+from wrapgrad.functional import model_device
+from wrapgrad.guard import GUARD_MODES, ModelGuard
 from wrapgrad.options import Part, accepted, route
 from wrapgrad.records import ExplainerTraits, traits_of
 from wrapgrad.registry import Registry, get_registry, use_registry
@@ -139,7 +140,7 @@ class Explain:
         explainer: Any,
         enhancer: Any = None,
         *,
-        guard: str = "restore",
+        guard: str = "check",
         validate: bool = True,
     ) -> None:
         self.model = model
@@ -214,7 +215,7 @@ def wrap(
     *,
     layer: Any = None,
     interpolate: bool | str = False,
-    guard: str = "restore",
+    guard: str = "check",
     validate: bool = True,
     calibration: Any = None,
     calibrator: str | None = None,
@@ -246,8 +247,11 @@ def wrap(
         layer: for layer and neuron methods: a module of ``model``, its dotted name, or a list.
         interpolate: for layer methods, resize the map to the inputs' spatial size (``True`` or an
             interpolation mode).
-        guard: what to do if a call changes the model: ``"restore"`` (restore and warn),
-            ``"verify"`` (restore and raise), ``"silent"`` (restore).
+        guard: how the model is kept unchanged (:class:`~wrapgrad.guard.ModelGuard`):
+            ``"check"`` (default: no copy of the weights; flags, hooks and identities restored,
+            an in-place weight change raises :class:`~wrapgrad.errors.ModelMutatedError`),
+            ``"restore"`` (a full value snapshot per call: restore and warn), ``"verify"``
+            (snapshot, restore and raise), ``"silent"`` (snapshot, restore).
         validate: check inputs and target before each call (one extra forward pass per new input
             shape when a target is given).
         calibration: held-out ``(inputs, labels)`` tensors or a DataLoader; needed when an
@@ -274,8 +278,10 @@ def wrap(
     """
     if not isinstance(model, nn.Module):
         raise WrapgradTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if guard not in ("restore", "verify", "silent"):
-        raise WrapgradValueError(f"guard: expected 'restore', 'verify' or 'silent', got {guard!r}")
+    if guard not in GUARD_MODES:
+        raise WrapgradValueError(
+            f"guard: expected one of {', '.join(repr(m) for m in GUARD_MODES)}, got {guard!r}"
+        )
     for name, given in (("method_options", method_options), ("enhancer_options", enhancer_options)):
         if given is not None and not isinstance(given, dict):
             raise WrapgradTypeError(

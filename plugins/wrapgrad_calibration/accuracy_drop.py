@@ -24,6 +24,7 @@ from wrapgrad.calibration import (
 )
 from wrapgrad.checks import check_positive_int
 from wrapgrad.errors import WrapgradValueError, WrapgradWarning
+from wrapgrad.progress import progress_bar
 from wrapgrad_calibration.bisection import bisect_level
 from wrapgrad_calibration.statistics import drop_interval, relative_drop
 
@@ -137,7 +138,7 @@ class AccuracyDrop:
         curve_points: extra evenly spaced levels in ``[0, 2σ]`` evaluated after the search, for
             a fuller accuracy curve (default 0).
         max_batch: rows per forward call (engine default).
-        progress: tqdm progress bar (default True).
+        progress: a progress bar (default: ``$WRAPGRAD_PROGRESS``, off; see :mod:`wrapgrad.progress`).
     """
 
     name = "accuracy_drop"
@@ -161,10 +162,8 @@ class AccuracyDrop:
         fixed_alpha: float = 0.0,
         curve_points: int = 0,
         max_batch: int | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> CalibrationResult:
-        from tqdm.auto import tqdm
-
         target = check_target_drop(target_drop)
         if not isinstance(perturber, str) or perturber.lower() not in PERTURBERS:
             raise WrapgradValueError(f"perturber: expected 'weight' or 'input', got {perturber!r}")
@@ -200,9 +199,7 @@ class AccuracyDrop:
                     f"{acc_chance:.4f}; calibration needs a trained model (AD is undefined)"
                 )
             seen: dict[float, Tensor] = {}
-            bar = tqdm(
-                total=max_iter, desc=f"calibrate {kind} noise", disable=not progress, leave=False
-            )
+            bar = progress_bar(total=max_iter, desc=f"calibrate {kind} noise", progress=progress)
 
             def drop_at(level: float) -> float:
                 if level not in seen:

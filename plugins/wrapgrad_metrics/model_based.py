@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from wrapgrad.checks import check_positive_int
 from wrapgrad.errors import WrapgradValueError
+from wrapgrad.progress import progress_bar
 from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
     check_bounds,
@@ -56,7 +56,7 @@ class Sensitivity:
         bounds: data range to clip to, e.g. ``(0, 1)``.
         surrogate: ``"auto"``, ``"spsa"`` or a callable ``(forward, x, target) -> map``.
         seed: seeds the starts and SPSA draws.
-        progress: show a tqdm bar (None: only on a terminal; False: never).
+        progress: show a progress bar (default: ``$WRAPGRAD_PROGRESS``, off).
     """
 
     higher_is_better = False
@@ -143,11 +143,7 @@ class Sensitivity:
 
         shape = (-1, *([1] * (x.dim() - 1)))
         best = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-        bar = tqdm(
-            total=self.restarts * self.steps,
-            disable=None if self.progress is None else not self.progress,
-            desc="S_r",
-        )
+        bar = progress_bar(total=self.restarts * self.steps, desc="S_r", progress=self.progress)
         try:
             for _ in range(self.restarts):
                 start = project(
