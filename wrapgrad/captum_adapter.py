@@ -168,7 +168,12 @@ def method_traits(cls: type) -> ExplainerTraits:
 
 
 def _root(model: Any) -> Any:
-    return model.model if isinstance(model, FunctionalView) else model
+    """The user's model under wrapgrad's views (functional and adapted)."""
+    from wrapgrad.adapters import AdaptedView
+
+    while isinstance(model, (FunctionalView, AdaptedView)):
+        model = model.model
+    return model
 
 
 def resolve_layer(model: Any, layer: Any, argument: str = "layer") -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
+from wrapgrad.errors import WrapgradError, WrapgradTypeError, WrapgradValueError
 
 __all__ = [
     "as_input_tuple",
@@ -241,13 +241,18 @@ def check_inputs(
 
 
 def probe_output(
-    model: Callable[..., Any], inputs: Sequence[Tensor], additional_forward_args: Any = None
-) -> Tensor:
+    model: Callable[..., Any],
+    inputs: Sequence[Tensor],
+    additional_forward_args: Any = None,
+    *,
+    raw: bool = False,
+) -> Any:
     """Run the model once without gradients and without consuming random numbers.
 
     Used to learn the output's shape (for target checks). The global RNG state (CPU and the
     inputs' CUDA device) is restored afterwards, so stochastic methods see the same draws as
-    they would without wrapgrad.
+    they would without wrapgrad. ``raw=True`` returns whatever the model returns (a
+    ``ModelOutput``, a dict, ...); otherwise it must be a tensor.
     """
     extra: tuple[Any, ...]
     if additional_forward_args is None:
@@ -260,13 +265,15 @@ def probe_output(
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         try:
             out = model(*inputs, *extra)
+        except WrapgradError:
+            raise
         except Exception as exc:
             shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
             raise WrapgradValueError(
                 f"inputs: the model could not run on inputs of shape {shapes}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-    if not isinstance(out, Tensor):
+    if not raw and not isinstance(out, Tensor):
         raise WrapgradTypeError(
             f"model: expected the forward pass to return a tensor, got {type(out).__name__}"
         )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 from torch import Tensor, nn
 
+from wrapgrad.adapters import AdaptedExplainer, select_output
 from wrapgrad.captum_adapter import (
     BoundExplainer,
     CaptumExplainer,
@@ -121,17 +123,24 @@ def build_explainer(
 
 
 class Explain:
-    """The callable :func:`wrap` returns: ``explain(inputs, target=None, **attribute_kwargs)``.
+    """The callable :func:`wrap` returns:
+    ``explain(inputs, target=None, *, forward_kwargs=None, **attribute_kwargs)``.
 
     Every call validates the inputs and target, runs the explainer (through the enhancer, if
-    any) inside a :class:`~wrapgrad.functional.ModelGuard`, and returns attributions as torch
+    any) inside a :class:`~wrapgrad.guard.ModelGuard`, and returns attributions as torch
     tensors of the inputs' shape (a tuple for tuple inputs) on the inputs' device; layer methods
     return what Captum returns for the layer (or the resized map with ``interpolate=``).
+
+    ``inputs`` may be a dict of keyword tensors (``{"input_ids": ids}``): they are passed to the
+    model by name and the maps come back as a dict with the same keys. ``forward_kwargs`` are
+    further keyword arguments of the model that are not explained (``attention_mask``, ...);
+    batch-first tensors among them travel with the batch through Captum and the enhancers.
 
     Attributes:
         model: the wrapped model (never mutated).
         explainer: the attribution method as an Explainer.
         enhancer: the enhancer, or None.
+        output: the output selector (see :mod:`wrapgrad.adapters`).
     """
 
     def __init__(
@@ -142,15 +151,17 @@ class Explain:
         *,
         guard: str = "check",
         validate: bool = True,
+        output: Any = None,
     ) -> None:
         self.model = model
         self.explainer = explainer
         self.enhancer = enhancer
         self.guard = guard
         self.validate = validate
+        self.output = output
         self.calibration: Any = None
         """The calibration record when a noise level was ``"auto"`` (see :func:`wrap`)."""
-        self._output_shapes: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._output_shapes: dict[tuple[Any, ...], tuple[tuple[int, ...], bool]] = {}
 
     @property
     def traits(self) -> ExplainerTraits:
@@ -161,7 +172,7 @@ class Explain:
     def family(self) -> str:
         return self.traits.family
 
-    def _check(self, inputs: Any, target: Any, kwargs: dict[str, Any]) -> None:
+    def _check(self, inputs: Any, target: Any, kwargs: dict[str, Any], adapted: Any) -> None:
         device = model_device(self.model)
         tensors, _ = check_inputs(
             inputs,
@@ -181,30 +192,110 @@ class Explain:
                         f"{name}: expected a tensor on the model's device {device}, got {b.device}"
                     )
         if target is not None and self.family != "neuron":
-            extra = kwargs.get("additional_forward_args")
-            key = tuple((tuple(t.shape[1:]), t.dtype, t.device) for t in tensors)
-            dims = self._output_shapes.get(key) if extra is None else None
-            if dims is None:
-                dims = tuple(probe_output(self.model, tensors, extra).shape[1:])
-                if extra is None:
-                    self._output_shapes[key] = dims
+            dims = self._probe(tensors, kwargs.get("additional_forward_args"), adapted)[0]
             check_target(target, (tensors[0].shape[0], *dims))
 
-    def __call__(self, inputs: Any, target: Any = None, **attribute_kwargs: Any) -> Any:
+    def _probe(
+        self, tensors: tuple[Tensor, ...], extra: Any, adapted: AdaptedExplainer
+    ) -> tuple[tuple[int, ...], bool]:
+        """``(output dims, whether the model itself returns a tensor)`` for inputs like
+        ``tensors``: one forward pass per input signature (cached when there are no extra
+        arguments), without gradients or random numbers."""
+        key = tuple((tuple(t.shape[1:]), t.dtype, t.device) for t in tensors)
+        found = self._output_shapes.get(key) if extra is None else None
+        if found is None:
+            raw = probe_output(adapted.view(self.model, select=False), tensors, extra, raw=True)
+            selected = select_output(raw, self.output)
+            found = (tuple(selected.shape[1:]), isinstance(raw, Tensor))
+            if extra is None:
+                self._output_shapes[key] = found
+        return found
+
+    def __call__(
+        self,
+        inputs: Any,
+        target: Any = None,
+        *,
+        forward_kwargs: Mapping[str, Any] | None = None,
+        **attribute_kwargs: Any,
+    ) -> Any:
         if isinstance(inputs, list):
             inputs = tuple(inputs)
+        names: tuple[str, ...] = ()
+        if isinstance(inputs, Mapping):
+            names, inputs = _keyword_inputs(inputs)
+        extra_names: tuple[str, ...] = ()
+        if forward_kwargs is not None:
+            extra_names, attribute_kwargs = _with_forward_kwargs(
+                forward_kwargs, attribute_kwargs, keyword_inputs=bool(names)
+            )
+        adapted = AdaptedExplainer(
+            self.explainer, output=self.output, input_names=names, extra_names=extra_names
+        )
         with ModelGuard(self.model, mode=self.guard):
             if self.validate:
-                self._check(inputs, target, attribute_kwargs)
+                self._check(inputs, target, attribute_kwargs, adapted)
+            explainer: Any = adapted
+            if self.output is None and not (names or extra_names):
+                # A model returning a tensor is handed to the explainer as it is.
+                tensors, _ = as_input_tuple(inputs)
+                extra = attribute_kwargs.get("additional_forward_args")
+                if not self.validate or self._probe(tensors, extra, adapted)[1]:
+                    explainer = self.explainer
             if self.enhancer is None:
-                out = self.explainer(self.model, inputs, target, **attribute_kwargs)
+                out = explainer(self.model, inputs, target, **attribute_kwargs)
             else:
-                out = self.enhancer(self.explainer, self.model, inputs, target, **attribute_kwargs)
+                out = self.enhancer(explainer, self.model, inputs, target, **attribute_kwargs)
+        if names:
+            maps = out if isinstance(out, (tuple, list)) else (out,)
+            return dict(zip(names, maps, strict=True))
         return out
 
     def __repr__(self) -> str:
         enh = f", enhancer={self.enhancer!r}" if self.enhancer is not None else ""
         return f"Explain({type(self.model).__name__}, {self.explainer!r}{enh})"
+
+
+def _keyword_inputs(inputs: Mapping[str, Any]) -> tuple[tuple[str, ...], Any]:
+    """Names and tensors of keyword inputs (one tensor alone, several as a tuple)."""
+    if not inputs:
+        raise WrapgradValueError("inputs: expected at least one keyword tensor, got an empty dict")
+    for key, value in inputs.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            raise WrapgradTypeError(
+                f"inputs: expected a dict of keyword name -> tensor, got {key!r}: "
+                f"{type(value).__name__}"
+            )
+    names = tuple(inputs)
+    values = tuple(inputs.values())
+    return names, values[0] if len(values) == 1 else values
+
+
+def _with_forward_kwargs(
+    forward_kwargs: Mapping[str, Any], attribute_kwargs: dict[str, Any], *, keyword_inputs: bool
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """``forward_kwargs`` appended to ``additional_forward_args`` (so Captum and the engine tile
+    them with the batch), and their names."""
+    if not isinstance(forward_kwargs, Mapping) or not all(
+        isinstance(k, str) for k in forward_kwargs
+    ):
+        raise WrapgradTypeError(
+            f"forward_kwargs: expected a dict of the model's keyword arguments, got "
+            f"{type(forward_kwargs).__name__}"
+        )
+    extra = attribute_kwargs.get("additional_forward_args")
+    if extra is not None and keyword_inputs:
+        raise WrapgradValueError(
+            "additional_forward_args: with keyword inputs (a dict), pass the model's other "
+            "arguments by name in forward_kwargs"
+        )
+    if extra is None:
+        extra = ()
+    elif not isinstance(extra, tuple):
+        extra = (extra,)
+    kwargs = dict(attribute_kwargs)
+    kwargs["additional_forward_args"] = (*extra, *forward_kwargs.values())
+    return tuple(forward_kwargs), kwargs
 
 
 def wrap(
@@ -222,6 +313,7 @@ def wrap(
     calibration_options: dict[str, Any] | None = None,
     method_options: dict[str, Any] | None = None,
     enhancer_options: dict[str, Any] | None = None,
+    output: Any = None,
     registry: Registry | None = None,
     **options: Any,
 ) -> Explain:
@@ -264,6 +356,10 @@ def wrap(
         method_options: options for the method only (use when the enhancer takes an option of
             the same name, e.g. GradientShap's and SmoothGrad's ``n_samples``).
         enhancer_options: options for the enhancer only.
+        output: which tensor of the model's output is explained (Hugging Face ``ModelOutput``,
+            dicts, tuples): ``None`` (default: a tensor as it is, else ``"logits"`` when present,
+            else a tuple's first element), a key, an index, or a callable ``out -> tensor``
+            (see :mod:`wrapgrad.adapters`).
         registry: the plugin registry to resolve every name in, calibration included (default:
             the current one, see :func:`wrapgrad.registry.use_registry`).
         **options: each goes to the part that takes it: the enhancer (``n_samples``, ``sigma``,
@@ -293,7 +389,7 @@ def wrap(
             method,
             enhancer,
             _Routing(options, method_options or {}, enhancer_options or {}),
-            _WrapSettings(layer, interpolate, guard, validate),
+            _WrapSettings(layer, interpolate, guard, validate, output),
             _AutoCalibration(calibration, calibrator, calibration_options),
         )
 
@@ -311,6 +407,7 @@ class _WrapSettings:
     interpolate: bool | str
     guard: str
     validate: bool
+    output: Any
 
 
 @attrs.frozen
@@ -375,8 +472,20 @@ def _wrap(
             "(e.g. sigma='auto'); none is"
         )
     enhancer_obj = spec.factory(**enhancer_options) if spec is not None else enhancer
+    if settings.output is not None and not (
+        callable(settings.output) or isinstance(settings.output, (str, int))
+    ):
+        raise WrapgradTypeError(
+            f"output: expected None, a key, an index or a callable, got "
+            f"{type(settings.output).__name__}"
+        )
     explain = Explain(
-        model, explainer, enhancer_obj, guard=settings.guard, validate=settings.validate
+        model,
+        explainer,
+        enhancer_obj,
+        guard=settings.guard,
+        validate=settings.validate,
+        output=settings.output,
     )
     explain.calibration = record
     return explain
