@@ -1,0 +1,129 @@
+"""State perturbers for neural SDEs: Brownian and attribution-shaped diffusion.
+
+Both follow :class:`wrapgrad.protocols.StatePerturber`: ``increment(state, dt, generator=g,
+guide=None)`` returns ``Σ(guide) √dt ξ`` with ξ ~ N(0, I) of ``state``'s shape, drawn from ``g``
+only (``torch.randn(state.shape, generator=g)``), so the same generator state gives the same
+increment.
+
+References:
+    Jha et al. (2022), *Shaping Noise for Robust Attributions in Neural Stochastic Differential
+    Equations*, AAAI: ``dx = G(x, W) dt + Σ dB_t`` (Brownian) and ``Σ_next = Σ Â(x)``
+    (attribution-driven).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from wrapgrad.checks import check_nonnegative
+from wrapgrad.sde.normalise import (
+    DEFAULT_QUANTILES,
+    carry_to,
+    check_quantiles,
+    guide_magnitude,
+    normalise_attribution,
+)
+
+__all__ = ["AttributionShaped", "Brownian"]
+
+
+def _xi(state: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(state.shape, generator=generator, device=state.device, dtype=state.dtype)
+
+
+class Brownian:
+    """Constant diffusion: the increment ``Σ √dt ξ``, ξ ~ N(0, I) (Jha et al. 2022,
+    ``dx = G dt + Σ dB_t`` with Σ not dependent on the attributions).
+
+    Args:
+        sigma: Σ (default 0.5, the paper's noise constant); 0 switches the noise off.
+
+    Example::
+
+        p = Brownian(sigma=0.5)
+        inc = p.increment(state, 1 / 3, generator=torch.Generator().manual_seed(0))
+    """
+
+    target = "state"
+    name = "brownian"
+    needs_guide = False
+
+    def __init__(self, sigma: float = 0.5) -> None:
+        self.sigma = check_nonnegative(sigma, "sigma")
+
+    @property
+    def is_zero(self) -> bool:
+        """True when Σ = 0."""
+        return self.sigma == 0.0
+
+    def increment(
+        self,
+        state: Tensor,
+        dt: float,
+        *,
+        generator: torch.Generator | None = None,
+        guide: Tensor | None = None,
+    ) -> Tensor:
+        """``Σ √dt ξ`` of ``state``'s shape (``guide`` is not used: the noise is unshaped)."""
+        return (self.sigma * math.sqrt(dt)) * _xi(state, generator)
+
+    def __repr__(self) -> str:
+        return f"Brownian(sigma={self.sigma})"
+
+
+class AttributionShaped:
+    """Attribution-driven diffusion ``Σ_next = Σ Â(x)`` (Jha et al. 2022): the increment
+    ``Σ · carry(|Â|) · √dt · ξ``.
+
+    ``Â`` is each example's attribution map with values beyond the ``quantiles`` clipped and
+    scaled to [-1, 1] (:func:`wrapgrad.sde.normalise.normalise_attribution`); only ``|Â|``
+    matters since ξ is symmetric. :meth:`prepare_guide` turns raw maps into ``|Â|`` averaged
+    over channels, once per map; :meth:`increment` average-pools it to the state's spatial size
+    and broadcasts it over the state's channels (:func:`wrapgrad.sde.normalise.carry_to`).
+    Without a guide (the first round of the iterative training, before any attribution exists)
+    the noise is Brownian, as the paper starts from.
+
+    Args:
+        sigma: Σ (default 0.5).
+        quantiles: ``(q_lo, q_hi)`` of the outlier rule (default the 1st and 99th percentiles).
+    """
+
+    target = "state"
+    name = "attribution_shaped"
+    needs_guide = True
+
+    def __init__(self, sigma: float = 0.5, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> None:
+        self.sigma = check_nonnegative(sigma, "sigma")
+        self.quantiles = check_quantiles(quantiles)
+
+    @property
+    def is_zero(self) -> bool:
+        """True when Σ = 0."""
+        return self.sigma == 0.0
+
+    def prepare_guide(self, maps: Tensor) -> Tensor:
+        """Raw attribution maps ``(B, C, *spatial)`` -> ``|Â|`` averaged over channels
+        ``(B, 1, *spatial)`` (``(B, D)`` maps of vector inputs stay ``(B, D)``)."""
+        return guide_magnitude(normalise_attribution(maps, self.quantiles))
+
+    def increment(
+        self,
+        state: Tensor,
+        dt: float,
+        *,
+        generator: torch.Generator | None = None,
+        guide: Tensor | None = None,
+    ) -> Tensor:
+        """``Σ · carry(guide) · √dt · ξ``; ``Σ √dt ξ`` without a guide."""
+        xi = _xi(state, generator)
+        scale = self.sigma * math.sqrt(dt)
+        if guide is None:
+            return scale * xi
+        return scale * carry_to(guide.to(state.dtype), state.shape) * xi
+
+    def __repr__(self) -> str:
+        return f"AttributionShaped(sigma={self.sigma}, quantiles={self.quantiles})"
