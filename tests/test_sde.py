@@ -249,7 +249,7 @@ def test_the_users_model_is_unchanged_by_conversion_training_and_explanation() -
     sde.eval()
     sde_snapshot = ModelSnapshot(sde)
     for method in ("saliency", "integrated_gradients"):
-        maps = wrapgrad.wrap(sde, method, guard="verify")(x, target=y)
+        maps = wrapgrad.wrap(sde, method, guard="verify")(x.clone().requires_grad_(), target=y)
         assert maps.shape == x.shape
     assert snapshot.differences() == []
     assert sde_snapshot.differences() == []
@@ -334,9 +334,9 @@ class NoBlocks(nn.Module):
         (make_resnet, {"mc_samples": -1}, "mc_samples", ">= 0"),
         (
             make_resnet,
-            {"quantiles": (0.9, 0.1), "noise": "attribution_shaped"},
-            "quantiles",
-            "q_lo",
+            {"outlier_quantile": 1.5, "noise": "attribution_shaped"},
+            "outlier_quantile",
+            "(0.0, 1.0]",
         ),
         (make_resnet, {"guide_method": "salincy"}, "guide_method", "saliency"),
     ],

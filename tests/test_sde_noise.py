@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import wrapgrad
@@ -83,7 +85,7 @@ def test_dt_scales_only_the_noise() -> None:
 # -- attribution-shaped -----------------------------------------------------------------------------------
 def hand_built_map() -> torch.Tensor:
     """16 x 16: the right half 1; the left half a checkerboard of 0 and 1. Three channels, the
-    middle one negated (only |Â| matters). Its 1st/99th percentiles are 0 and 1, so Â = A."""
+    middle one negated (only |Â| matters). The 99th percentile of |A| is 1, so Â = A."""
     a = torch.ones(16, 16)
     rows, cols = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
     a[:, :8] = ((rows + cols) % 2 == 0).float()[:, :8]
@@ -147,19 +149,28 @@ def test_only_the_magnitude_of_the_map_matters() -> None:
 
 # -- normalisation -------------------------------------------------------------------------------------
 def test_normalisation_clips_the_stated_outliers_and_scales_to_unit_range() -> None:
-    # -50 .. 49 and one outlier 1e4 (101 values). Quantile positions q (n - 1): the 1st
-    # percentile is the 2nd smallest value, -49; the 99th is the 2nd largest, 49.
+    # -50 .. 49 and one outlier 1e4 (101 values). Sorted magnitudes: 0, 1, 1, 2, 2, ..., 49, 49,
+    # 50, 1e4; the 99th percentile sits at position 0.99 * 100 = 99: the value 50.
     values = torch.cat([torch.arange(-50.0, 50.0), torch.tensor([1e4])])
     a = values[torch.randperm(101, generator=torch.Generator().manual_seed(0))].reshape(1, 101)
     out = normalise_attribution(a)
-    expected = a.clamp(-49.0, 49.0) / 49.0
-    assert torch.allclose(out, expected, atol=1e-7)
-    assert float(out[a == 1e4]) == 1.0  # the outlier keeps its sign, at the top
+    assert torch.allclose(out, a.clamp(-50.0, 50.0) / 50.0, atol=1e-7)
+    assert float(out[a == 1e4]) == 1.0  # the outlier is clipped, keeping its sign
     assert float(out[a == -50.0]) == -1.0
     assert float(out[a == 0.0]) == 0.0  # zero stays zero
-    assert torch.allclose(out[a == 10.0], torch.tensor([10 / 49]))
-    # No clipping with quantiles (0, 1): division by the largest magnitude, 1e4.
-    assert torch.allclose(normalise_attribution(a, (0.0, 1.0)), a / 1e4)
+    assert torch.allclose(out[a == 10.0], torch.tensor([0.2]))
+    assert torch.allclose(out[a == -7.0], torch.tensor([-0.14]))
+    # A stricter rule, the 90th percentile (position 90: the value 45), clips more.
+    assert torch.allclose(normalise_attribution(a, 0.9), a.clamp(-45.0, 45.0) / 45.0, atol=1e-7)
+    # No clipping with q = 1: division by the largest magnitude, 1e4.
+    assert torch.allclose(normalise_attribution(a, 1.0), a / 1e4)
+    # A non-negative map (Saliency) keeps its low end: nothing is raised.
+    sal = torch.cat([torch.zeros(50), torch.arange(1.0, 51.0)]).reshape(1, 100)
+    assert float(normalise_attribution(sal).min()) == 0.0
+    # Fewer non-zero values than 1 %: the quantile is 0, so the largest magnitude scales.
+    sparse = torch.zeros(1, 1000)
+    sparse[0, 3] = -4.0
+    assert torch.equal(normalise_attribution(sparse)[0, :5], torch.tensor([0.0, 0, 0, -1, 0]))
 
 
 def test_normalisation_is_per_example_in_range_and_zero_maps_stay_zero() -> None:
@@ -258,3 +269,43 @@ def test_shaped_training_draws_are_seeded_too() -> None:
         runs.append(sde(x))
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32),
+        min_size=2,
+        max_size=60,
+    ),
+    q=st.sampled_from([1.0, 0.99, 0.8, 0.5]),
+)
+def test_normalisation_keeps_zero_sign_and_order_within_unit_range(
+    values: list[float], q: float
+) -> None:
+    a = torch.tensor(values).reshape(1, -1)
+    out = normalise_attribution(a, q)
+    assert bool(torch.isfinite(out).all())
+    assert float(out.abs().max()) <= 1.0
+    assert torch.equal(out[a == 0], torch.zeros_like(out[a == 0]))
+    assert bool(((out * a) >= 0).all())  # no sign flips
+    ranked = out[0, a.argsort(dim=1)[0]]
+    assert bool((ranked.diff() >= 0).all())  # no order changes
+    if bool((a != 0).any()):
+        assert float(out.abs().max()) == 1.0  # the extreme reaches 1
+    assert torch.allclose(normalise_attribution(-a, q), -out)
+
+
+def test_shaped_monte_carlo_inference_uses_the_guide_per_example() -> None:
+    model = make_resnet().eval()
+    sde = wrapgrad.to_sde(model, sigma=0.8, noise="attribution_shaped", seed=0, mc_samples=4)
+    x = batch(4)
+    maps = torch.ones_like(x)
+    maps[1] = 0.0  # example 1: no noise, so the average is its own softmax
+    with sde.guided(maps):
+        out = sde(x)
+    plain = torch.log_softmax(model(x), dim=1)
+    assert torch.allclose(out[1], plain[1], atol=1e-6)
+    assert not torch.allclose(out[0], plain[0], atol=1e-3)
+    with pytest.raises(WrapgradError, match=r"^guide"), sde.guided(maps):
+        sde(x[:3])  # maps of 4 examples for a batch of 3

@@ -14,16 +14,14 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from wrapgrad.checks import check_nonnegative
+from wrapgrad.checks import check_in_range, check_nonnegative
 from wrapgrad.sde.normalise import (
-    DEFAULT_QUANTILES,
+    DEFAULT_OUTLIER_QUANTILE,
     carry_to,
-    check_quantiles,
     guide_magnitude,
     normalise_attribution,
 )
@@ -79,8 +77,8 @@ class AttributionShaped:
     """Attribution-driven diffusion ``Σ_next = Σ Â(x)`` (Jha et al. 2022): the increment
     ``Σ · carry(|Â|) · √dt · ξ``.
 
-    ``Â`` is each example's attribution map with values beyond the ``quantiles`` clipped and
-    scaled to [-1, 1] (:func:`wrapgrad.sde.normalise.normalise_attribution`); only ``|Â|``
+    ``Â`` is each example's attribution map with magnitudes above the ``outlier_quantile`` of
+    its ``|A|`` clipped, scaled to [-1, 1] (:func:`wrapgrad.sde.normalise.normalise_attribution`); only ``|Â|``
     matters since ξ is symmetric. :meth:`prepare_guide` turns raw maps into ``|Â|`` averaged
     over channels, once per map; :meth:`increment` average-pools it to the state's spatial size
     and broadcasts it over the state's channels (:func:`wrapgrad.sde.normalise.carry_to`).
@@ -89,16 +87,20 @@ class AttributionShaped:
 
     Args:
         sigma: Σ (default 0.5).
-        quantiles: ``(q_lo, q_hi)`` of the outlier rule (default the 1st and 99th percentiles).
+        outlier_quantile: the outlier rule's quantile of ``|A|`` (default 0.99; 1: no clipping).
     """
 
     target = "state"
     name = "attribution_shaped"
     needs_guide = True
 
-    def __init__(self, sigma: float = 0.5, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> None:
+    def __init__(
+        self, sigma: float = 0.5, outlier_quantile: float = DEFAULT_OUTLIER_QUANTILE
+    ) -> None:
         self.sigma = check_nonnegative(sigma, "sigma")
-        self.quantiles = check_quantiles(quantiles)
+        self.outlier_quantile = check_in_range(
+            outlier_quantile, "outlier_quantile", 0.0, 1.0, low_open=True
+        )
 
     @property
     def is_zero(self) -> bool:
@@ -108,7 +110,7 @@ class AttributionShaped:
     def prepare_guide(self, maps: Tensor) -> Tensor:
         """Raw attribution maps ``(B, C, *spatial)`` -> ``|Â|`` averaged over channels
         ``(B, 1, *spatial)`` (``(B, D)`` maps of vector inputs stay ``(B, D)``)."""
-        return guide_magnitude(normalise_attribution(maps, self.quantiles))
+        return guide_magnitude(normalise_attribution(maps, self.outlier_quantile))
 
     def increment(
         self,
@@ -126,4 +128,4 @@ class AttributionShaped:
         return scale * carry_to(guide.to(state.dtype), state.shape) * xi
 
     def __repr__(self) -> str:
-        return f"AttributionShaped(sigma={self.sigma}, quantiles={self.quantiles})"
+        return f"AttributionShaped(sigma={self.sigma}, outlier_quantile={self.outlier_quantile})"

@@ -94,7 +94,7 @@ class SDEConfig:
     noise_options: tuple[tuple[str, Any], ...] = attrs.field(
         default=(), converter=lambda v: _frozen_dict(v, "noise_options")
     )
-    """Options for the named perturber's factory (e.g. ``quantiles``), given as a dict."""
+    """Options for the named perturber's factory (e.g. ``outlier_quantile``), given as a dict."""
     dt: float | None = attrs.field(
         default=None,
         converter=lambda v: None if v is None else check_positive(v, "dt"),
@@ -260,7 +260,7 @@ def to_sde(
         **options: the fields of :class:`SDEConfig` (``noise``, ``dt``, ``blocks``,
             ``guide_method``, ``guide_options``, ``guide_batch_size``, ``mc_samples``,
             ``inference_seed``, ``noise_options``) and the named perturber's own options (e.g.
-            ``quantiles=(0.01, 0.99)`` of ``attribution_shaped``). An unknown option is an error
+            ``outlier_quantile=0.99`` of ``attribution_shaped``). An unknown option is an error
             naming the closest known ones.
 
     Returns:

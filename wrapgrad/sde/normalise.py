@@ -5,12 +5,15 @@ Jha et al. (2022) shape the diffusion of a neural SDE by the model's own attribu
 normalised between -1 and 1". The paper leaves the outlier rule and the way the input-sized map
 reaches blocks of other shapes open; wrapgrad's choices, in three pure kernels:
 
-1. :func:`normalise_attribution`: per example, values beyond the ``q_lo`` / ``q_hi`` quantiles
-   (default the 1st and 99th percentiles) are clipped to them (winsorised: an outlier keeps its
-   sign and becomes as important as the 99th-percentile value, instead of setting the scale for
-   all others), then the map is divided by the largest magnitude left, ``max(|lo|, |hi|)``, so
-   ``Â ∈ [-1, 1]`` with 0 kept at 0 and the extreme reaching ±1. A map that is zero everywhere
-   stays zero.
+1. :func:`normalise_attribution`: per example, magnitudes above the ``q``-quantile of ``|A|``
+   (default the 99th percentile) are clipped to it, keeping their sign (winsorised: an outlier
+   becomes as important as the 99th-percentile value instead of setting the scale for all
+   others), and the map is divided by that quantile, so ``Â ∈ [-1, 1]``, the clipped extremes at
+   ±1. The rule is on magnitudes because only ``|Â|`` reaches the noise (item 2): zero stays
+   zero, no sign flips, no order changes, and a non-negative map (Saliency) is not raised at its
+   low end as a two-sided 1st/99th-percentile clip would raise it. A map that is zero everywhere
+   stays zero; a map with fewer than ``1 - q`` non-zero values (whose quantile is 0) is divided
+   by its largest magnitude instead.
 2. :func:`guide_magnitude`: ``|Â|`` averaged over the channels, shape ``(B, 1, *spatial)``.
    Only the magnitude matters: the Brownian increment ``dB`` is symmetric, so ``Σ Â dB`` and
    ``Σ |Â| dB`` have the same law.
@@ -36,31 +39,17 @@ from wrapgrad.checks import check_finite, check_in_range
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 
 __all__ = [
-    "DEFAULT_QUANTILES",
+    "DEFAULT_OUTLIER_QUANTILE",
     "carry_to",
-    "check_quantiles",
     "guide_magnitude",
     "normalise_attribution",
     "row_quantiles",
 ]
 
-#: The outlier rule's default: clip below the 1st and above the 99th percentile of each map.
-DEFAULT_QUANTILES = (0.01, 0.99)
+#: The outlier rule's default: clip magnitudes above the 99th percentile of each map's ``|A|``.
+DEFAULT_OUTLIER_QUANTILE = 0.99
 
 _POOLS = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
-
-
-def check_quantiles(quantiles: object, argument: str = "quantiles") -> tuple[float, float]:
-    """``(q_lo, q_hi)`` with ``0 <= q_lo < q_hi <= 1``; ``(0, 1)`` clips nothing."""
-    if not isinstance(quantiles, (tuple, list)) or len(quantiles) != 2:
-        raise WrapgradValueError(
-            f"{argument}: expected (q_lo, q_hi) with 0 <= q_lo < q_hi <= 1, got {quantiles!r}"
-        )
-    lo = check_in_range(quantiles[0], f"{argument}[0]", 0.0, 1.0)
-    hi = check_in_range(quantiles[1], f"{argument}[1]", 0.0, 1.0)
-    if not lo < hi:
-        raise WrapgradValueError(f"{argument}: expected q_lo < q_hi, got ({lo}, {hi})")
-    return lo, hi
 
 
 def row_quantiles(flat: Tensor, qs: Sequence[float]) -> Tensor:
@@ -82,24 +71,26 @@ def row_quantiles(flat: Tensor, qs: Sequence[float]) -> Tensor:
     return torch.stack(out)
 
 
-def normalise_attribution(maps: Tensor, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Tensor:
+def normalise_attribution(
+    maps: Tensor, outlier_quantile: float = DEFAULT_OUTLIER_QUANTILE
+) -> Tensor:
     """The unit-normalised attribution ``Â`` of each example (Jha et al. 2022).
 
-    .. math:: l, h = Q_{q_{lo}}(A), Q_{q_{hi}}(A), \\qquad
-              \\hat A = \\frac{\\operatorname{clip}(A, l, h)}{\\max(|l|, |h|)} \\in [-1, 1]
+    .. math:: h = Q_q(|A|), \\qquad
+              \\hat A = \\operatorname{sign}(A)\\,\\frac{\\min(|A|, h)}{h} \\in [-1, 1]
 
-    per example (quantiles over all of that example's values), and ``Â = 0`` where
-    ``max(|l|, |h|) = 0``.
+    per example (the quantile over all of that example's values), with ``h = max |A|`` where
+    ``Q_q(|A|) = 0``, and ``Â = 0`` where ``A`` is zero everywhere.
 
     Args:
         maps: attributions ``(B, ...)`` (finite).
-        quantiles: ``(q_lo, q_hi)``, default the 1st and 99th percentiles; ``(0, 1)`` clips
-            nothing (plain division by the largest magnitude).
+        outlier_quantile: ``q`` in (0, 1], default 0.99; 1 clips nothing (division by the
+            largest magnitude).
 
     Returns:
         ``Â``, the shape and dtype of ``maps``.
     """
-    lo_q, hi_q = check_quantiles(quantiles)
+    q = check_in_range(outlier_quantile, "outlier_quantile", 0.0, 1.0, low_open=True)
     if not isinstance(maps, Tensor) or maps.dim() < 2 or not maps.is_floating_point():
         raise WrapgradTypeError(
             "maps: expected a floating-point tensor (B, ...) of attributions, got "
@@ -111,11 +102,11 @@ def normalise_attribution(maps: Tensor, quantiles: Sequence[float] = DEFAULT_QUA
         )
     check_finite(maps, "maps")
     flat = maps.detach().reshape(maps.shape[0], -1)
-    lo, hi = row_quantiles(flat, (lo_q, hi_q))
-    clipped = torch.maximum(torch.minimum(flat, hi[:, None]), lo[:, None])
-    scale = torch.maximum(lo.abs(), hi.abs())[:, None]
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    out = torch.where(scale > 0, clipped / safe, torch.zeros_like(clipped))
+    magnitude = flat.abs()
+    (h,) = row_quantiles(magnitude, (q,))
+    h = torch.where(h > 0, h, magnitude.amax(dim=1))[:, None]
+    safe = torch.where(h > 0, h, torch.ones_like(h))
+    out = torch.where(h > 0, flat.clamp(-safe, safe) / safe, torch.zeros_like(flat))
     return out.reshape(maps.shape)
 
 
