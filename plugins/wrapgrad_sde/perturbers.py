@@ -66,66 +66,55 @@ class Brownian:
         generator: torch.Generator | None = None,
         guide: Tensor | None = None,
     ) -> Tensor:
-        """``Σ √dt ξ`` of ``state``'s shape (``guide`` is not used: the noise is unshaped)."""
-        return (self.sigma * math.sqrt(dt)) * _xi(state, generator)
+        """``Σ(guide) √dt ξ`` of ``state``'s shape (here ``Σ`` is constant: ``guide`` is not used)."""
+        return (self.diffusion(state, guide) * math.sqrt(dt)) * _xi(state, generator)
+
+    def diffusion(self, state: Tensor, guide: Tensor | None = None) -> float | Tensor:
+        """``Σ`` for ``state``: the constant ``sigma``."""
+        return self.sigma
 
     def __repr__(self) -> str:
         return f"Brownian(sigma={self.sigma})"
 
 
-class AttributionShaped:
+class AttributionShaped(Brownian):
     """Attribution-driven diffusion ``Σ_next = Σ Â(x)`` (Jha et al. 2022): the increment
     ``Σ · carry(|Â|) · √dt · ξ``.
 
     ``Â`` is each example's attribution map with magnitudes above the ``outlier_quantile`` of
-    its ``|A|`` clipped, scaled to [-1, 1] (:func:`wrapgrad.sde.normalise.normalise_attribution`); only ``|Â|``
-    matters since ξ is symmetric. :meth:`prepare_guide` turns raw maps into ``|Â|`` averaged
-    over channels, once per map; :meth:`increment` average-pools it to the state's spatial size
-    and broadcasts it over the state's channels (:func:`wrapgrad.sde.normalise.carry_to`).
-    Without a guide (the first round of the iterative training, before any attribution exists)
-    the noise is Brownian, as the paper starts from.
+    its ``|A|`` clipped, scaled to [-1, 1] (:func:`wrapgrad.sde.normalise.normalise_attribution`);
+    only ``|Â|`` matters since ξ is symmetric. :meth:`prepare_guide` turns raw maps into ``|Â|``
+    averaged over channels, once per map; :meth:`diffusion` average-pools it to the state's
+    spatial size and broadcasts it over the state's channels
+    (:func:`wrapgrad.sde.normalise.carry_to`). Without a guide (the first round of the iterative
+    training, before any attribution exists) the noise is Brownian, as the paper starts from.
 
     Args:
         sigma: Σ (default 0.5).
         outlier_quantile: the outlier rule's quantile of ``|A|`` (default 0.99; 1: no clipping).
     """
 
-    target = "state"
     name = "attribution_shaped"
     needs_guide = True
 
     def __init__(
         self, sigma: float = 0.5, outlier_quantile: float = DEFAULT_OUTLIER_QUANTILE
     ) -> None:
-        self.sigma = check_nonnegative(sigma, "sigma")
+        super().__init__(sigma)
         self.outlier_quantile = check_in_range(
             outlier_quantile, "outlier_quantile", 0.0, 1.0, low_open=True
         )
-
-    @property
-    def is_zero(self) -> bool:
-        """True when Σ = 0."""
-        return self.sigma == 0.0
 
     def prepare_guide(self, maps: Tensor) -> Tensor:
         """Raw attribution maps ``(B, C, *spatial)`` -> ``|Â|`` averaged over channels
         ``(B, 1, *spatial)`` (``(B, D)`` maps of vector inputs stay ``(B, D)``)."""
         return guide_magnitude(normalise_attribution(maps, self.outlier_quantile))
 
-    def increment(
-        self,
-        state: Tensor,
-        dt: float,
-        *,
-        generator: torch.Generator | None = None,
-        guide: Tensor | None = None,
-    ) -> Tensor:
-        """``Σ · carry(guide) · √dt · ξ``; ``Σ √dt ξ`` without a guide."""
-        xi = _xi(state, generator)
-        scale = self.sigma * math.sqrt(dt)
+    def diffusion(self, state: Tensor, guide: Tensor | None = None) -> float | Tensor:
+        """``Σ · carry(guide)`` at ``state``'s resolution; ``Σ`` without a guide."""
         if guide is None:
-            return scale * xi
-        return scale * carry_to(guide.to(state.dtype), state.shape) * xi
+            return self.sigma
+        return self.sigma * carry_to(guide.to(state.dtype), state.shape)
 
     def __repr__(self) -> str:
         return f"AttributionShaped(sigma={self.sigma}, outlier_quantile={self.outlier_quantile})"
