@@ -233,6 +233,7 @@ def test_refresh_guide_computes_maps_once_per_round_and_misses_on_demand() -> No
 
     def counting_saliency(model, inputs, target=None, **kw):
         calls.append(inputs.shape[0])
+        inputs = inputs.detach().requires_grad_(True)
         out = model(inputs)
         picked = out.gather(1, target.view(-1, 1)).sum()
         return torch.autograd.grad(picked, inputs)[0].abs()

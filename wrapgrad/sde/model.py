@@ -235,8 +235,6 @@ class NeuralSDE(nn.Module):
         with torch.enable_grad():
             for start in range(0, inputs.shape[0], size):
                 x = inputs[start : start + size].detach()
-                if x.is_floating_point():
-                    x.requires_grad_(True)  # gradient explainers expect it (and say so otherwise)
                 if target is None:
                     with torch.no_grad():
                         t = model(x).argmax(dim=1)
