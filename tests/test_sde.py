@@ -221,6 +221,7 @@ def test_generator_state_travels_in_the_state_dict_and_the_accessor() -> None:
     resumed = wrapgrad.to_sde(model, seed=99)
     resumed.load_state_dict(saved)
     assert torch.equal(resumed(x), expected)  # resume == uninterrupted
+    assert (resumed.seed, resumed.inference_seed) == (7, 8)  # the MC draws come along too
     again = wrapgrad.to_sde(model, seed=99)
     again.load_state_dict(saved)
     again.set_rng_state(state)

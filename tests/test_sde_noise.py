@@ -251,6 +251,12 @@ def test_refresh_guide_computes_maps_once_per_round_and_misses_on_demand() -> No
     assert len(sde.guide_store) == 6
     sde(x[torch.tensor([5, 0, 3])])
     assert calls == [4, 2]  # all cached
+    sde.eval()
+    sde.mc_samples = 2
+    sde(x + 1.0)  # at inference new inputs are computed, not kept
+    assert calls == [4, 2, 6]
+    assert len(sde.guide_store) == 6
+    sde.train()
     sde.refresh_guide()  # a new round forgets the maps of the old guide model
     assert len(sde.guide_store) == 0
     # The maps are the guide model's own: recompute them by hand.

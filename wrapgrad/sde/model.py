@@ -127,10 +127,16 @@ class NeuralSDE(nn.Module):
         self.generator.set_state(state)
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "seed": self.seed}
+        return {
+            "generator": self.generator.get_state(),
+            "seed": self.seed,
+            "inference_seed": self.inference_seed,
+        }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        self.seed = int(state["seed"])
+        self.inference_seed = int(state["inference_seed"])
 
     def to_plain(self) -> nn.Module:
         """A copy of the network with the stochastic blocks replaced by their deterministic
@@ -198,7 +204,8 @@ class NeuralSDE(nn.Module):
         predicted classes). Returns those raw maps (None without ``inputs``).
 
         Examples not stored are computed on demand, for their predicted class, the first time a
-        training batch holds them, and stored."""
+        batch holds them, and stored if the model is in training mode (at inference, e.g. inside
+        an attack that makes new inputs at every step, they are computed and not kept)."""
         guide_model = self.to_plain().eval()
         guide_model.requires_grad_(False)
         self.__dict__["_guide_model"] = guide_model
@@ -238,8 +245,10 @@ class NeuralSDE(nn.Module):
                 if target is None:
                     with torch.no_grad():
                         t = model(x).argmax(dim=1)
-                else:
+                elif isinstance(target, Tensor) and target.dim() > 0:
                     t = target[start : start + size]
+                else:
+                    t = target
                 out.append(explain(x, target=t).detach())
         return torch.cat(out)
 
@@ -263,7 +272,8 @@ class NeuralSDE(nn.Module):
         if missing:
             idx = torch.tensor(missing, device=x.device)
             prepared = self._prepare(self.compute_guide(x.index_select(0, idx)))
-            self.guide_store.put(x.index_select(0, idx), prepared, [keys[i] for i in missing])
+            if self.training:  # not at inference: attacks and metrics make endless new inputs
+                self.guide_store.put(x.index_select(0, idx), prepared, [keys[i] for i in missing])
             for j, i in enumerate(missing):
                 found[i] = prepared[j]
         return torch.stack([m.to(x.device) for m in found])  # type: ignore[union-attr]
