@@ -59,6 +59,7 @@ __all__ = [
     "pretrained",
     "quantus_explain",
     "quantus_metric",
+    "to_sde",
     "use_registry",
     "wrap",
 ]
@@ -80,6 +81,7 @@ _LAZY = {
     "quantus_metric": "wrapgrad.quantus_bridge:quantus_metric",
     "attack_strength_curve": "wrapgrad.evaluation:attack_strength_curve",
     "Pipeline": "wrapgrad.pipeline:Pipeline",
+    "to_sde": "wrapgrad.sde.convert:to_sde",
 }
 
 

@@ -104,13 +104,21 @@ class WeightPerturber(Protocol):
 class StatePerturber(Protocol):
     """Noise injected into a hidden state: one Euler-Maruyama increment ``Σ √dt ξ`` of a neural
     SDE ``dx = G(x) dt + Σ dB_t`` (Jha et al. 2022), optionally shaped by a guide attribution.
-    What a stochastic block calls:
+    What a stochastic block (:mod:`wrapgrad.sde`) calls:
 
     * ``target == "state"``;
     * ``is_zero``: True when Σ = 0 (the block is then the deterministic residual block);
-    * ``increment(state, dt, *, generator, guide=None)``: a tensor of ``state``'s shape,
-      ``Σ(guide) √dt ξ`` with ξ ~ N(0, I) drawn from ``generator`` only; ``guide`` (optional,
-      broadcasting to ``state``) shapes Σ element-wise.
+    * ``increment(state, dt, *, generator, guide=None)``: ``Σ(guide) √dt ξ`` with ξ ~ N(0, I) of
+      ``state``'s shape drawn from ``generator`` only (same state, same draws); ``state`` is the
+      block's deterministic output. A one-row ``state`` asks for one draw that the caller
+      broadcasts over its batch (Monte-Carlo inference); the result may then have the guide's
+      batch size.
+    * optional ``needs_guide`` (default False): True if the model should supply ``guide``;
+    * optional ``prepare_guide(maps) -> Tensor``: turns raw per-example maps of the inputs'
+      shape ``(B, ...)`` into the form ``increment`` takes (normalised, reduced); the model calls
+      it once per map when maps are set or computed, and stores the result. ``increment`` then
+      carries it to ``state``'s shape (e.g. pooling to the block's resolution). Without a guide
+      (``None``) Σ is constant.
     """
 
     target: str
