@@ -300,11 +300,65 @@ class ModelSpec(Spec):
     its recipe (cached), in eval mode; None: no recipes."""
 
 
+_TABLE_RE = re.compile(r"^([a-z][a-z0-9_]*)?$")
+
+
+def _check_table(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if not _TABLE_RE.match(value):
+        raise ValueError(
+            f"{attribute.name}: expected a table name in lower snake case (or '' for none), "
+            f"got {value!r}"
+        )
+
+
+def _check_schema(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and not (isinstance(value, type) and attrs.has(value)):
+        raise TypeError(f"{attribute.name}: expected an attrs record class or None, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class PipelineStepSpec(Spec):
-    """A pipeline step a pipeline file may reference by name."""
+    """A stage of a pipeline run (``wrapgrad run FILE``): it reads one table of the pipeline file
+    and does its work on the run's context.
+
+    ``factory()`` returns the step, an object with four methods (``plan`` and ``context`` are the
+    pipeline plugin's ``Plan`` and ``RunContext``, see ``docs/pipelines.md``):
+
+    * ``check(table, plan) -> table``: cross-checks when the file is read (names, references to
+      other tables; nothing heavy), returning the table with defaults that depend on other tables
+      filled in; raise ``plan.fail(field, message)``;
+    * ``shrink(table) -> table``: the ``--smoke`` version of the table;
+    * ``outputs(table) -> tuple[str, ...]``: the files it writes, relative to the output directory
+      (checked before anything runs);
+    * ``run(table, context) -> None``: the work; it reads the ``needs`` entries of the context and
+      adds the ``provides`` entries.
+
+    Steps run in the order their ``needs`` and ``provides`` give; a step runs when the file has its
+    table (or ``always``).
+
+    Example::
+
+        PipelineStepSpec(name="train", factory=TrainStep, table="train", schema=TrainTable,
+                         needs=("data",), provides=("models",))
+    """
 
     kind: ClassVar[str] = "pipeline_step"
+    table: str = attrs.field(default="", validator=_check_table)
+    """The table of the pipeline file it reads (``"train"`` reads ``[train]``); ``""``: none."""
+    schema: type | None = attrs.field(default=None, validator=_check_schema)
+    """The frozen attrs record the table is read into: field types from the annotations, a
+    docstring per field in ``metadata["doc"]`` (the file reference is generated from them),
+    values checked by the fields' validators. None: the step reads no table."""
+    named: bool = False
+    """The table holds any number of named tables ``[table.<name>]``, each read into ``schema``
+    (the step gets a dict name -> record)."""
+    always: bool = False
+    """Run also when the file has no table for it (with the schema's defaults)."""
+    needs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Run-context entries it reads (``"data"``, ``"models"``, ``"levels"``, ``"explanations"``,
+    ``"scores"``, or a plugin's own): it runs after every step that provides them."""
+    provides: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Run-context entries it adds."""
 
 
 @attrs.frozen(kw_only=True)
