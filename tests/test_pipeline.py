@@ -7,14 +7,19 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
+from wrapgrad_pipeline.report import load_results, render_markdown
+from wrapgrad_pipeline.runner import Pipeline, shrink, tomllib
+from wrapgrad_pipeline.schema import PipelineError, PipelineNameError, check_output_path
+from wrapgrad_pipeline.steps.explain import EnhancerTable as ExplainTableEnhancer
 
+from wrapgrad import hookimpl
 from wrapgrad.cli import main
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
-from wrapgrad.pipeline import Pipeline, shrink
-from wrapgrad.pipeline_schema import PipelineError, PipelineNameError, check_output_path
-from wrapgrad.report import load_results, render_markdown
+from wrapgrad.records import EnhancerSpec, ExplainerSpec, MetricSpec, PipelineStepSpec
+from wrapgrad.registry import get_registry
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
 
@@ -137,7 +142,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
             'quantus = "Sparseness"',
             'quantus = "Sparsenes"',
             "[evaluate].metrics[0].quantus",
-            "'Sparseness'",
+            "did you mean 'sparseness'",
         ),
         ("samples = 12", "sampels = 12", "[data].sampels", "did you mean 'samples'"),
         (
@@ -162,6 +167,21 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
         ("samples = 12", "samples = 0", "[data].samples", "expected an integer >= 1"),
         ('methods = ["saliency"]', 'methods = "saliency"', "[explain].methods", "expected a list"),
         ("seed = 3", "seed = 3.5", "[pipeline].seed", "expected an integer"),
+        (
+            "samples = 12",
+            "samples = 12\nseed = 1.5",
+            "[data].seed",
+            "expected an integer, got float 1.5",
+        ),
+        ("samples = 12", "samples = 12\nspilt = 'test'", "[data].spilt", "'split'"),
+        ('[model]\nname = "small_cnn"', '[model]\nname = "small_cnn"\nrecipe = { epochz = 1 }', "[model].recipe", "epochz"),
+        ("[report]\n", "[reprot]\n", "[reprot]", "did you mean 'report'"),
+        (
+            "params = { nr_runs = 3, subset_size = 8 }",
+            "params = { nr_run = 3, subset_size = 8 }",
+            "[evaluate].metrics[2].params.nr_run",
+            "'nr_runs'",
+        ),
         ('perturber = "weight"', 'perturber = "weights"', "[calibration.ng].perturber", "one of"),
         (
             'sigma = "@calibration.ng.sigma"',
@@ -240,19 +260,32 @@ def test_broken_file_fails_before_any_work(
     assert info.value.file == str(path)
 
 
-@pytest.mark.usefixtures("no_work")
-def test_expectation_needs_a_metric_direction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import wrapgrad.pipeline_schema as schema
+class _Undirected:
+    """A test plugin: a map metric whose direction nobody knows."""
 
-    monkeypatch.setattr(schema, "_quantus_direction", lambda cls: None)
+    @staticmethod
+    @hookimpl
+    def wrapgrad_metrics():
+        yield MetricSpec(
+            name="undirected",
+            factory=lambda: (lambda a, mask: a.flatten(1).mean(1)),
+            requires="mask",
+        )
+
+
+@pytest.mark.usefixtures("no_work")
+def test_expectation_needs_a_metric_direction(tmp_path: Path, registry) -> None:
+    registry.register(_Undirected(), name="undirected")
+    raw = tomllib.loads(GOOD)
+    raw["data"] = {"dataset": "cmnist", "samples": 4}
+    raw["evaluate"]["metrics"] = [{"label": "u", "name": "undirected", "masks": ["digit"]}]
+    raw["report"]["expect"] = [{"metric": "u", "best": "Baseline"}]
     with pytest.raises(PipelineError, match="higher_is_better") as info:
-        Pipeline.from_file(write(tmp_path, GOOD))
+        Pipeline.from_dict(raw)
     assert info.value.field == "[report].expect[0].metric"
     # stating the direction in the file makes it valid again
-    fixed = broken('quantus = "Sparseness"', 'quantus = "Sparseness"\nhigher_is_better = true')
-    assert Pipeline.from_file(write(tmp_path, fixed, "ok.toml")).config.metrics[0].higher_is_better
+    raw["evaluate"]["metrics"][0]["higher_is_better"] = True
+    assert Pipeline.from_dict(raw).config.tables["evaluate"].metrics[0].higher_is_better
 
 
 @pytest.mark.usefixtures("no_work")
@@ -276,8 +309,6 @@ def test_unknown_mask_fails_before_training(
 ) -> None:
     import wrapgrad_data
     import wrapgrad_data.cache as cache
-
-    from wrapgrad.pipeline import tomllib
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained before checking the mask names")
@@ -311,28 +342,34 @@ def test_run_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in text
 
 
-def test_reference_documents_exactly_the_schema_fields() -> None:
-    """docs/pipeline-reference.md has a table per pipeline table; its rows are the fields."""
-    import re
+def test_reference_is_generated_from_the_records() -> None:
+    """docs/pipeline-reference.md is what the step records say (regenerate it with
+    ``python -m wrapgrad_pipeline.reference``), and it has a row for every field of every table."""
+    import attrs
+    from wrapgrad_pipeline.plan import PipelineTable
+    from wrapgrad_pipeline.reference import main, render
 
-    from wrapgrad.pipeline_schema import FIELDS
-
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "pipeline-reference.md").read_text()
-    documented: dict[str, set[str]] = {}
-    table = None
-    for line in doc.splitlines():
-        head = re.match(r"^## `\[(.+)\]`", line) or re.match(r"^`\[\[(.+)\]\]`", line)
-        if head:
-            table = head.group(1)
-            documented.setdefault(table, set())
-        elif line.startswith("## "):
-            table = None
-        elif table and (row := re.match(r"^\| `(\w+)` \|", line)):
-            documented[table].add(row.group(1))
-    # [evaluate] is documented through its two array tables
-    assert documented.pop("evaluate") == set()
-    expected = {k: set(v) for k, v in FIELDS.items() if k != "evaluate"}
-    assert documented == expected
+    path = Path(__file__).resolve().parents[1] / "docs" / "pipeline-reference.md"
+    assert path.read_text(encoding="utf-8") == render(), "stale: python -m wrapgrad_pipeline.reference"
+    assert main([str(path), "--check"]) == 0
+    text = render()
+    records = [PipelineTable, *(s.schema for s in get_registry().specs("pipeline_step").values())]
+    seen = set()
+    while records:
+        cls = records.pop()
+        if cls is None or cls in seen:
+            continue
+        seen.add(cls)
+        for f in attrs.fields(cls):
+            assert f"| `{f.name}` |" in text, (cls.__name__, f.name)
+            assert f.metadata.get("doc"), f"{cls.__name__}.{f.name} has no doc"
+        records += [
+            t
+            for f in attrs.fields(attrs.resolve_types(cls))
+            for t in getattr(f.type, "__args__", ())
+            if isinstance(t, type) and attrs.has(t)
+        ]
+    assert len(seen) >= 10  # pipeline, data, model, calibration, explain(+enhancers), ...
 
 
 @pytest.mark.usefixtures("no_work")
@@ -409,22 +446,76 @@ def test_smoke_shrinks_every_size() -> None:
         next(p for p in EXAMPLES if p.name == "noisegrad_cmnist.toml")
     ).config
     small = shrink(config)
-    assert small.data.samples <= 6 < config.data.samples
-    assert small.model.recipe["epochs"] == 1
-    assert small.model.recipe["dataset_options"]["limit"] == 256
-    for e in small.explain.enhancers:
-        for key in ("n_samples", "n_models"):
-            if key in e.options:
-                assert e.options[key] <= 2
-    assert all(c.samples <= 64 and c.options["draws"] <= 2 for c in small.calibration.values())
-    assert small.explain.method_options["integrated_gradients"]["n_steps"] <= 4
+    t = small.tables
+    assert t["data"].samples <= 6 < config.tables["data"].samples
+    assert t["model"].recipe["epochs"] == 1
+    assert t["model"].recipe["dataset_options"]["limit"] == 256
+    assert all(c.samples <= 64 and c.options["draws"] <= 2 for c in t["calibration"].values())
+    assert all(c.options["chance"] == 0.0 for c in t["calibration"].values())  # injected
+    robustness = next(m for m in t["evaluate"].metrics if m.label == "robustness")
+    assert robustness.params["nr_samples"] <= 2
+    assert robustness.samples <= 6
+    faithfulness = next(m for m in t["evaluate"].metrics if m.label == "faithfulness")
+    assert faithfulness.params == {"nr_runs": 2, "subset_size": 16}
+    reg = get_registry()
+    # Every component's declared caps hold, whoever declares them.
+    for e in t["explain"].enhancers:
+        if e.name:
+            for key, cap in reg.get("enhancer", e.name).smoke_caps().items():
+                assert e.options[key] <= cap
+    for m, opts in t["explain"].method_options.items():
+        for key, cap in reg.get("explainer", m).smoke_caps().items():
+            assert opts[key] <= cap
+
+
+class _Capped:
+    """A test plugin: an enhancer and an explainer that declare smoke caps; both take n_samples."""
+
+    @staticmethod
+    @hookimpl
+    def wrapgrad_enhancers():
+        def capped_grad(n_samples: int = 50, n_models: int = 50, seed: int = 0, progress: bool = False):
+            raise AssertionError("never built: only shrunk")
+
+        yield EnhancerSpec(
+            name="capped_grad", factory=capped_grad, smoke={"n_samples": 2, "n_models": 3}
+        )
+
+    @staticmethod
+    @hookimpl
+    def wrapgrad_explainers():
+        def sampled(n_samples: int = 5, steps: int = 9):
+            raise AssertionError("never built: only shrunk")
+
+        yield ExplainerSpec(
+            name="sampled_method", factory=sampled, smoke={"steps": 2, "n_samples": 1}
+        )
+
+
+@pytest.mark.usefixtures("no_work")
+def test_smoke_applies_declared_caps_and_leaves_shared_options_alone(registry) -> None:
+    """Given numbers are capped, absent options are set to the cap, except an option another
+    part of the same wrap() call takes (setting it would hand it to the wrong part)."""
+    from wrapgrad_pipeline.steps.explain import ExplainStep, ExplainTable
+
+    registry.register(_Capped(), name="capped")
+    table = ExplainTable(
+        methods=("sampled_method", "saliency"),
+        enhancers=(
+            ExplainTableEnhancer(label="C", name="capped_grad", options={"n_models": 40, "seed": 7}),
+        ),
+    )
+    small = ExplainStep().shrink(table)
+    # the enhancer: n_models given 40 -> 3; n_samples absent but the method takes it too: unset
+    assert dict(small.enhancers[0].options) == {"n_models": 3, "seed": 7}
+    # the method: steps absent -> 2; n_samples is the enhancer's too: unset
+    assert dict(small.method_options["sampled_method"]) == {"steps": 2}
+    assert "saliency" not in small.method_options or not small.method_options["saliency"]
 
 
 # -- running ------------------------------------------------------------------------------------
 @pytest.mark.usefixtures("shared_cache")
 def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
-    from wrapgrad.pipeline import tomllib
-
     pipe = Pipeline.from_dict(tomllib.loads(GOOD))
     run = pipe.run(tmp_path / "out", smoke=True, progress=False)
     results = run.results
@@ -468,8 +559,6 @@ def test_pipeline_in_code_runs_and_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("shared_cache")
 def test_same_seed_same_results(tmp_path: Path) -> None:
-    from wrapgrad.pipeline import tomllib
-
     raw = tomllib.loads(GOOD)
     raw["calibration"] = {}
     raw["explain"]["enhancers"] = [
@@ -489,8 +578,6 @@ def test_same_seed_same_results(tmp_path: Path) -> None:
 
 def test_weights_file_is_loaded_safely(tmp_path: Path) -> None:
     from wrapgrad_data import load_dataset, small_cnn
-
-    from wrapgrad.pipeline import tomllib
 
     model = small_cnn(1, 10)
     torch.save(model.state_dict(), tmp_path / "w.pt")
@@ -554,3 +641,165 @@ def test_example_runs_in_smoke_mode(example: Path, tmp_path: Path, shared_cache:
         assert err["method"] in results["methods"]
     for fig in results["figures"]:
         assert (out / fig["path"]).read_bytes()[:4] == b"\x89PNG"
+
+
+# -- steps from plugins -------------------------------------------------------------------------
+@attrs.frozen(kw_only=True)
+class TwinTable:
+    """A test step's table: one more (untrained) model."""
+
+    label: str = attrs.field(metadata={"doc": "the model's label"})
+    seed: int = attrs.field(default=0, metadata={"doc": "its initialisation seed"})
+
+
+class TwinStep:
+    """A test plugin's step adding a model, as a training step does."""
+
+    def check(self, table: TwinTable, plan):
+        plan.add_model(table.label, "[twin].label")
+        return table
+
+    def shrink(self, table: TwinTable) -> TwinTable:
+        return table
+
+    def outputs(self, table: TwinTable) -> tuple[str, ...]:
+        return ()
+
+    def run(self, table: TwinTable, context) -> None:
+        from wrapgrad_pipeline.context import ModelEntry
+
+        data = context.data
+        with torch.random.fork_rng():
+            torch.manual_seed(table.seed)
+            model = get_registry().get("model", "small_cnn").factory(
+                in_channels=int(data.inputs.shape[1]), num_classes=int(data.dataset.num_classes)
+            )
+        context.models[table.label] = ModelEntry(
+            label=table.label, model=model.eval(), info={"name": "small_cnn", "source": "random"}
+        )
+
+
+class _Twin:
+    @staticmethod
+    @hookimpl
+    def wrapgrad_pipeline_steps():
+        yield PipelineStepSpec(
+            name="twin",
+            factory=TwinStep,
+            table="twin",
+            schema=TwinTable,
+            needs=("data",),
+            provides=("models",),
+        )
+
+
+def _two_models() -> dict:
+    raw = tomllib.loads(GOOD)
+    raw["twin"] = {"label": "random", "seed": 1}
+    raw["explain"]["enhancers"] = raw["explain"]["enhancers"][:2]  # Baseline, NG
+    raw["evaluate"]["metrics"] = raw["evaluate"]["metrics"][:1]  # sparseness
+    raw["report"] = {"make_figures": False, "expect": [{"metric": "sparseness", "best": "random/NG"}]}
+    return raw
+
+
+@pytest.mark.usefixtures("no_work")
+def test_a_plugin_step_adds_a_table_and_models(registry) -> None:
+    registry.register(_Twin(), name="twin")
+    config = Pipeline.from_dict(_two_models()).config
+    # ordered by needs/provides: the twin step provides models, so it runs before calibration
+    assert config.steps.index("twin") < config.steps.index("calibration")
+    assert config.steps[0] == "data"
+    assert config.steps[-1] == "report"
+    assert config.variants == ("small_cnn/Baseline", "small_cnn/NG", "random/Baseline", "random/NG")
+    # expectations name variant labels: an enhancer label alone is no variant any more
+    raw = _two_models()
+    raw["report"]["expect"] = [{"metric": "sparseness", "best": "Baseline"}]
+    with pytest.raises(PipelineNameError, match="variant label 'Baseline'") as info:
+        Pipeline.from_dict(raw)
+    assert "random/Baseline" in info.value.suggestions
+    # its table is checked like the built-in ones
+    raw = _two_models()
+    raw["twin"]["seed"] = "one"
+    with pytest.raises(PipelineError, match=r"\[twin\]\.seed: expected an integer, got a string"):
+        Pipeline.from_dict(raw)
+    raw["twin"] = {"label": "small_cnn"}
+    with pytest.raises(PipelineError, match=r"\[twin\]\.label: expected a model label not used"):
+        Pipeline.from_dict(raw)
+
+
+@pytest.mark.usefixtures("shared_cache")
+def test_every_model_and_enhancer_variant_is_explained_and_scored(tmp_path: Path, registry) -> None:
+    registry.register(_Twin(), name="twin")
+    results = Pipeline.from_dict(_two_models()).run(tmp_path / "out", smoke=True, progress=False).results
+    variants = ["small_cnn/Baseline", "small_cnn/NG", "random/Baseline", "random/NG"]
+    assert results["enhancers"] == variants
+    assert results["variants"]["random/NG"] == {"model": "random", "enhancer": "NG"}
+    assert set(results["models"]) == {"small_cnn", "random"}
+    # one calibration per model, each variant's NG runs with its own model's level
+    assert set(results["calibration"]) == {"small_cnn/ng", "random/ng"}
+    for model in ("small_cnn", "random"):
+        sigma = results["enhancer_settings"][f"{model}/NG"]["options"]["sigma"]
+        assert sigma == results["calibration"][f"{model}/ng"]["sigma"]
+    scores = results["scores"]["saliency"]
+    for v in variants:
+        assert len(scores[v]["sparseness"]) == results["data"]["samples"]
+    # different models give different maps, hence different scores
+    assert scores["random/Baseline"]["sparseness"] != scores["small_cnn/Baseline"]["sparseness"]
+    md = render_markdown(results)
+    assert "- model: random: `small_cnn` (random)" in md
+    assert "`saliency`, sparseness: best: random/NG:" in md
+
+
+class _Needy:
+    @staticmethod
+    @hookimpl
+    def wrapgrad_pipeline_steps():
+        yield PipelineStepSpec(
+            name="needy", factory=TwinStep, table="needy", schema=TwinTable, needs=("checkpoints",)
+        )
+
+
+@pytest.mark.usefixtures("no_work")
+def test_a_need_nobody_provides_is_refused(registry) -> None:
+    registry.register(_Needy(), name="needy")
+    raw = tomllib.loads(GOOD)
+    raw["needy"] = {"label": "x"}
+    with pytest.raises(PipelineError, match="needs checkpoints, which no installed pipeline step"):
+        Pipeline.from_dict(raw)
+    del raw["needy"]  # a step whose table is absent does not run
+    assert "needy" not in Pipeline.from_dict(raw).config.steps
+
+
+def test_order_steps_follows_needs_and_refuses_cycles() -> None:
+    from wrapgrad_pipeline.plan import order_steps
+
+    def spec(name: str, needs: tuple = (), provides: tuple = ()) -> PipelineStepSpec:
+        return PipelineStepSpec(name=name, factory=TwinStep, needs=needs, provides=provides)
+
+    steps = {
+        "a_report": spec("a_report", needs=("scores",)),
+        "b_score": spec("b_score", needs=("models",), provides=("scores",)),
+        "c_train": spec("c_train", provides=("models",)),
+        "d_more": spec("d_more", needs=("models",), provides=("models",)),
+    }
+    assert order_steps(steps) == ["c_train", "d_more", "b_score", "a_report"]
+    steps["c_train"] = spec("c_train", needs=("scores",), provides=("models",))
+    with pytest.raises(PipelineError, match="no cycle"):
+        order_steps(steps)
+
+
+def test_deprecated_aliases_resolve_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wrapgrad_pipeline
+    import wrapgrad_quantus
+
+    import wrapgrad
+
+    for name, module in (
+        ("Pipeline", wrapgrad_pipeline),
+        ("quantus_explain", wrapgrad_quantus),
+        ("quantus_metric", wrapgrad_quantus),
+    ):
+        monkeypatch.delitem(wrapgrad.__dict__, name, raising=False)  # not cached yet
+        with pytest.warns(DeprecationWarning, match=f"from {module.__name__} import {name}"):
+            value = getattr(wrapgrad, name)
+        assert value is getattr(module, name)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import quantus
 import torch
+import wrapgrad_quantus.metrics
 from torch import nn
+from wrapgrad_quantus import QuantusMetric, quantus_explain, quantus_metric
 
 import wrapgrad
-import wrapgrad.quantus_bridge
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
-from wrapgrad.quantus_bridge import QuantusMetric, quantus_metric
 
 from ._trained import one_thread, state_of, unchanged
 
@@ -110,19 +110,13 @@ def test_listed_quantus_metrics_on_rgb_inputs(name: str, monkeypatch: pytest.Mon
     masks[:, 2:6, 2:6] = 1
     before = _state(model)
     seen: list[tuple[int, ...]] = []
-    explain_func_from = wrapgrad.quantus_bridge.explain_func_from
+    run = wrapgrad_quantus.metrics.QuantusMetric._run
 
-    def recording(explain, **kwargs):  # the maps Quantus receives, by shape
-        inner = explain_func_from(explain, **kwargs)
+    def recording(self, **kwargs):  # the maps Quantus receives, by shape
+        seen.append(kwargs["a_batch"].shape)
+        return run(self, **kwargs)
 
-        def explain_func(*args, **kw):
-            out = inner(*args, **kw)
-            seen.append(out.shape)
-            return out
-
-        return explain_func
-
-    monkeypatch.setattr(wrapgrad.quantus_bridge, "explain_func_from", recording)
+    monkeypatch.setattr(wrapgrad_quantus.metrics.QuantusMetric, "_run", recording)
     smoothgrad = wrapgrad.wrap(
         model, "saliency", "smoothgrad", n_samples=2, noise_level=0.1, seed=0
     )
@@ -138,16 +132,16 @@ def test_quantus_explain_reduce_axes(data) -> None:
     model = TinyNet(channels=3).eval()
     x = torch.rand(2, 3, 10, 10, generator=torch.Generator().manual_seed(1))
     y = model(x).argmax(1)
-    full = wrapgrad.quantus_explain(model, x.numpy(), y.numpy(), method="saliency", abs=False)
+    full = quantus_explain(model, x.numpy(), y.numpy(), method="saliency", abs=False)
     assert full.shape == (2, 3, 10, 10)
-    kept = wrapgrad.quantus_explain(model, x.numpy(), y.numpy(), reduce_axes=(1,), abs=False)
+    kept = quantus_explain(model, x.numpy(), y.numpy(), reduce_axes=(1,), abs=False)
     np.testing.assert_allclose(kept, full.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-7)
-    dropped = wrapgrad.quantus_explain(
+    dropped = quantus_explain(
         model, x.numpy(), y.numpy(), reduce_axes=[1], keepdims=False, abs=False
     )
     assert dropped.shape == (2, 10, 10)
     with pytest.raises(WrapgradValueError, match=r"^reduce_axes: .*batch axis"):
-        wrapgrad.quantus_explain(model, x.numpy(), y.numpy(), reduce_axes=(0,))
+        quantus_explain(model, x.numpy(), y.numpy(), reduce_axes=(0,))
     with pytest.raises(WrapgradValueError, match=r"^s_batch: .*\(2, 1, 10, 10\)"):
         quantus_metric("AttributionLocalisation")(
             model, x, y, wrapgrad.wrap(model, "saliency"), s_batch=torch.ones(2, 1, 9, 9)
@@ -177,15 +171,15 @@ def test_model_parameter_randomisation_sees_the_randomised_models(data) -> None:
 def test_quantus_explain_follows_quantus_calling_convention(data) -> None:
     model, x, y, _ = data
     xn, yn = x.numpy(), y.numpy()
-    out = wrapgrad.quantus_explain(model, xn, yn, method="saliency", device="cpu")
+    out = quantus_explain(model, xn, yn, method="saliency", device="cpu")
     assert isinstance(out, np.ndarray)
     assert out.shape == xn.shape
     direct = wrapgrad.wrap(model, "saliency")(x, target=y).numpy()
     np.testing.assert_allclose(out, direct)
     # Enhancer options go through explain_func_kwargs, exactly as wrap() takes them.
     kwargs = {"method": "saliency", "enhancer": "noisegrad", "sigma": 0.2, "n_samples": 4}
-    a = wrapgrad.quantus_explain(model, xn, yn, seed=0, **kwargs)
-    b = wrapgrad.quantus_explain(model, xn, yn, seed=0, **kwargs)
+    a = quantus_explain(model, xn, yn, seed=0, **kwargs)
+    b = quantus_explain(model, xn, yn, seed=0, **kwargs)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, direct)
     # ... and inside a Quantus metric that calls it itself.
@@ -195,7 +189,7 @@ def test_quantus_explain_follows_quantus_calling_convention(data) -> None:
         x_batch=xn,
         y_batch=yn,
         device="cpu",
-        explain_func=wrapgrad.quantus_explain,
+        explain_func=quantus_explain,
         explain_func_kwargs={**kwargs, "seed": 0},
     )
     assert np.isfinite(scores).all()
@@ -219,4 +213,51 @@ def test_quantus_metric_names_and_errors(data) -> None:
     with pytest.raises(WrapgradTypeError, match=r"^explain: "):
         quantus_metric("sparseness")(model, x, y, "saliency")
     with pytest.raises(UnknownNameError, match="options"):
-        wrapgrad.quantus_explain(model, x.numpy(), y.numpy(), method="saliency", sigmaa=0.1)
+        quantus_explain(model, x.numpy(), y.numpy(), method="saliency", sigmaa=0.1)
+
+
+def test_every_quantus_metric_is_a_registered_metric(data) -> None:
+    """``quantus_<snake case>`` per class, its direction, mask form for the localisation
+    metrics, and smoke caps only for options the class takes."""
+    import inspect
+
+    from wrapgrad.registry import get_registry
+
+    reg = get_registry()
+    classes = wrapgrad_quantus.quantus_metrics()
+    for cls_name, cls in classes.items():
+        spec = reg.get("metric", wrapgrad_quantus.metric_name(cls_name))
+        names = set(inspect.signature(cls.__init__).parameters)
+        assert set(spec.smoke_caps()) <= names, cls_name
+        direction = str(cls.score_direction.name).lower()
+        assert spec.higher_is_better is {"higher": True, "lower": False}.get(direction), cls_name
+    assert reg.get("metric", "quantus_max_sensitivity").smoke_caps() == {"nr_samples": 2}
+    assert reg.get("metric", "quantus_relevance_rank_accuracy").requires == "mask"
+    assert reg.get("metric", "quantus_sparseness").requires == "model"
+    # declared options: the constructor's, plus the bridge's seed and batch_size, closed (so a
+    # misspelt option is refused by name before anything runs)
+    names, open_ = reg.get("metric", "quantus_max_sensitivity").option_names()
+    assert not open_
+    assert {"nr_samples", "lower_bound", "abs", "seed", "batch_size"} <= names
+    # the mask form scores given maps exactly as the model form does
+    model, x, y, masks = data
+    explain = wrapgrad.wrap(model, "saliency")
+    a = explain(x, target=y)
+    by_maps = wrapgrad.metric("quantus_relevance_rank_accuracy", abs=True)(a, masks)
+    by_model = quantus_metric("RelevanceRankAccuracy", abs=True)(model, x, y, explain, s_batch=masks)
+    torch.testing.assert_close(by_maps, by_model)
+    assert by_maps.shape == (3,)
+
+
+def test_seed_fixes_quantus_perturbations_and_restores_numpy(data) -> None:
+    model, x, y, _ = data
+    explain = wrapgrad.wrap(model, "saliency")
+    state = np.random.get_state()
+    a = quantus_metric("MaxSensitivity", nr_samples=3, seed=5)(model, x, y, explain)
+    b = quantus_metric("MaxSensitivity", nr_samples=3, seed=5)(model, x, y, explain)
+    c = quantus_metric("MaxSensitivity", nr_samples=3, seed=6)(model, x, y, explain)
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, c)
+    after = np.random.get_state()
+    assert after[0] == state[0]
+    np.testing.assert_array_equal(after[1], state[1])  # numpy's global RNG left as it was

@@ -8,18 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
+from wrapgrad_pipeline.report import RESULTS_FORMAT, load_results, render_markdown, results_to_json
+from wrapgrad_pipeline.stats import check_expectation, mean_ci, paired_wilcoxon
 
 from wrapgrad.errors import WrapgradValueError
-from wrapgrad.report import (
-    RESULTS_FORMAT,
-    atomic_write,
-    check_expectation,
-    load_results,
-    mean_ci,
-    paired_wilcoxon,
-    render_markdown,
-    results_to_json,
-)
+from wrapgrad.files import atomic_write
 
 
 def test_mean_ci_is_the_student_t_interval() -> None:
@@ -150,3 +143,15 @@ def test_load_results_refuses_other_files(tmp_path: Path) -> None:
         load_results(tmp_path)
     with pytest.raises(WrapgradValueError, match=r"expected a results\.json"):
         load_results(tmp_path / "missing")
+
+
+def test_several_models_are_listed_by_label() -> None:
+    results = _results()
+    del results["model"]
+    results["models"] = {
+        "Nat": {"name": "small_cnn", "seed": 0, "source": "trained", "test_accuracy": 0.9},
+        "AAT": {"name": "small_cnn", "seed": 0, "source": "trained", "test_accuracy": 0.85},
+    }
+    md = render_markdown(results)
+    assert "- model: Nat: `small_cnn` (trained), seed 0, test accuracy 0.9000" in md
+    assert "- model: AAT: `small_cnn` (trained), seed 0, test accuracy 0.8500" in md

@@ -77,10 +77,11 @@ _LAZY = {
     "calibrate": "wrapgrad.calibration:calibrate",
     "metric": "wrapgrad.evaluation:metric",
     "attack": "wrapgrad.evaluation:attack",
-    "quantus_explain": "wrapgrad.quantus_bridge:quantus_explain",
-    "quantus_metric": "wrapgrad.quantus_bridge:quantus_metric",
+    # Deprecated aliases of names that moved into plugins (resolved through the registry).
+    "quantus_explain": "wrapgrad.moved:quantus_explain",
+    "quantus_metric": "wrapgrad.moved:quantus_metric",
     "attack_strength_curve": "wrapgrad.evaluation:attack_strength_curve",
-    "Pipeline": "wrapgrad.pipeline:Pipeline",
+    "Pipeline": "wrapgrad.moved:Pipeline",
     "to_sde": "wrapgrad.sde.convert:to_sde",
 }
 

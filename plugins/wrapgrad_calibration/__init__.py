@@ -35,22 +35,30 @@ __all__ = [
 ]
 
 
+#: What a --smoke run keeps: few draws and iterations, and the drop measured relative to zero
+#: accuracy (a one-epoch smoke model is near chance level, where AD is undefined).
+_SMOKE = {"draws": 2, "max_iter": 6, "chance": 0.0}
+
+
 @hookimpl
 def wrapgrad_calibrators() -> Iterator[CalibratorSpec]:
     yield CalibratorSpec(
         name="accuracy_drop",
         factory=AccuracyDrop,
         summary="Noise level with relative accuracy drop AD = target (NoiseGrad Eq. 5).",
+        smoke=_SMOKE,
     )
     yield CalibratorSpec(
         name="halve",
         factory=Halve,
         summary="FusionGrad: weight and input levels each calibrated, then halved.",
+        smoke=_SMOKE,
     )
     yield CalibratorSpec(
         name="noisegrad++",
         factory=NoiseGradPlusPlus,
         summary="FusionGrad: input alpha 0.1 fixed, sigma_NG calibrated on the joint drop (Eq. 6).",
+        smoke=_SMOKE,
     )
 
 

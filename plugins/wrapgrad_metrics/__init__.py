@@ -12,7 +12,7 @@ Metrics (``wrapgrad.metric(name, **params)``):
 Attacks (``wrapgrad.attack(name, **params)``, ``a(model, inputs, target, explain)`` ->
 :class:`~wrapgrad.evaluation.AttackResult`): ``ifia``, ``adversarial_ifia``.
 
-Any Quantus metric runs through :mod:`wrapgrad.quantus_bridge`.
+Every Quantus metric is registered too, by the ``wrapgrad_quantus`` plugin.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
         summary="S_r: largest relative map change in an l_inf ball keeping the label (Jha et al.).",
         higher_is_better=False,
         requires="model",
+        smoke={"steps": 2, "restarts": 1, "spsa_samples": 2},  # what a --smoke run keeps
     )
     yield MetricSpec(
         name="deletion",
@@ -76,6 +77,7 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
         summary="Area under the deletion curve (MoRF default; LeRF with order='lerf').",
         higher_is_better=False,
         requires="model",
+        smoke={"n_steps": 4},  # what a --smoke run keeps
     )
     yield MetricSpec(
         name="insertion",
@@ -83,6 +85,7 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
         summary="Area under the insertion curve (MoRF default; LeRF with order='lerf').",
         higher_is_better=True,
         requires="model",
+        smoke={"n_steps": 4},  # what a --smoke run keeps
     )
     yield MetricSpec(
         name="sic",
@@ -104,6 +107,7 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
         summary="Share of IG path gradient mass after the logit saturates (Jha et al. 2022).",
         higher_is_better=False,
         requires="model",
+        smoke={"n_steps": 4},  # what a --smoke run keeps
     )
     yield MetricSpec(
         name="captum_infidelity",
@@ -111,6 +115,7 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
         summary="captum.metrics.infidelity with seeded Gaussian perturbations (Yeh et al. 2019).",
         higher_is_better=False,
         requires="model",
+        smoke={"n_perturb_samples": 2},  # what a --smoke run keeps
     )
     yield MetricSpec(
         name="captum_sensitivity_max",
@@ -118,6 +123,7 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
         summary="captum.metrics.sensitivity_max with seeded uniform perturbations (Yeh et al.).",
         higher_is_better=False,
         requires="model",
+        smoke={"n_perturb_samples": 2},  # what a --smoke run keeps
     )
 
 
@@ -129,9 +135,11 @@ def wrapgrad_attacks() -> Iterator[AttackSpec]:
         name="ifia",
         factory=IFIA,
         summary="Iterative feature-importance attack: top-k, mass-center, targeted (FAR Alg. 1).",
+        smoke={"steps": 2, "restarts": 1, "spsa_samples": 2},  # what a --smoke run keeps
     )
     yield AttackSpec(
         name="adversarial_ifia",
         factory=AdversarialIFIA,
         summary="Adversarial IFIA: cross-entropy + lambda * map dissimilarity (FAR Alg. 2).",
+        smoke={"steps": 2, "restarts": 1, "spsa_samples": 2},  # what a --smoke run keeps
     )

@@ -1,23 +1,50 @@
-"""Built-in plugin: the ``wrapgrad run`` and ``wrapgrad report`` commands.
+"""Built-in plugin: pipelines, their steps, reports, and the ``wrapgrad run`` / ``wrapgrad report``
+commands.
 
 ``wrapgrad run FILE [--out DIR] [--smoke] [--quiet] [--check]`` validates a pipeline file (see
 ``docs/pipeline-reference.md``), runs it and prints where the report is; ``wrapgrad report DIR``
-prints a finished run's report again, rendered from its ``results.json``.
+prints a finished run's report again, rendered from its ``results.json``. In Python::
+
+    from wrapgrad_pipeline import Pipeline
+    run = Pipeline.from_file("examples/noisegrad_cmnist.toml").run("runs/cmnist", smoke=True)
+
+The runner knows no step: the built-in ones (data, model, calibration, explain, evaluate, report;
+:mod:`wrapgrad_pipeline.steps`) come from this plugin's ``wrapgrad_pipeline_steps`` hook, exactly
+as another plugin's steps do.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
+from typing import Any
 
 from wrapgrad import hookimpl
-from wrapgrad.records import CommandSpec
-from wrapgrad_pipeline.commands import add_report_command, add_run_command
+from wrapgrad.records import CommandSpec, PipelineStepSpec
 
-__all__ = ["add_report_command", "add_run_command"]
+__all__ = ["Pipeline", "PipelineRun", "load_results", "render_markdown", "shrink"]
+
+# name -> module holding it, imported on first access (loading the plugin stays cheap).
+_LAZY = {
+    "Pipeline": "wrapgrad_pipeline.runner",
+    "PipelineRun": "wrapgrad_pipeline.runner",
+    "shrink": "wrapgrad_pipeline.runner",
+    "load_results": "wrapgrad_pipeline.report",
+    "render_markdown": "wrapgrad_pipeline.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wrapgrad_pipeline' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 @hookimpl
 def wrapgrad_commands() -> Iterator[CommandSpec]:
+    from wrapgrad_pipeline.commands import add_report_command, add_run_command
+
     yield CommandSpec(
         name="run",
         factory=add_run_command,
@@ -28,3 +55,10 @@ def wrapgrad_commands() -> Iterator[CommandSpec]:
         factory=add_report_command,
         summary="Print a finished run's report again (rendered from its results.json).",
     )
+
+
+@hookimpl
+def wrapgrad_pipeline_steps() -> Iterator[PipelineStepSpec]:
+    from wrapgrad_pipeline.steps import specs
+
+    yield from specs()

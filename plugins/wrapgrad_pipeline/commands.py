@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,12 +11,12 @@ __all__ = ["add_report_command", "add_run_command", "default_out_dir"]
 
 def default_out_dir(name: str, smoke: bool) -> Path:
     """``runs/<pipeline name>`` (``-smoke`` appended for smoke runs), relative to the cwd."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "pipeline"
+    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name).strip("._") or "pipeline"
     return Path("runs") / (f"{safe}-smoke" if smoke else safe)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from wrapgrad.pipeline import Pipeline
+    from wrapgrad_pipeline.runner import Pipeline
 
     pipeline = Pipeline.from_file(args.file)
     if args.check:
@@ -38,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from wrapgrad.report import load_results, render_markdown
+    from wrapgrad_pipeline.report import load_results, render_markdown
 
     print(render_markdown(load_results(args.dir)), end="")
     return 0

@@ -1,0 +1,172 @@
+"""The run context: what the steps of one pipeline run read and add.
+
+Each step's ``run(table, context)`` reads the entries it ``needs`` and adds those it
+``provides``. The built-in entries are attributes (``data``, ``models``, ``levels``,
+``explanations``, ``scores``); a plugin's own entries live in :attr:`RunContext.shared` under
+their name. Several steps may add models (``context.models[label] = ModelEntry(...)``); the
+explain step then explains every (model, enhancer) variant and the evaluate step scores each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from torch import Tensor, nn
+
+from wrapgrad.errors import WrapgradValueError
+from wrapgrad_pipeline.plan import PipelineConfig
+from wrapgrad_pipeline.schema import PipelineError
+
+__all__ = ["EvalData", "Explanation", "ModelEntry", "RunContext", "Variant"]
+
+
+@attrs.define(kw_only=True)
+class EvalData:
+    """The data of a run (the ``"data"`` entry)."""
+
+    dataset: Any
+    """The whole split (``.inputs``, ``.labels``, ``.masks``, ``.num_classes``, ``len()``);
+    calibration draws its held-out items from it."""
+    inputs: Tensor
+    """The evaluated samples: the first ``[data].samples`` items."""
+    labels: Tensor
+    masks: dict[str, Tensor] = attrs.field(factory=dict)
+    """Ground-truth masks of the evaluated samples, by name."""
+
+
+@attrs.define(kw_only=True)
+class ModelEntry:
+    """One model of a run (an item of the ``"models"`` entry)."""
+
+    label: str
+    model: nn.Module
+    info: dict[str, Any] = attrs.field(factory=dict)
+    """What ``results.json`` says about it (name, seed, source, accuracy, ...)."""
+
+
+@attrs.frozen
+class Variant:
+    """A (model, enhancer) pair, reported under ``label``."""
+
+    label: str
+    model: str
+    enhancer: str
+
+
+@attrs.define(kw_only=True)
+class Explanation:
+    """The maps of one method and variant on the evaluated samples."""
+
+    variant: Variant
+    explain: Any
+    """What :func:`wrapgrad.wrap` returned (metrics and attacks re-explain with it)."""
+    raw: Tensor
+    """The maps as ``explain`` returned them."""
+    maps: Tensor
+    """The maps evaluated (absolute values when ``[explain].absolute``)."""
+
+
+class RunContext:
+    """What the steps of one run share.
+
+    Attributes:
+        config: the validated (and for ``--smoke``, shrunk) :class:`PipelineConfig`.
+        tables: each step's table by step name (``context.tables["explain"].batch_size``).
+        seed: ``[pipeline].seed``.
+        smoke: a ``--smoke`` run.
+        progress: show progress bars.
+        out_dir: the output directory (:meth:`output` resolves paths inside it).
+        source_dir: the pipeline file's folder (relative paths in the file start there).
+        data: the ``"data"`` entry (:class:`EvalData`).
+        models: the ``"models"`` entry: label -> :class:`ModelEntry`, in order.
+        levels: the ``"levels"`` entry: model label -> calibration name -> ``{"sigma": ...,
+            "alpha": ...}``.
+        variants: variant label -> :class:`Variant` (set by the explain step).
+        explanations: the ``"explanations"`` entry: method -> variant label ->
+            :class:`Explanation`.
+        scores: the ``"scores"`` entry: method -> variant label -> score key -> per-sample
+            scores (``results.json``'s ``scores``).
+        results: the dict ``results.json`` is written from; each step adds its sections.
+        shared: entries of plugins' own steps, by name.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        out_dir: Path,
+        source_dir: Path,
+        smoke: bool,
+        progress: bool,
+    ) -> None:
+        self.config = config
+        self.tables: Mapping[str, Any] = config.tables
+        self.seed = config.seed
+        self.smoke = smoke
+        self.progress = progress
+        self.out_dir = out_dir
+        self.source_dir = source_dir
+        self._data: EvalData | None = None
+        self.models: dict[str, ModelEntry] = {}
+        self.levels: dict[str, dict[str, dict[str, float | None]]] = {}
+        self.variants: dict[str, Variant] = {}
+        self.explanations: dict[str, dict[str, Explanation]] = {}
+        self.scores: dict[str, dict[str, dict[str, list[float]]]] = {}
+        self.results: dict[str, Any] = {}
+        self.shared: dict[str, Any] = {}
+        self.started = 0.0
+        """``time.perf_counter()`` when the first step started."""
+        self.written: dict[str, Any] | None = None
+        self.results_path: Path | None = None
+        self.report_path: Path | None = None
+        self.figure_paths: list[Path] = []
+        """``written`` (the results as ``results.json`` holds them) and the paths: set by the
+        step that writes them (the report step)."""
+
+    @property
+    def file(self) -> str:
+        return self.config.file
+
+    @property
+    def data(self) -> EvalData:
+        """The ``"data"`` entry (an error before a step added it)."""
+        if self._data is None:
+            raise WrapgradValueError("data: no data yet; the step that provides 'data' runs first")
+        return self._data
+
+    @data.setter
+    def data(self, value: EvalData) -> None:
+        self._data = value
+
+    def fail(self, field: str, message: str) -> PipelineError:
+        """The error to raise for a field of the file, found wrong while running."""
+        return PipelineError(self.file, field, message)
+
+    def output(self, relative: str) -> Path:
+        """``out_dir / relative``, refusing a result outside ``out_dir`` (symbolic links
+        included)."""
+        target = (self.out_dir / relative).resolve()
+        if not target.is_relative_to(self.out_dir.resolve()):
+            raise WrapgradValueError(
+                f"path: expected a path inside the output directory {str(self.out_dir)!r}, got "
+                f"{relative!r}"
+            )
+        return target
+
+    def has(self, entry: str) -> bool:
+        """Whether the entry ``entry`` is there: data loaded, at least one model, or a plugin's
+        entry in :attr:`shared` (the other built-in entries may be empty)."""
+        if entry == "data":
+            return self._data is not None
+        if entry == "models":
+            return bool(self.models)
+        if entry in ("levels", "explanations", "scores"):
+            return True
+        return entry in self.shared
+
+    def record_error(self, **where: str) -> None:
+        """Note a cell that could not be computed (``results.json``'s ``errors``)."""
+        self.results.setdefault("errors", []).append(dict(where))

@@ -1,0 +1,314 @@
+"""``results.json`` and ``report.md`` rendered from it.
+
+Everything in ``report.md`` is computed from the results dictionary (what ``results.json``
+holds), so :func:`render_markdown` of a re-read ``results.json`` gives the same report
+(``wrapgrad report DIR``). The statistics are in :mod:`wrapgrad_pipeline.stats`.
+
+The columns of the tables are the run's *variants* (``results["enhancers"]``, named so for the
+files written before several models could be scored): the enhancer labels when the run has one
+model, the model labels with one enhancer, ``model/enhancer`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wrapgrad.errors import WrapgradValueError
+from wrapgrad_pipeline.stats import check_expectation, mean_ci
+
+__all__ = [
+    "RESULTS_FORMAT",
+    "arrow",
+    "cells",
+    "expectation_rows",
+    "load_results",
+    "metric_keys",
+    "render_markdown",
+    "results_to_json",
+]
+
+RESULTS_FORMAT = "wrapgrad-pipeline-results/1"
+
+
+# -- results.json ----------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+def results_to_json(results: Mapping[str, Any]) -> str:
+    """The results as strict JSON (non-finite numbers become ``null``)."""
+    return json.dumps(_jsonable(results), indent=1, sort_keys=False, allow_nan=False) + "\n"
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a ``results.json`` (a file, or the run's directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise WrapgradValueError(
+            f"path: expected a results.json or a run directory holding one, got {str(path)!r}"
+        )
+    results = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+        raise WrapgradValueError(
+            f"path: expected a wrapgrad pipeline results file (format {RESULTS_FORMAT!r}), "
+            f"got {str(path)!r}"
+        )
+    return results
+
+
+# -- reading results -------------------------------------------------------------------------
+def _num(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def _p(p: Any) -> str:
+    if p is None or not math.isfinite(p):
+        return "p = n/a"
+    return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
+
+
+def arrow(hib: Any) -> str:
+    """The direction mark of a metric: ↑ higher is better, ↓ lower is better."""
+    return {True: "↑", False: "↓"}.get(hib, "")
+
+
+def metric_keys(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The reported metric columns: ``{"key", "label", "mask", "higher_is_better", "source"}``."""
+    return list(results.get("metrics", []))
+
+
+def cells(results: Mapping[str, Any], method: str, key: str) -> dict[str, list[float]]:
+    """Variant label -> the per-sample scores of ``method`` on metric ``key`` (NaN for n/a)."""
+    by_variant = results["scores"].get(method, {})
+    return {
+        e: [math.nan if v is None else float(v) for v in by_variant.get(e, {}).get(key, [])]
+        for e in results["enhancers"]
+    }
+
+
+def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every expectation judged per method and per metric key (one per ground-truth mask)."""
+    rows = []
+    metrics = metric_keys(results)
+    for exp in results.get("expectations", []):
+        keys = [m for m in metrics if m["key"] == exp["metric"] or m["label"] == exp["metric"]]
+        for method in results["methods"]:
+            for m in keys:
+                scores = cells(results, method, m["key"])
+                hib = m.get("higher_is_better")
+                if hib is None or any(len(v) == 0 for v in scores.values()):
+                    continue  # no direction (validation refuses it) or nothing scored
+                verdict = check_expectation(
+                    scores,
+                    exp.get("order", []),
+                    exp.get("best"),
+                    bool(hib),
+                    exp.get("alpha", 0.05),
+                )
+                rows.append({"method": method, "metric": m, "expect": exp, **verdict})
+    return rows
+
+
+# -- report.md ---------------------------------------------------------------------------------
+def _section(title: str, body: Iterable[str]) -> list[str]:
+    """``## title`` and its lines, or nothing when there are none."""
+    body = list(body)
+    return [f"## {title}", "", *body] if body else []
+
+
+def _models(results: Mapping[str, Any]) -> dict[str, Any]:
+    if "models" in results:
+        return dict(results["models"])
+    return {"model": results.get("model", {})}
+
+
+def _run(results: Mapping[str, Any]) -> Iterable[str]:
+    data = results.get("data", {})
+    pipe = results["pipeline"]
+    yield f"- pipeline file: `{pipe['file']}` (sha256 `{pipe['sha256'][:12]}`)"
+    yield (
+        f"- data: {data.get('samples')} samples of `{data.get('dataset')}` "
+        f"({data.get('split')} split), seed {data.get('seed')}"
+    )
+    models = _models(results)
+    for label, model in models.items():
+        named = f"{label}: " if len(models) > 1 else ""
+        yield (
+            f"- model: {named}`{model.get('name')}` ({model.get('source')}), seed "
+            f"{model.get('seed')}, test accuracy {_num(model.get('test_accuracy'), 4)}"
+        )
+    yield f"- seeds: {', '.join(f'{k} {v}' for k, v in results.get('seeds', {}).items())}"
+    yield "- versions: " + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items())
+    if results.get("duration_s") is not None:
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in results.get("timings_s", {}).items())
+        yield f"- duration: {results['duration_s']:.1f} s" + (f" ({stages})" if stages else "")
+        per_metric = results.get("metric_timings_s", {})
+        if per_metric:
+            yield "- metric time: " + ", ".join(f"{k} {v:.1f} s" for k, v in per_metric.items())
+    yield ""
+
+
+def _calibration(results: Mapping[str, Any]) -> Iterable[str]:
+    records = results.get("calibration") or {}
+    if not records:
+        return
+    yield "| name | calibrator | noise | sigma | alpha | drop | 95% CI | target |"
+    yield "|---|---|---|---|---|---|---|---|"
+    for name, rec in records.items():
+        ci = rec.get("drop_ci") or [None, None]
+        yield (
+            f"| {name} | {rec.get('calibrator')} | {rec.get('perturber')} | {_num(rec.get('sigma'))} "
+            f"| {_num(rec.get('alpha'))} | {_num(rec.get('drop'))} | [{_num(ci[0])}, {_num(ci[1])}] "
+            f"| {_num(rec.get('target_drop'), 3)} |"
+        )
+    yield ""
+    for name, rec in records.items():
+        if rec.get("error"):
+            yield f"- {name}: {rec['error']}"
+            yield ""
+
+
+def _method_table(results: Mapping[str, Any], method: str) -> Iterable[str]:
+    variants = list(results["enhancers"])
+    yield "Mean over samples and 95% confidence interval; the best mean per row in bold."
+    yield ""
+    yield "| metric | | " + " | ".join(variants) + " |"
+    yield "|---|---|" + "---|" * len(variants)
+    for m in metric_keys(results):
+        scores = cells(results, method, m["key"])
+        stats = {e: mean_ci(v) for e, v in scores.items()}
+        means = {e: s[0] for e, s in stats.items() if math.isfinite(s[0])}
+        best = None
+        if means and m.get("higher_is_better") is not None:
+            pick = max if m["higher_is_better"] else min
+            best = pick(means, key=means.__getitem__)
+        row = []
+        for e in variants:
+            mean, lo, hi, n = stats[e]
+            text = f"{_num(mean)} [{_num(lo)}, {_num(hi)}]"
+            if n and (n < len(scores[e]) or n == 1):
+                text += f" (n={n})"
+            row.append(f"**{text}**" if e == best else text)
+        yield f"| {m['key']} | {arrow(m.get('higher_is_better'))} | " + " | ".join(row) + " |"
+    yield ""
+
+
+def _expect_text(exp: Mapping[str, Any], hib: bool) -> str:
+    parts = []
+    if exp.get("order"):
+        parts.append(
+            " < ".join(exp["order"])
+            + (" (higher is better)" if hib else " (lower is better: worse to better)")
+        )
+    if exp.get("best"):
+        parts.append(f"best: {exp['best']}")
+    return "; ".join(parts)
+
+
+def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
+    rows = expectation_rows(results)
+    if not rows:
+        return
+    if results.get("expectations_source"):
+        yield results["expectations_source"]
+        yield ""
+    yield (
+        "Each step is judged by its means and a paired one-sided Wilcoxon signed-rank test "
+        "on the per-sample scores."
+    )
+    yield ""
+    for r in rows:
+        m = r["metric"]
+        hib = m.get("higher_is_better") is not False
+        if r["significant"]:
+            verdict = "**held** (every step significant)"
+        elif r["held"]:
+            verdict = "**held** in the means (not every step significant)"
+        else:
+            verdict = "**did not hold**"
+        mask = f", ground-truth mask `{m['mask']}`" if m.get("mask") else ""
+        yield f"- `{r['method']}`, {m['key']}{mask}: {_expect_text(r['expect'], hib)}: {verdict}"
+        alpha = r["expect"].get("alpha", 0.05)
+        for s in r["steps"]:
+            sign = ("<" if hib else ">") if s["improved"] else ("≥" if hib else "≤")
+            sig = ""
+            if s["improved"]:
+                sig = " (significant)" if s["p"] < alpha else " (not significant)"
+            yield (
+                f"  - {s['worse']} {_num(s['mean_worse'])} {sign} {s['better']} "
+                f"{_num(s['mean_better'])}: {_p(s['p'])}{sig}"
+            )
+    yield ""
+
+
+def _attacks(results: Mapping[str, Any]) -> Iterable[str]:
+    if not results.get("attacks"):
+        return
+    yield "| attack | method | variant | labels kept | mean perturbation |"
+    yield "|---|---|---|---|---|"
+    for a in results["attacks"]:
+        for method, by_variant in a.get("runs", {}).items():
+            for e, run in by_variant.items():
+                yield (
+                    f"| {a['label']} | {method} | {e} | {_num(run.get('label_kept'), 3)} "
+                    f"| {_num(run.get('perturbation'), 4)} |"
+                )
+    yield ""
+
+
+def _errors(results: Mapping[str, Any]) -> Iterable[str]:
+    if not results.get("errors"):
+        return
+    yield "These cells could not be computed; their scores are n/a."
+    yield ""
+    for e in results["errors"]:
+        yield f"- {e['metric']}, `{e['method']}`, {e['enhancer']}: {e['error']}"
+    yield ""
+
+
+def _figures(results: Mapping[str, Any]) -> Iterable[str]:
+    for fig in results.get("figures", []):
+        yield f"![{fig['title']}]({fig['path']})"
+        yield ""
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """``report.md``: the run's facts, tables of mean and 95% CI, expectations, figures."""
+    lines = [f"# {results['name']}", ""]
+    if results.get("description"):
+        lines += [results["description"].strip(), ""]
+    if results.get("smoke"):
+        lines += [
+            "> **Smoke run**: every size was shrunk (`--smoke`); the numbers only show that the",
+            "> pipeline runs and say nothing about the methods.",
+            "",
+        ]
+    lines += _section("Run", _run(results))
+    lines += _section("Calibration", _calibration(results))
+    for method in results["methods"]:
+        lines += _section(method, _method_table(results, method))
+    lines += _section("Expectations", _expectations(results))
+    lines += _section("Attacks", _attacks(results))
+    lines += _section("Errors", _errors(results))
+    lines += _section("Figures", _figures(results))
+    return "\n".join(lines).rstrip() + "\n"

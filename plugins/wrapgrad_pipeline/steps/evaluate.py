@@ -1,0 +1,420 @@
+"""The ``evaluate`` step: metrics and attacks on every method x variant (``"scores"``).
+
+Every metric and attack is a registered component (``wrapgrad.metric`` / ``wrapgrad.attack``);
+Quantus metrics are registered by the Quantus plugin as ``quantus_<snake case>``, so a file's
+``quantus = "MaxSensitivity"`` is short for ``name = "quantus_max_sensitivity"``. A metric is
+called as its spec's ``requires`` says: ``"mask"`` with the maps and a ground-truth mask,
+``"maps"`` with the maps and those of another enhancer of the same model, ``"model"`` with the
+model, inputs, labels and the variant's ``explain``, which serves the maps already computed for
+the evaluated inputs (:class:`KnownMaps`) and re-explains anything else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import Tensor
+
+from wrapgrad.checks import check_positive_int
+from wrapgrad.errors import UnknownNameError, closest
+from wrapgrad.records import Spec
+from wrapgrad_pipeline.context import RunContext
+from wrapgrad_pipeline.plan import Plan, ScoreColumn
+from wrapgrad_pipeline.schema import checked, setting
+from wrapgrad_pipeline.smoke import SIZES, capped
+
+__all__ = [
+    "ATTACK_SCORES",
+    "QUANTUS_PREFIX",
+    "AttackTable",
+    "EvaluateStep",
+    "EvaluateTable",
+    "KnownMaps",
+    "MetricTable",
+]
+
+#: The attack result's map-to-map scores reported by default.
+ATTACK_SCORES = ("topk_intersection", "kendall_tau", "spearman_rho")
+#: How the Quantus plugin names Quantus metrics (``wrapgrad_quantus.metric_name``).
+QUANTUS_PREFIX = "quantus_"
+
+
+@attrs.frozen(kw_only=True)
+class MetricTable:
+    """Every metric runs on every method × variant. For localisation
+    metrics the maps are summed over channels (one relevance per pixel). A cell that cannot be
+    computed (e.g. an all-zero map Quantus refuses) is recorded with its error and reported as
+    n/a."""
+
+    label: str | None = setting(
+        None, default_doc="the metric's name", doc="the row in the report; distinct"
+    )
+    name: str | None = setting(
+        None,
+        default_doc="—",
+        doc="a registered metric (`wrapgrad plugins --kind metric`; Quantus' metrics are "
+        "`quantus_<snake case>`)",
+    )
+    quantus: str | None = setting(
+        None,
+        default_doc="—",
+        doc="a Quantus metric class name (`RelevanceRankAccuracy`, `FaithfulnessCorrelation`, "
+        '`MaxSensitivity`, `Sparseness`, ...), short for `name = "quantus_<snake case>"`; '
+        "exactly one of `name` and `quantus`",
+    )
+    params: Mapping[str, Any] = setting(
+        factory=dict,
+        doc="the metric's parameters (checked against its options); `seed`, `abs` and "
+        "`batch_size` default to `[pipeline].seed`, `[explain].absolute` and "
+        "`[explain].batch_size` for metrics that take them (Quantus' perturbations are seeded)",
+    )
+    masks: tuple[str, ...] = setting(
+        (),
+        doc="for mask-based metrics (Quantus localisation metrics, `localisation_auc`): "
+        'ground-truth masks of the data set (`cmnist`: `"digit"`, `"square"`; checked before '
+        "any training); one row per mask, `label[mask]`",
+    )
+    against: str | None = setting(
+        None,
+        doc="for map-to-map metrics: the enhancer label whose maps (of the same model) to "
+        "compare with",
+    )
+    higher_is_better: bool | None = setting(
+        None,
+        default_doc="from the metric",
+        doc="the direction used for bold-facing and expectations",
+    )
+    samples: int | None = setting(
+        None,
+        type="integer ≥ 1",
+        default_doc="all",
+        doc="score only the first `samples` evaluated items (for expensive metrics such as "
+        "`MaxSensitivity`)",
+        validator=checked(check_positive_int, optional=True),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class AttackTable:
+    """Every attack runs on every method × variant; the report's rows
+    are `label:score`."""
+
+    label: str | None = setting(None, default_doc="the attack's name", doc="the rows are `label:score`")
+    name: str = setting(doc="a registered attack (`ifia`, `adversarial_ifia`)")
+    params: Mapping[str, Any] = setting(
+        factory=dict,
+        doc="the attack's parameters (`objective`, `epsilon`, `steps`, `k`, `bounds`, ...; "
+        "checked); `seed` defaults to `[pipeline].seed`",
+    )
+    samples: int = setting(
+        32,
+        type="integer ≥ 1",
+        doc="the first `samples` evaluated items are attacked",
+        validator=checked(check_positive_int),
+    )
+    scores: tuple[str, ...] = setting(
+        ATTACK_SCORES,
+        doc="map-to-map scores (before vs after) to report; each must be one the attack "
+        "computes (checked)",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class EvaluateTable:
+    """Metrics and attribution attacks (`[[evaluate.metrics]]` and `[[evaluate.attacks]]`)."""
+
+    metrics: tuple[MetricTable, ...] = setting((), doc="see below")
+    attacks: tuple[AttackTable, ...] = setting((), doc="see below")
+
+
+class KnownMaps:
+    """An ``explain`` that serves the maps already computed for ``inputs`` (this very tensor,
+    the same target, no other arguments) and explains anything else with ``explain``; its other
+    attributes (``model``, ``explainer``, ``enhancer``, ...) are ``explain``'s."""
+
+    def __init__(self, explain: Any, inputs: Tensor, target: Tensor, maps: Tensor) -> None:
+        self._explain = explain
+        self._inputs = inputs
+        self._target = target
+        self._maps = maps
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._explain, name)
+
+    def __call__(self, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
+        same_target = target is self._target or (
+            isinstance(target, Tensor) and torch.equal(target, self._target)
+        )
+        if inputs is self._inputs and same_target and not kwargs:
+            return self._maps.clone()
+        return self._explain(inputs, target=target, **kwargs)
+
+
+def _defaults(spec: Spec, params: Mapping[str, Any], context: RunContext) -> dict[str, Any]:
+    """``params`` with the pipeline's defaults for the options ``spec`` names."""
+    names, _ = spec.option_names()
+    explain = context.tables["explain"]
+    out = dict(params)
+    for key, value in (
+        ("seed", context.seed),
+        ("abs", explain.absolute),
+        ("batch_size", explain.batch_size),
+    ):
+        if key in names:
+            out.setdefault(key, value)
+    return out
+
+
+class EvaluateStep:
+    """Scores every method x variant with every metric and attack."""
+
+    # -- check ---------------------------------------------------------------------------------
+    def check(self, table: EvaluateTable, plan: Plan) -> EvaluateTable:
+        metrics = tuple(
+            self._check_metric(plan, m, f"[evaluate].metrics[{i}]") for i, m in enumerate(table.metrics)
+        )
+        labels = [m.label for m in metrics]
+        if len(set(labels)) != len(labels):
+            raise plan.fail("[evaluate].metrics", f"expected distinct labels, got {labels!r}")
+        attacks = tuple(
+            self._check_attack(plan, a, f"[evaluate].attacks[{i}]") for i, a in enumerate(table.attacks)
+        )
+        for m in metrics:
+            keys = [f"{m.label}[{mask}]" for mask in m.masks] or [str(m.label)]
+            plan.scores += [ScoreColumn(k, str(m.label), m.higher_is_better) for k in keys]
+        for a in attacks:
+            plan.scores += [ScoreColumn(f"{a.label}:{s}", f"{a.label}:{s}", True) for s in a.scores]
+        return attrs.evolve(table, metrics=metrics, attacks=attacks)
+
+    @staticmethod
+    def _quantus(plan: Plan, value: str, where: str) -> Spec:
+        from wrapgrad.registry import get_registry
+
+        try:
+            return get_registry().get("metric", QUANTUS_PREFIX + value)
+        except UnknownNameError:
+            known = [
+                n[len(QUANTUS_PREFIX) :]
+                for n in get_registry().names("metric")
+                if n.startswith(QUANTUS_PREFIX)
+            ]
+            raise plan.unknown(where, value, known, "Quantus metric") from None
+
+    def _check_metric(self, plan: Plan, m: MetricTable, f: str) -> MetricTable:
+        from wrapgrad.registry import get_registry
+
+        if (m.name is None) == (m.quantus is None):
+            raise plan.fail(
+                f,
+                "expected exactly one of 'name' (a wrapgrad metric) or 'quantus' (a Quantus "
+                "metric class)",
+            )
+        if m.quantus is not None:
+            spec = self._quantus(plan, m.quantus, f"{f}.quantus")
+        else:
+            spec = plan.component("metric", m.name, f"{f}.name")
+        plan.check_options(spec, m.params, f"{f}.params")
+        dataset = get_registry().get("dataset", plan.tables["data"].dataset)
+        declared = tuple(getattr(dataset, "masks", ()) or ())
+        for j, mask in enumerate(m.masks):
+            if declared and mask not in declared:
+                # Known from the data set's registry record: refused before any data is built.
+                near = closest(mask, declared)
+                raise plan.fail(
+                    f"{f}.masks[{j}]",
+                    f"expected one of the data set's masks {list(declared)}, got {mask!r}"
+                    + (f"; did you mean {near[0]!r}?" if near else ""),
+                )
+            plan.masks.setdefault(mask, f"{f}.masks[{j}]")
+        requires = getattr(spec, "requires", "model")
+        if requires == "mask":
+            if not m.masks:
+                raise plan.fail(
+                    f"{f}.masks",
+                    f"missing; {spec.name} compares maps with ground-truth masks: expected a list "
+                    f'of mask names (e.g. ["digit", "square"])',
+                )
+            if not getattr(dataset, "has_masks", False) and not declared:
+                raise plan.fail(f"{f}.masks", f"the data set {dataset.name!r} has no ground-truth masks")
+        elif m.masks:
+            raise plan.fail(f"{f}.masks", f"expected no masks: {spec.name} does not use ground-truth masks")
+        if requires == "maps":
+            if m.against is None:
+                raise plan.fail(
+                    f"{f}.against",
+                    f"missing; {spec.name} compares two maps: expected the label of the enhancer "
+                    f"to compare with, one of {plan.enhancers}",
+                )
+            if m.against not in plan.enhancers:
+                raise plan.unknown(f"{f}.against", m.against, plan.enhancers, "enhancer label")
+        elif m.against is not None:
+            raise plan.fail(f"{f}.against", f"expected no 'against': {spec.name} does not compare two maps")
+        hib = m.higher_is_better
+        if hib is None:
+            hib = getattr(spec, "higher_is_better", None)
+        return attrs.evolve(
+            m, name=spec.name, label=m.label or m.quantus or spec.name, higher_is_better=hib
+        )
+
+    @staticmethod
+    def _check_attack(plan: Plan, a: AttackTable, f: str) -> AttackTable:
+        spec = plan.component("attack", a.name, f"{f}.name")
+        plan.check_options(spec, a.params, f"{f}.params")
+        known = tuple(getattr(spec.factory, "scores", ATTACK_SCORES))
+        for j, score in enumerate(a.scores):
+            if score not in known:
+                raise plan.unknown(f"{f}.scores[{j}]", score, known, f"score of attack {spec.name}")
+        return attrs.evolve(a, name=spec.name, label=a.label or spec.name)
+
+    # -- smoke ---------------------------------------------------------------------------------
+    def shrink(self, table: EvaluateTable) -> EvaluateTable:
+        from wrapgrad.registry import get_registry
+
+        reg = get_registry()
+        n = SIZES["samples"]
+        return attrs.evolve(
+            table,
+            metrics=tuple(
+                attrs.evolve(
+                    m,
+                    params=capped(m.params, reg.get("metric", str(m.name)).smoke_caps()),
+                    samples=None if m.samples is None else min(m.samples, n),
+                )
+                for m in table.metrics
+            ),
+            attacks=tuple(
+                attrs.evolve(
+                    a,
+                    params=capped(a.params, reg.get("attack", a.name).smoke_caps()),
+                    samples=min(a.samples, SIZES["attack_samples"]),
+                )
+                for a in table.attacks
+            ),
+        )
+
+    def outputs(self, table: EvaluateTable) -> tuple[str, ...]:
+        return ()
+
+    # -- run -----------------------------------------------------------------------------------
+    def run(self, table: EvaluateTable, context: RunContext) -> None:
+        context.scores = {
+            method: {v: {} for v in context.variants} for method in context.explanations
+        }
+        rows: list[dict[str, Any]] = []
+        for m in table.metrics:
+            for mask in m.masks or (None,):
+                rows.append(
+                    {
+                        "key": f"{m.label}[{mask}]" if mask else m.label,
+                        "label": m.label,
+                        "mask": mask,
+                        "higher_is_better": m.higher_is_better,
+                        "source": f"metric:{m.name}",
+                        "params": dict(m.params),
+                    }
+                )
+        context.results["metrics"] = rows
+        context.results["metric_timings_s"] = self._metrics(table, context)
+        context.results["attacks"] = self._attacks(table, context, rows)
+        context.results["scores"] = context.scores
+
+    def _metrics(self, table: EvaluateTable, context: RunContext) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        from wrapgrad.evaluation import metric as build_metric
+        from wrapgrad.registry import get_registry
+
+        data = context.data
+        seconds: dict[str, float] = {}
+        jobs = [(m, method, v) for m in table.metrics for method in context.explanations for v in context.variants]
+        bar = tqdm(jobs, desc="evaluate", disable=not context.progress, leave=False)
+        for m, method, v in bar:
+            bar.set_postfix_str(f"{m.label} {method} {v}", refresh=False)
+            started = time.perf_counter()
+            spec = get_registry().get("metric", str(m.name))
+            params = _defaults(spec, m.params, context)
+            ex = context.explanations[method][v]
+            k = data.inputs.shape[0] if m.samples is None else min(m.samples, data.inputs.shape[0])
+            x, y = data.inputs[:k], data.labels[:k]
+            for mask in m.masks or (None,):
+                key = f"{m.label}[{mask}]" if mask else str(m.label)
+                try:
+                    metric = build_metric(str(m.name), **params)
+                    if spec.requires == "mask":
+                        out = metric(ex.maps[:k], data.masks[mask][:k])
+                    elif spec.requires == "maps":
+                        other = next(
+                            var.label
+                            for var in context.variants.values()
+                            if var.model == ex.variant.model and var.enhancer == m.against
+                        )
+                        out = metric(ex.maps[:k], context.explanations[method][other].maps[:k])
+                    else:
+                        model = context.models[ex.variant.model].model
+                        out = metric(model, x, y, KnownMaps(ex.explain, x, y, ex.raw[:k]))
+                    vals = torch.as_tensor(np.asarray(out, dtype=np.float64)).reshape(-1).numpy()
+                except Exception as exc:  # one degenerate cell must not sink the whole run
+                    context.record_error(
+                        metric=key,
+                        method=method,
+                        enhancer=v,
+                        error=f"{type(exc).__name__}: {exc}".strip()[:500],
+                    )
+                    vals = np.full(k, np.nan)
+                context.scores[method][v][key] = [float(s) for s in vals]
+            spent = time.perf_counter() - started
+            seconds[str(m.label)] = round(seconds.get(str(m.label), 0.0) + spent, 3)
+        return seconds
+
+    def _attacks(
+        self, table: EvaluateTable, context: RunContext, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        from wrapgrad.evaluation import attack as build_attack
+        from wrapgrad.registry import get_registry
+
+        data = context.data
+        out = []
+        for a in table.attacks:
+            record: dict[str, Any] = {"label": a.label, "name": a.name, "params": dict(a.params), "runs": {}}
+            for score in a.scores:
+                rows.append(
+                    {
+                        "key": f"{a.label}:{score}",
+                        "label": f"{a.label}:{score}",
+                        "mask": None,
+                        "higher_is_better": True,
+                        "source": f"attack:{a.name}",
+                        "params": dict(a.params),
+                    }
+                )
+            n = min(a.samples, data.labels.shape[0])
+            x, y = data.inputs[:n], data.labels[:n]
+            params = _defaults(get_registry().get("attack", a.name), a.params, context)
+            jobs = [(method, v) for method in context.explanations for v in context.variants]
+            for method, v in tqdm(jobs, desc=f"attack {a.label}", disable=not context.progress, leave=False):
+                ex = context.explanations[method][v]
+                model = context.models[ex.variant.model].model
+                result = build_attack(a.name, **params)(model, x, y, KnownMaps(ex.explain, x, y, ex.raw[:n]))
+                for score in a.scores:
+                    if score not in result.metrics:
+                        raise context.fail(
+                            f"[evaluate].attacks {a.label!r}.scores",
+                            f"{score!r} is not one of the attack's scores {sorted(result.metrics)}",
+                        )
+                    vals = torch.as_tensor(result.metrics[score]).double().reshape(-1).tolist()
+                    context.scores[method][v][f"{a.label}:{score}"] = vals
+                record["runs"].setdefault(method, {})[v] = {
+                    "label_kept": float(result.label_kept.float().mean()),
+                    "perturbation": float(result.perturbation_norm().mean()),
+                    "objective_before": torch.as_tensor(result.objective_before).double().tolist(),
+                    "objective_after": torch.as_tensor(result.objective_after).double().tolist(),
+                }
+            out.append(record)
+        return out

@@ -1,0 +1,126 @@
+"""The ``model`` step: a reference model trained with its recipe, or loaded (adds a model)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+
+from wrapgrad.errors import UnknownNameError, WrapgradValueError
+from wrapgrad_pipeline.context import ModelEntry, RunContext
+from wrapgrad_pipeline.plan import Plan
+from wrapgrad_pipeline.schema import setting
+from wrapgrad_pipeline.smoke import SIZES
+
+__all__ = ["ModelStep", "ModelTable", "accuracy"]
+
+
+@attrs.frozen(kw_only=True)
+class ModelTable:
+    """A registered model, trained with its recipe on `[data].dataset` the first time and loaded
+    from the cache (`$WRAPGRAD_CACHE`, else `~/.cache/wrapgrad`) afterwards, or loaded from a
+    state-dict file (`weights`)."""
+
+    name: str = setting(doc="a registered model (`small_cnn`, `small_resnet`)")
+    label: str | None = setting(
+        None,
+        default_doc="its name",
+        doc="the model's label in the report where several models are scored (e.g. beside "
+        "models a training step adds)",
+    )
+    seed: int | None = setting(None, default_doc="`[pipeline].seed`", doc="training seed")
+    recipe: Mapping[str, Any] = setting(
+        factory=dict,
+        doc="overrides of the training recipe (`epochs`, `lr`, `batch_size`, `weight_decay`, "
+        "`dataset_options`, ...; checked)",
+    )
+    weights: str | None = setting(
+        None,
+        doc="a state-dict file (relative to the pipeline file) to load, read with "
+        "`torch.load(weights_only=True)`, instead of training",
+    )
+
+
+def accuracy(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of ``inputs`` the model classifies as ``labels`` (in eval mode, no gradients)."""
+    with torch.no_grad():
+        pred = torch.cat([model(xb).argmax(1) for xb in inputs.split(256)])
+    return float((pred == labels).float().mean())
+
+
+class ModelStep:
+    """Trains (or loads from the cache) ``[model].name`` through :func:`wrapgrad.pretrained`."""
+
+    def check(self, table: ModelTable, plan: Plan) -> ModelTable:
+        from wrapgrad.catalog import recipe
+
+        spec = plan.component("model", table.name, "[model].name")
+        dataset = plan.tables["data"].dataset
+        if table.weights is None and spec.pretrained is None:
+            raise plan.fail(
+                "[model].weights",
+                f"missing; the model {spec.name!r} has no training recipes, so a state-dict "
+                f"file is needed",
+            )
+        if table.recipe:
+            try:
+                recipe(spec.name, dataset, **dict(table.recipe))
+            except UnknownNameError as exc:
+                raise plan.unknown(
+                    f"[model].recipe.{exc.name}", exc.name, exc.known, "recipe option"
+                ) from None
+            except WrapgradValueError as exc:
+                raise plan.fail("[model].recipe", str(exc)) from None
+        label = table.label or spec.name
+        plan.add_model(label, "[model].label")
+        seed = plan.seed if table.seed is None else table.seed
+        return attrs.evolve(table, name=spec.name, label=label, seed=seed)
+
+    def shrink(self, table: ModelTable) -> ModelTable:
+        recipe = dict(table.recipe)
+        recipe["epochs"] = SIZES["epochs"]
+        recipe["dataset_options"] = {
+            **dict(recipe.get("dataset_options", {})),
+            "limit": SIZES["train_items"],
+        }
+        return attrs.evolve(table, recipe=recipe)
+
+    def outputs(self, table: ModelTable) -> tuple[str, ...]:
+        return ()
+
+    def run(self, table: ModelTable, context: RunContext) -> None:
+        from wrapgrad.catalog import pretrained
+        from wrapgrad.registry import get_registry
+
+        data = context.data
+        info: dict[str, Any] = {"name": table.name, "seed": table.seed, "recipe": dict(table.recipe)}
+        if table.weights is not None:
+            path = (context.source_dir / table.weights).resolve()
+            factory = get_registry().get("model", table.name).factory
+            model = factory(in_channels=int(data.inputs.shape[1]), num_classes=int(data.dataset.num_classes))
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                model.load_state_dict(state, strict=True)
+            except Exception as exc:
+                raise context.fail(
+                    "[model].weights", f"cannot load a state dict from {str(path)!r}: {exc}"
+                ) from None
+            info["source"] = f"weights {table.weights}"
+        else:
+            model = pretrained(
+                table.name,
+                context.tables["data"].dataset,
+                seed=table.seed,
+                progress=context.progress,
+                **dict(table.recipe),
+            )
+            info["source"] = "recipe-trained, cached"
+        model.eval()
+        info["test_accuracy"] = accuracy(model, data.dataset.inputs, data.dataset.labels)
+        data_table = context.tables["data"]
+        info["accuracy_on"] = f"{data_table.dataset} {data_table.split} ({len(data.dataset)} items)"
+        label = table.label or table.name
+        context.models[label] = ModelEntry(label=label, model=model, info=info)
+        context.results["seeds"]["model"] = table.seed

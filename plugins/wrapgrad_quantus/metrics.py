@@ -1,0 +1,388 @@
+"""Any Quantus metric on torch tensors with a wrapgrad ``explain``, and as a registered metric.
+
+:func:`quantus_metric` builds a Quantus metric by name and returns a :class:`QuantusMetric`:
+``metric(model, inputs, target, explain, **call_kwargs)`` gives one score per sample. Every
+Quantus metric class is also a registered wrapgrad metric, ``quantus_<snake case>``
+(``quantus_max_sensitivity``, ``quantus_relevance_rank_accuracy``, ...; :func:`metric_specs`):
+the localisation metrics follow wrapgrad's mask form ``m(attributions, mask)``, the others the
+model form ``m(model, inputs, target, explain)``, and each declares its score direction and its
+``--smoke`` caps, so ``wrapgrad.metric(...)`` and pipelines use them like any other metric.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from wrapgrad.captum_adapter import snake_case
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.functional import model_device
+from wrapgrad.options import accepted
+from wrapgrad.records import MetricSpec, normalize_name
+from wrapgrad_quantus.explain import (
+    explain_func_from,
+    quantus_explain,
+    reduce_map,
+    to_numpy_map,
+    to_tensor,
+)
+
+__all__ = [
+    "PREFIX",
+    "SMOKE_CAPS",
+    "QuantusMaskMetric",
+    "QuantusMetric",
+    "metric_name",
+    "metric_specs",
+    "quantus_metric",
+    "quantus_metrics",
+]
+
+#: Registered names of Quantus metrics: ``PREFIX + snake case`` of the class name.
+PREFIX = "quantus_"
+
+#: What ``--smoke`` keeps of a Quantus metric's sizes (each metric declares the ones it takes).
+SMOKE_CAPS: dict[str, int] = {
+    "nr_samples": 2,
+    "nr_runs": 2,
+    "subset_size": 16,
+    "nr_steps": 4,
+    "n_perturb_samples": 2,
+    "regions_evaluation": 4,
+}
+
+#: Options of :class:`QuantusMetric` itself, beside the Quantus class's own.
+_OWN_OPTIONS = ("seed", "batch_size")
+
+
+def _key(name: str) -> str:
+    """A Quantus name (class name, snake case, display name) as lower snake case."""
+    return normalize_name("".join(c if c.isalnum() else "_" for c in snake_case(name)))
+
+
+def metric_name(cls_name: str) -> str:
+    """The registered name of the Quantus metric class ``cls_name``: ``"MaxSensitivity"`` ->
+    ``"quantus_max_sensitivity"``."""
+    return PREFIX + _key(cls_name)
+
+
+@functools.lru_cache(maxsize=1)
+def quantus_metrics() -> dict[str, type]:
+    """Every Quantus metric class by class name (``"MaxSensitivity"``, ``"MPRT"``, ...)."""
+    import quantus
+
+    base = quantus.Metric
+    out: dict[str, type] = {}
+    for attr in dir(quantus):
+        obj = getattr(quantus, attr)
+        if inspect.isclass(obj) and issubclass(obj, base) and obj is not base:
+            out[attr] = obj
+    return out
+
+
+def _resolve(name: str) -> type:
+    import quantus
+
+    classes = quantus_metrics()
+    aliases: dict[str, str] = {}
+    for cls_name in classes:
+        aliases[_key(cls_name)] = cls_name
+    for group in getattr(quantus, "AVAILABLE_METRICS", {}).values():
+        for display, cls in group.items():
+            for cls_name, c in classes.items():
+                if c is cls:
+                    aliases[_key(display)] = cls_name
+    if not isinstance(name, str):
+        raise WrapgradTypeError(f"name: expected a Quantus metric name, got {type(name).__name__}")
+    if name in classes:
+        return classes[name]
+    key = _key(name)
+    if key.startswith(PREFIX) and key not in aliases:
+        key = key[len(PREFIX) :]
+    if key in aliases:
+        return classes[aliases[key]]
+    squashed = key.replace("_", "")
+    for alias, cls_name in aliases.items():
+        if alias.replace("_", "") == squashed:
+            return classes[cls_name]
+    raise UnknownNameError("name", name, classes, what="Quantus metric")
+
+
+def _category(cls: type) -> str:
+    category = getattr(cls, "evaluation_category", None)
+    return str(getattr(category, "value", category) or "").lower()
+
+
+def _is_localisation(cls: type) -> bool:
+    """Whether a Quantus metric compares maps with ``(B, 1, ...)`` segmentation masks."""
+    return "localisation" in _category(cls)
+
+
+def _reads_maps_only(cls: type) -> bool:
+    """Localisation metrics that read nothing but the maps and the masks (Focus also needs the
+    model and mosaic inputs)."""
+    return _is_localisation(cls) and cls.__name__ != "Focus"
+
+
+def _direction(cls: type) -> bool | None:
+    """Whether a higher score is better (Quantus' ``score_direction``); None if not said."""
+    direction = getattr(cls, "score_direction", None)
+    value = str(getattr(direction, "name", direction) or "").lower()
+    return True if "higher" in value else False if "lower" in value else None
+
+
+def _init_names(cls: type) -> tuple[frozenset[str], bool]:
+    """The constructor options of a Quantus class (its named keyword parameters), and whether
+    they are unknown (a ``(*args, **kwargs)`` alias such as ``ModelParameterRandomisation``)."""
+    names, _ = accepted(cls)
+    return names, not names
+
+
+def _masks(value: Any, x: np.ndarray) -> np.ndarray:
+    """``s_batch`` in Quantus' layout ``(B, 1, *spatial)``: ``(B, *spatial)`` masks get the
+    channel axis, ``(B, C, *spatial)`` masks are merged over channels (any)."""
+    s = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+    if s.ndim == x.ndim - 1 and s.shape[0] == x.shape[0]:
+        s = s[:, None]
+    if s.ndim == x.ndim and s.shape[1] > 1:
+        s = (s != 0).any(axis=1, keepdims=True).astype(s.dtype)
+    if s.ndim != x.ndim or s.shape[0] != x.shape[0] or s.shape[2:] != x.shape[2:]:
+        raise WrapgradValueError(
+            f"s_batch: expected masks of shape {(x.shape[0], 1, *x.shape[2:])} (or without the "
+            f"channel axis) for inputs of shape {x.shape}, got {s.shape}"
+        )
+    return s
+
+
+def _per_sample(out: Any, n: int) -> Any:
+    """One score per sample as a float64 tensor ``(n,)``; other results as Quantus gives them."""
+    if isinstance(out, (list, np.ndarray)):
+        arr = np.asarray(out, dtype=np.float64)
+        if arr.ndim == 1 and arr.shape[0] == n:
+            return torch.from_numpy(arr)
+        return arr
+    return out
+
+
+class QuantusMetric:
+    """A Quantus metric run on torch tensors with a wrapgrad ``explain``.
+
+    ``metric(model, inputs, target, explain, **call_kwargs)`` returns the scores: a float64
+    tensor ``(B,)`` where Quantus returns one score per sample, else what Quantus returns (a
+    dict of per-layer scores for the randomisation metrics). ``explain`` is what
+    :func:`wrapgrad.wrap` returns, or None with ``explain_func_kwargs={...}`` for
+    :func:`~wrapgrad_quantus.quantus_explain`. With ``explain``, the maps of ``inputs`` are
+    ``explain(inputs, target=target)`` (one call; summed over channels for the localisation
+    metrics, whose masks have one channel) and every re-explanation Quantus asks for (perturbed
+    inputs, randomised models) goes through the same explainer and enhancer. ``call_kwargs`` go
+    to the Quantus call (``s_batch`` masks, ``a_batch`` maps, ``softmax``, ...; tensors are
+    converted).
+
+    Attributes:
+        cls: the Quantus class; ``quantus``: the constructed Quantus metric.
+        seed: seeds numpy's global RNG (Quantus draws its perturbations from it) for each call,
+            restored afterwards; None leaves it alone.
+        batch_size: samples per Quantus batch (Quantus' default 64).
+    """
+
+    def __init__(
+        self,
+        cls: type,
+        init_kwargs: dict[str, Any],
+        *,
+        seed: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.cls = cls
+        self.name = cls.__name__
+        self.init_kwargs = init_kwargs
+        self.seed = seed
+        self.batch_size = batch_size
+        self.quantus = cls(**init_kwargs)
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return _direction(type(self.quantus))
+
+    def _run(self, **kwargs: Any) -> Any:
+        if self.batch_size is not None:
+            kwargs.setdefault("batch_size", self.batch_size)
+        if self.seed is None:
+            return self.quantus(**kwargs)
+        state = np.random.get_state()
+        np.random.seed(self.seed)
+        try:
+            return self.quantus(**kwargs)
+        finally:
+            np.random.set_state(state)
+
+    def __call__(
+        self,
+        model: nn.Module,
+        inputs: Any,
+        target: Any,
+        explain: Any = None,
+        *,
+        explain_func_kwargs: dict[str, Any] | None = None,
+        **call_kwargs: Any,
+    ) -> Any:
+        localisation = _is_localisation(self.cls)
+        device = model_device(model)
+        x_t = inputs if isinstance(inputs, Tensor) else to_tensor(inputs, device, "inputs")
+        x = x_t.detach().cpu().numpy()
+        if isinstance(target, Tensor):
+            y = target.detach().cpu().numpy()
+        elif target is None:
+            with torch.no_grad():
+                y = model(to_tensor(x, device, "inputs")).argmax(dim=1).cpu().numpy()
+        else:
+            y = np.asarray(target)
+            if y.ndim == 0:
+                y = np.full(x.shape[0], int(y))
+        # Localisation metrics compare maps with (B, 1, ...) masks: sum the channels, as
+        # Quantus' own explain does.
+        axes = (1,) if x.ndim >= 3 and x.shape[1] > 1 and localisation else None
+        efk = dict(explain_func_kwargs or {})
+        if explain is None:
+            explain_func: Callable[..., Any] = quantus_explain
+            if axes is not None:
+                efk.setdefault("reduce_axes", axes)
+        elif callable(explain) and hasattr(explain, "explainer"):
+            explain_func = explain_func_from(explain, reduce_axes=axes)
+            if call_kwargs.get("a_batch") is None:
+                t = torch.as_tensor(y, device=x_t.device) if not isinstance(target, Tensor) else target
+                maps = explain(x_t, target=t)
+                call_kwargs["a_batch"] = to_numpy_map(
+                    reduce_map(maps, axes) if isinstance(maps, Tensor) else maps
+                )
+        else:
+            raise WrapgradTypeError(
+                f"explain: expected what wrapgrad.wrap returns, or None with explain_func_kwargs, "
+                f"got {type(explain).__name__}"
+            )
+        if isinstance(call_kwargs.get("a_batch"), Tensor):
+            call_kwargs["a_batch"] = call_kwargs["a_batch"].detach().cpu().numpy()
+        if call_kwargs.get("s_batch") is not None:
+            call_kwargs["s_batch"] = _masks(call_kwargs["s_batch"], x)
+        call_kwargs.setdefault("device", str(device) if device is not None else "cpu")
+        out = self._run(
+            model=model,
+            x_batch=x,
+            y_batch=y,
+            explain_func=explain_func,
+            explain_func_kwargs=efk,
+            **call_kwargs,
+        )
+        return _per_sample(out, x.shape[0])
+
+    def on_maps(self, attributions: Tensor, mask: Tensor) -> Any:
+        """A localisation score of given maps against ground-truth masks, per sample.
+
+        Multi-channel maps are summed over channels first (one relevance per pixel). Quantus'
+        localisation metrics read only the maps and the masks; the ``x_batch`` it requires is
+        given the maps' own (one-channel) shape, and no model.
+        """
+        if not _reads_maps_only(self.cls):
+            raise WrapgradValueError(
+                f"attributions: {self.name} needs the model and inputs, not maps and masks alone; "
+                f"call metric(model, inputs, target, explain, s_batch=masks)"
+            )
+        if not isinstance(attributions, Tensor):
+            raise WrapgradTypeError(
+                f"attributions: expected a tensor, got {type(attributions).__name__}"
+            )
+        a = attributions.detach()
+        if a.dim() >= 3 and a.shape[1] > 1:
+            a = a.sum(dim=1, keepdim=True)
+        a_np = a.to(torch.float32).cpu().numpy()
+        out = self._run(
+            model=None,
+            x_batch=a_np,
+            y_batch=np.zeros(a_np.shape[0], dtype=np.int64),
+            a_batch=a_np,
+            s_batch=_masks(mask, a_np),
+        )
+        return _per_sample(out, a_np.shape[0])
+
+    def __repr__(self) -> str:
+        return f"QuantusMetric({self.name})"
+
+
+class QuantusMaskMetric:
+    """A Quantus localisation metric in wrapgrad's mask form: ``m(attributions, mask)``
+    (see :meth:`QuantusMetric.on_maps`)."""
+
+    def __init__(self, metric: QuantusMetric) -> None:
+        self.metric = metric
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return self.metric.higher_is_better
+
+    def __call__(self, attributions: Tensor, mask: Tensor) -> Any:
+        return self.metric.on_maps(attributions, mask)
+
+    def __repr__(self) -> str:
+        return f"QuantusMaskMetric({self.metric.name})"
+
+
+def quantus_metric(
+    name: str, *, seed: int | None = None, batch_size: int | None = None, **init_kwargs: Any
+) -> QuantusMetric:
+    """Any Quantus metric by name: its class name (``"MaxSensitivity"``), snake case
+    (``"max_sensitivity"``), registered name (``"quantus_max_sensitivity"``) or Quantus' display
+    name (``"Max-Sensitivity"``). ``init_kwargs`` go to the metric's constructor (one score per
+    sample: ``return_aggregate=False``, and ``disable_warnings=True``,
+    ``display_progressbar=False``, unless given); ``seed`` and ``batch_size`` are described in
+    :class:`QuantusMetric` (a class that takes ``seed`` itself gets it too). An unknown name
+    raises :class:`~wrapgrad.errors.UnknownNameError` with suggestions."""
+    cls = _resolve(name)
+    names, _ = _init_names(cls)
+    for key, default in (
+        ("return_aggregate", False),
+        ("disable_warnings", True),
+        ("display_progressbar", False),
+    ):
+        if key in names:
+            init_kwargs.setdefault(key, default)
+    if seed is not None and "seed" in names:
+        init_kwargs.setdefault("seed", seed)
+    return QuantusMetric(cls, init_kwargs, seed=seed, batch_size=batch_size)
+
+
+def _factory(cls_name: str, mask_form: bool) -> Callable[..., Any]:
+    def build(**params: Any) -> Any:
+        metric = quantus_metric(cls_name, **params)
+        return QuantusMaskMetric(metric) if mask_form else metric
+
+    build.__name__ = metric_name(cls_name)
+    build.__doc__ = f"Quantus {cls_name} (see quantus.{cls_name})."
+    return build
+
+
+def _summary(cls: type) -> str:
+    doc = inspect.getdoc(cls) or ""
+    first = next((line.strip() for line in doc.splitlines() if line.strip()), "")
+    return f"Quantus {cls.__name__}: {first}"[:120]
+
+
+def metric_specs() -> Iterator[MetricSpec]:
+    """One :class:`~wrapgrad.records.MetricSpec` per Quantus metric class."""
+    for cls_name, cls in sorted(quantus_metrics().items()):
+        names, unknown = _init_names(cls)
+        mask_form = _reads_maps_only(cls)
+        yield MetricSpec(
+            name=metric_name(cls_name),
+            factory=_factory(cls_name, mask_form),
+            summary=_summary(cls),
+            options=None if unknown else (*sorted(names), *_OWN_OPTIONS),
+            smoke={k: v for k, v in SMOKE_CAPS.items() if k in names},
+            higher_is_better=_direction(cls),
+            requires="mask" if mask_form else "model",
+        )
