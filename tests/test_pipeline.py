@@ -171,10 +171,15 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
             "samples = 12",
             "samples = 12\nseed = 1.5",
             "[data].seed",
-            "expected an integer, got float 1.5",
+            "expected an integer, got a number 1.5",
         ),
         ("samples = 12", "samples = 12\nspilt = 'test'", "[data].spilt", "'split'"),
-        ('[model]\nname = "small_cnn"', '[model]\nname = "small_cnn"\nrecipe = { epochz = 1 }', "[model].recipe", "epochz"),
+        (
+            '[model]\nname = "small_cnn"',
+            '[model]\nname = "small_cnn"\nrecipe = { epochz = 1 }',
+            "[model].recipe",
+            "epochz: not a recipe option",
+        ),
         ("[report]\n", "[reprot]\n", "[reprot]", "did you mean 'report'"),
         (
             "params = { nr_runs = 3, subset_size = 8 }",
@@ -268,7 +273,7 @@ class _Undirected:
     def wrapgrad_metrics():
         yield MetricSpec(
             name="undirected",
-            factory=lambda: (lambda a, mask: a.flatten(1).mean(1)),
+            factory=lambda: lambda a, mask: a.flatten(1).mean(1),
             requires="mask",
         )
 
@@ -350,7 +355,9 @@ def test_reference_is_generated_from_the_records() -> None:
     from wrapgrad_pipeline.reference import main, render
 
     path = Path(__file__).resolve().parents[1] / "docs" / "pipeline-reference.md"
-    assert path.read_text(encoding="utf-8") == render(), "stale: python -m wrapgrad_pipeline.reference"
+    assert path.read_text(encoding="utf-8") == render(), (
+        "stale: python -m wrapgrad_pipeline.reference"
+    )
     assert main([str(path), "--check"]) == 0
     text = render()
     records = [PipelineTable, *(s.schema for s in get_registry().specs("pipeline_step").values())]
@@ -474,7 +481,9 @@ class _Capped:
     @staticmethod
     @hookimpl
     def wrapgrad_enhancers():
-        def capped_grad(n_samples: int = 50, n_models: int = 50, seed: int = 0, progress: bool = False):
+        def capped_grad(
+            n_samples: int = 50, n_models: int = 50, seed: int = 0, progress: bool = False
+        ):
             raise AssertionError("never built: only shrunk")
 
         yield EnhancerSpec(
@@ -502,7 +511,9 @@ def test_smoke_applies_declared_caps_and_leaves_shared_options_alone(registry) -
     table = ExplainTable(
         methods=("sampled_method", "saliency"),
         enhancers=(
-            ExplainTableEnhancer(label="C", name="capped_grad", options={"n_models": 40, "seed": 7}),
+            ExplainTableEnhancer(
+                label="C", name="capped_grad", options={"n_models": 40, "seed": 7}
+            ),
         ),
     )
     small = ExplainStep().shrink(table)
@@ -666,17 +677,17 @@ class TwinStep:
         return ()
 
     def run(self, table: TwinTable, context) -> None:
-        from wrapgrad_pipeline.context import ModelEntry
-
         data = context.data
         with torch.random.fork_rng():
             torch.manual_seed(table.seed)
-            model = get_registry().get("model", "small_cnn").factory(
-                in_channels=int(data.inputs.shape[1]), num_classes=int(data.dataset.num_classes)
+            model = (
+                get_registry()
+                .get("model", "small_cnn")
+                .factory(
+                    in_channels=int(data.inputs.shape[1]), num_classes=int(data.dataset.num_classes)
+                )
             )
-        context.models[table.label] = ModelEntry(
-            label=table.label, model=model.eval(), info={"name": "small_cnn", "source": "random"}
-        )
+        context.add_model(table.label, model.eval(), {"name": "small_cnn", "source": "random"})
 
 
 class _Twin:
@@ -698,7 +709,10 @@ def _two_models() -> dict:
     raw["twin"] = {"label": "random", "seed": 1}
     raw["explain"]["enhancers"] = raw["explain"]["enhancers"][:2]  # Baseline, NG
     raw["evaluate"]["metrics"] = raw["evaluate"]["metrics"][:1]  # sparseness
-    raw["report"] = {"make_figures": False, "expect": [{"metric": "sparseness", "best": "random/NG"}]}
+    raw["report"] = {
+        "make_figures": False,
+        "expect": [{"metric": "sparseness", "best": "random/NG"}],
+    }
     return raw
 
 
@@ -730,7 +744,9 @@ def test_a_plugin_step_adds_a_table_and_models(registry) -> None:
 @pytest.mark.usefixtures("shared_cache")
 def test_every_model_and_enhancer_variant_is_explained_and_scored(tmp_path: Path, registry) -> None:
     registry.register(_Twin(), name="twin")
-    results = Pipeline.from_dict(_two_models()).run(tmp_path / "out", smoke=True, progress=False).results
+    results = (
+        Pipeline.from_dict(_two_models()).run(tmp_path / "out", smoke=True, progress=False).results
+    )
     variants = ["small_cnn/Baseline", "small_cnn/NG", "random/Baseline", "random/NG"]
     assert results["enhancers"] == variants
     assert results["variants"]["random/NG"] == {"model": "random", "enhancer": "NG"}
@@ -803,3 +819,28 @@ def test_deprecated_aliases_resolve_through_the_registry(monkeypatch: pytest.Mon
         with pytest.warns(DeprecationWarning, match=f"from {module.__name__} import {name}"):
             value = getattr(wrapgrad, name)
         assert value is getattr(module, name)
+
+
+def test_known_maps_serve_the_computed_maps_and_explain_anything_else(cnn, images, labels) -> None:
+    """Model-based metrics and attacks get the maps the explain step computed for the evaluated
+    inputs (no second explanation) and a real explanation for any other input or target."""
+    from wrapgrad_pipeline.steps.evaluate import KnownMaps
+
+    calls: list[torch.Tensor] = []
+
+    def explain(x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(x)
+        return x * 2
+
+    explain.model = cnn  # type: ignore[attr-defined]
+    maps = torch.full_like(images, 7.0)
+    known = KnownMaps(explain, images, labels, maps)
+    torch.testing.assert_close(known(images, target=labels.clone()), maps)
+    assert calls == []
+    other = images.clone()
+    torch.testing.assert_close(known(other, target=labels), other * 2)
+    torch.testing.assert_close(known(images, target=labels.flip(0)), images * 2)
+    assert len(calls) == 2
+    assert known.model is cnn  # everything else is the wrapped explain's
+    known(images, target=labels).add_(1)  # a copy: the served maps stay as computed
+    torch.testing.assert_close(known(images, target=labels), maps)

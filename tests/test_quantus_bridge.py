@@ -244,7 +244,9 @@ def test_every_quantus_metric_is_a_registered_metric(data) -> None:
     explain = wrapgrad.wrap(model, "saliency")
     a = explain(x, target=y)
     by_maps = wrapgrad.metric("quantus_relevance_rank_accuracy", abs=True)(a, masks)
-    by_model = quantus_metric("RelevanceRankAccuracy", abs=True)(model, x, y, explain, s_batch=masks)
+    by_model = quantus_metric("RelevanceRankAccuracy", abs=True)(
+        model, x, y, explain, s_batch=masks
+    )
     torch.testing.assert_close(by_maps, by_model)
     assert by_maps.shape == (3,)
 

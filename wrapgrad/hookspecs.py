@@ -185,13 +185,20 @@ def wrapgrad_models() -> Iterable[ModelSpec]:
 
 @hookspec
 def wrapgrad_pipeline_steps() -> Iterable[PipelineStepSpec]:
-    """Steps a pipeline file may reference by name.
+    """Stages of a pipeline run (``wrapgrad run FILE``); the built-in ones (data, model,
+    calibration, explain, evaluate, report) come from the pipeline plugin's own hook.
+
+    A step reads its table of the pipeline file into ``schema`` and runs after the steps that
+    provide what it ``needs``; ``factory()`` returns an object with ``check``, ``shrink``,
+    ``outputs`` and ``run`` (see :class:`~wrapgrad.records.PipelineStepSpec` and
+    ``docs/pipelines.md``).
 
     Example::
 
         @hookimpl
         def wrapgrad_pipeline_steps():
-            yield PipelineStepSpec(name="my_step", factory=my_step)
+            yield PipelineStepSpec(name="train", factory=TrainStep, table="train",
+                                   schema=TrainTable, needs=("data",), provides=("models",))
 
     .. versionadded:: 0.1
     """

@@ -156,6 +156,13 @@ class RunContext:
             )
         return target
 
+    def add_model(self, label: str, model: nn.Module, info: Mapping[str, Any]) -> None:
+        """Add a model to the ``"models"`` entry (what a step that provides models calls; labels
+        are distinct, as its ``check`` declared them with ``plan.add_model``)."""
+        if label in self.models:
+            raise WrapgradValueError(f"label: expected a model label not used yet, got {label!r}")
+        self.models[label] = ModelEntry(label=label, model=model, info=dict(info))
+
     def has(self, entry: str) -> bool:
         """Whether the entry ``entry`` is there: data loaded, at least one model, or a plugin's
         entry in :attr:`shared` (the other built-in entries may be empty)."""

@@ -141,7 +141,9 @@ class Plan:
             return
         for key in options:
             if key not in names:
-                raise self.unknown(f"{field}.{key}", key, names, f"option of {spec.kind} {spec.name}")
+                raise self.unknown(
+                    f"{field}.{key}", key, names, f"option of {spec.kind} {spec.name}"
+                )
 
     def add_model(self, label: str, field: str) -> None:
         """Declare a model the run will have (labels are distinct)."""
@@ -174,14 +176,12 @@ class PipelineConfig:
     def seed(self) -> int:
         return self.pipeline.seed
 
-    def evolve_table(self, step: str, table: Any) -> PipelineConfig:
-        """A copy with one step's table replaced."""
-        return attrs.evolve(self, tables={**self.tables, step: table})
-
 
 def installed_steps() -> dict[str, tuple[PipelineStepSpec, Any]]:
     """Every registered step of the current registry: name -> (spec, step object)."""
-    return {name: (spec, spec.factory()) for name, spec in get_registry().specs("pipeline_step").items()}  # type: ignore[misc]
+    return {
+        name: (spec, spec.factory()) for name, spec in get_registry().specs("pipeline_step").items()
+    }  # type: ignore[misc]
 
 
 def order_steps(specs: Mapping[str, PipelineStepSpec]) -> list[str]:

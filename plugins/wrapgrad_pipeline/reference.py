@@ -21,7 +21,7 @@ from wrapgrad.records import Spec
 from wrapgrad.registry import Registry, use_registry
 from wrapgrad_pipeline.plan import PipelineTable, order_steps
 from wrapgrad_pipeline.schema import field_docs
-from wrapgrad_pipeline.smoke import LEVELS, SIZES
+from wrapgrad_pipeline.smoke import FALLBACK_LEVELS, SIZES
 
 __all__ = ["main", "render"]
 
@@ -114,7 +114,7 @@ def _smoke(specs: Iterable[tuple[str, Spec]]) -> list[str]:
         "declares (`smoke` caps, e.g. an enhancer's `n_samples`): a number given above its cap is "
         "lowered to it and an option not given is set to it (except an option another part of the "
         "same `wrap()` call also takes). A model trained that briefly is near chance level; where "
-        f"its calibration fails, a smoke run uses fixed levels ({LEVELS['sigma']}) and the report "
+        f"its calibration fails, a smoke run uses fixed levels ({FALLBACK_LEVELS['sigma']}) and the report "
         "says so. The numbers of a smoke run say nothing about the methods.",
         "",
     ]

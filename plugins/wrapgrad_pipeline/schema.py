@@ -182,9 +182,14 @@ def type_text(tp: Any, *, doc: bool = False) -> str:
 
 def describe(value: Any) -> str:
     """A parsed TOML value as an error message shows it (``"a string 'many'"``)."""
-    kind = {dict: "a table", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    kind = {
+        dict: "a table",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
     return kind if isinstance(value, (dict, list)) else f"{kind} {value!r}"
 
 
@@ -342,7 +347,9 @@ def check_output_path(value: str, file: str = "<pipeline>", field: str = "path")
     parts = normal_parts(value)
     if ".." in parts:
         raise PipelineError(
-            file, field, f"expected a path inside the output directory, got {value!r}, which leaves it"
+            file,
+            field,
+            f"expected a path inside the output directory, got {value!r}, which leaves it",
         )
     if not parts:
         raise PipelineError(file, field, f"expected a file or folder name, got {value!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["LEVELS", "SIZES", "capped"]
+__all__ = ["FALLBACK_LEVELS", "SIZES", "capped"]
 
 #: The pipeline's own sizes in a smoke run.
 SIZES: dict[str, Any] = {
@@ -23,7 +23,7 @@ SIZES: dict[str, Any] = {
     "grid_samples": 2,
 }
 #: Noise levels a smoke run uses where calibrating its barely trained model fails.
-LEVELS = {"sigma": 0.1, "alpha": 0.1}
+FALLBACK_LEVELS = {"sigma": 0.1, "alpha": 0.1}
 
 
 def _number(value: Any) -> bool:

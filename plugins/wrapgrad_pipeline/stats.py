@@ -115,4 +115,3 @@ def check_expectation(
     held = all(s["improved"] for s in steps)
     significant = held and all(s["p"] < alpha for s in steps)
     return {"held": held, "significant": significant, "steps": steps}
-

@@ -256,7 +256,11 @@ class QuantusMetric:
         elif callable(explain) and hasattr(explain, "explainer"):
             explain_func = explain_func_from(explain, reduce_axes=axes)
             if call_kwargs.get("a_batch") is None:
-                t = torch.as_tensor(y, device=x_t.device) if not isinstance(target, Tensor) else target
+                t = (
+                    torch.as_tensor(y, device=x_t.device)
+                    if not isinstance(target, Tensor)
+                    else target
+                )
                 maps = explain(x_t, target=t)
                 call_kwargs["a_batch"] = to_numpy_map(
                     reduce_map(maps, axes) if isinstance(maps, Tensor) else maps

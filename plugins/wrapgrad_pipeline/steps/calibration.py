@@ -12,7 +12,7 @@ from wrapgrad.errors import WrapgradValueError
 from wrapgrad_pipeline.context import RunContext
 from wrapgrad_pipeline.plan import Plan
 from wrapgrad_pipeline.schema import checked, setting
-from wrapgrad_pipeline.smoke import LEVELS, SIZES, capped
+from wrapgrad_pipeline.smoke import FALLBACK_LEVELS, SIZES, capped
 
 __all__ = ["PERTURBERS", "CalibrationStep", "CalibrationTable"]
 
@@ -83,7 +83,9 @@ class CalibrationStep:
             name: attrs.evolve(
                 t,
                 samples=min(t.samples, SIZES["calibration_samples"]),
-                options=capped(t.options, get_registry().get("calibrator", t.calibrator).smoke_caps()),
+                options=capped(
+                    t.options, get_registry().get("calibrator", t.calibrator).smoke_caps()
+                ),
             )
             for name, t in tables.items()
         }
@@ -120,16 +122,18 @@ class CalibrationStep:
                         raise
                     # A smoke run's one-epoch model may be too close to chance to calibrate; the
                     # run goes on with fixed levels and says so in the report.
-                    levels[name] = dict(LEVELS)
+                    levels[name] = dict(FALLBACK_LEVELS)
                     records[key] = {
                         "calibrator": cal.calibrator,
                         "perturber": cal.perturber,
                         "target_drop": cal.target_drop,
-                        **LEVELS,
+                        **FALLBACK_LEVELS,
                         "error": f"smoke run: calibration failed ({exc}); fixed levels used",
                     }
                     continue
                 levels[name] = {"sigma": record.sigma, "alpha": getattr(record, "alpha", None)}
-                records[key] = record.to_dict() if hasattr(record, "to_dict") else dict(vars(record))
+                records[key] = (
+                    record.to_dict() if hasattr(record, "to_dict") else dict(vars(record))
+                )
                 records[key]["held_out"] = [lo, lo + len(labels)]
         context.results["calibration"] = records

@@ -73,7 +73,9 @@ class DataStep:
             if mask not in known:
                 # Known only now for data sets that do not declare their masks: still before
                 # any training.
-                raise context.fail(field, f"expected one of the data set's masks {known}, got {mask!r}")
+                raise context.fail(
+                    field, f"expected one of the data set's masks {known}, got {mask!r}"
+                )
         n = min(table.samples, len(dataset))
         context.data = EvalData(
             dataset=dataset,

@@ -104,7 +104,9 @@ class AttackTable:
     """Every attack runs on every method × variant; the report's rows
     are `label:score`."""
 
-    label: str | None = setting(None, default_doc="the attack's name", doc="the rows are `label:score`")
+    label: str | None = setting(
+        None, default_doc="the attack's name", doc="the rows are `label:score`"
+    )
     name: str = setting(doc="a registered attack (`ifia`, `adversarial_ifia`)")
     params: Mapping[str, Any] = setting(
         factory=dict,
@@ -176,13 +178,15 @@ class EvaluateStep:
     # -- check ---------------------------------------------------------------------------------
     def check(self, table: EvaluateTable, plan: Plan) -> EvaluateTable:
         metrics = tuple(
-            self._check_metric(plan, m, f"[evaluate].metrics[{i}]") for i, m in enumerate(table.metrics)
+            self._check_metric(plan, m, f"[evaluate].metrics[{i}]")
+            for i, m in enumerate(table.metrics)
         )
         labels = [m.label for m in metrics]
         if len(set(labels)) != len(labels):
             raise plan.fail("[evaluate].metrics", f"expected distinct labels, got {labels!r}")
         attacks = tuple(
-            self._check_attack(plan, a, f"[evaluate].attacks[{i}]") for i, a in enumerate(table.attacks)
+            self._check_attack(plan, a, f"[evaluate].attacks[{i}]")
+            for i, a in enumerate(table.attacks)
         )
         for m in metrics:
             keys = [f"{m.label}[{mask}]" for mask in m.masks] or [str(m.label)]
@@ -240,9 +244,13 @@ class EvaluateStep:
                     f'of mask names (e.g. ["digit", "square"])',
                 )
             if not getattr(dataset, "has_masks", False) and not declared:
-                raise plan.fail(f"{f}.masks", f"the data set {dataset.name!r} has no ground-truth masks")
+                raise plan.fail(
+                    f"{f}.masks", f"the data set {dataset.name!r} has no ground-truth masks"
+                )
         elif m.masks:
-            raise plan.fail(f"{f}.masks", f"expected no masks: {spec.name} does not use ground-truth masks")
+            raise plan.fail(
+                f"{f}.masks", f"expected no masks: {spec.name} does not use ground-truth masks"
+            )
         if requires == "maps":
             if m.against is None:
                 raise plan.fail(
@@ -253,7 +261,9 @@ class EvaluateStep:
             if m.against not in plan.enhancers:
                 raise plan.unknown(f"{f}.against", m.against, plan.enhancers, "enhancer label")
         elif m.against is not None:
-            raise plan.fail(f"{f}.against", f"expected no 'against': {spec.name} does not compare two maps")
+            raise plan.fail(
+                f"{f}.against", f"expected no 'against': {spec.name} does not compare two maps"
+            )
         hib = m.higher_is_better
         if hib is None:
             hib = getattr(spec, "higher_is_better", None)
@@ -331,7 +341,12 @@ class EvaluateStep:
 
         data = context.data
         seconds: dict[str, float] = {}
-        jobs = [(m, method, v) for m in table.metrics for method in context.explanations for v in context.variants]
+        jobs = [
+            (m, method, v)
+            for m in table.metrics
+            for method in context.explanations
+            for v in context.variants
+        ]
         bar = tqdm(jobs, desc="evaluate", disable=not context.progress, leave=False)
         for m, method, v in bar:
             bar.set_postfix_str(f"{m.label} {method} {v}", refresh=False)
@@ -382,7 +397,12 @@ class EvaluateStep:
         data = context.data
         out = []
         for a in table.attacks:
-            record: dict[str, Any] = {"label": a.label, "name": a.name, "params": dict(a.params), "runs": {}}
+            record: dict[str, Any] = {
+                "label": a.label,
+                "name": a.name,
+                "params": dict(a.params),
+                "runs": {},
+            }
             for score in a.scores:
                 rows.append(
                     {
@@ -398,10 +418,14 @@ class EvaluateStep:
             x, y = data.inputs[:n], data.labels[:n]
             params = _defaults(get_registry().get("attack", a.name), a.params, context)
             jobs = [(method, v) for method in context.explanations for v in context.variants]
-            for method, v in tqdm(jobs, desc=f"attack {a.label}", disable=not context.progress, leave=False):
+            for method, v in tqdm(
+                jobs, desc=f"attack {a.label}", disable=not context.progress, leave=False
+            ):
                 ex = context.explanations[method][v]
                 model = context.models[ex.variant.model].model
-                result = build_attack(a.name, **params)(model, x, y, KnownMaps(ex.explain, x, y, ex.raw[:n]))
+                result = build_attack(a.name, **params)(
+                    model, x, y, KnownMaps(ex.explain, x, y, ex.raw[:n])
+                )
                 for score in a.scores:
                     if score not in result.metrics:
                         raise context.fail(

@@ -94,7 +94,9 @@ class ExplainStep:
             for i, m in enumerate(table.methods)
         )
         if len(set(methods)) != len(methods):
-            raise plan.fail("[explain].methods", f"expected distinct methods, got {list(table.methods)!r}")
+            raise plan.fail(
+                "[explain].methods", f"expected distinct methods, got {list(table.methods)!r}"
+            )
         for method, options in table.method_options.items():
             where = f"[explain].method_options.{method}"
             if method not in methods:
@@ -104,7 +106,8 @@ class ExplainStep:
             _check_references(plan, options, where)
             _check_method_options(plan, method, options, where)
         enhancers = tuple(
-            _check_enhancer(plan, e, f"[explain].enhancers[{i}]") for i, e in enumerate(table.enhancers)
+            _check_enhancer(plan, e, f"[explain].enhancers[{i}]")
+            for i, e in enumerate(table.enhancers)
         )
         for method, options in table.method_options.items():
             for e in enhancers:
@@ -185,7 +188,9 @@ class ExplainStep:
             where = f"[explain].enhancers[{labels.index(str(enh.label))}].options"
             options = {
                 **resolve_options(
-                    table.method_options.get(method, {}), levels, f"[explain].method_options.{method}"
+                    table.method_options.get(method, {}),
+                    levels,
+                    f"[explain].method_options.{method}",
                 ),
                 **resolve_options(enh.options, levels, where),
             }
@@ -194,7 +199,10 @@ class ExplainStep:
                 for key, default in (("seed", context.seed), ("progress", False)):
                     if key in names and key not in options:
                         options[key] = default
-                settings[v] = {"name": enh.name, "options": resolve_options(enh.options, levels, where)}
+                settings[v] = {
+                    "name": enh.name,
+                    "options": resolve_options(enh.options, levels, where),
+                }
             else:
                 settings[v] = {"name": None, "options": {}}
             explain = wrap(context.models[model_label].model, method, enh.name, **options)
@@ -257,7 +265,9 @@ def _check_method_options(plan: Plan, method: str, options: Mapping[str, Any], w
     try:
         build_explainer(method, layer=layer, interpolate=interpolate, options=plain)
     except UnknownNameError as exc:
-        raise plan.unknown(f"{where}.{exc.name}", exc.name, exc.known, f"option of {method}") from None
+        raise plan.unknown(
+            f"{where}.{exc.name}", exc.name, exc.known, f"option of {method}"
+        ) from None
 
 
 def _check_enhancer(plan: Plan, table: EnhancerTable, where: str) -> EnhancerTable:

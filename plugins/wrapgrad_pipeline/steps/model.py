@@ -9,7 +9,7 @@ import attrs
 import torch
 
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
-from wrapgrad_pipeline.context import ModelEntry, RunContext
+from wrapgrad_pipeline.context import RunContext
 from wrapgrad_pipeline.plan import Plan
 from wrapgrad_pipeline.schema import setting
 from wrapgrad_pipeline.smoke import SIZES
@@ -95,11 +95,17 @@ class ModelStep:
         from wrapgrad.registry import get_registry
 
         data = context.data
-        info: dict[str, Any] = {"name": table.name, "seed": table.seed, "recipe": dict(table.recipe)}
+        info: dict[str, Any] = {
+            "name": table.name,
+            "seed": table.seed,
+            "recipe": dict(table.recipe),
+        }
         if table.weights is not None:
             path = (context.source_dir / table.weights).resolve()
             factory = get_registry().get("model", table.name).factory
-            model = factory(in_channels=int(data.inputs.shape[1]), num_classes=int(data.dataset.num_classes))
+            model = factory(
+                in_channels=int(data.inputs.shape[1]), num_classes=int(data.dataset.num_classes)
+            )
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 model.load_state_dict(state, strict=True)
@@ -121,6 +127,5 @@ class ModelStep:
         info["test_accuracy"] = accuracy(model, data.dataset.inputs, data.dataset.labels)
         data_table = context.tables["data"]
         info["accuracy_on"] = f"{data_table.dataset} {data_table.split} ({len(data.dataset)} items)"
-        label = table.label or table.name
-        context.models[label] = ModelEntry(label=label, model=model, info=info)
+        context.add_model(table.label or table.name, model, info)
         context.results["seeds"]["model"] = table.seed

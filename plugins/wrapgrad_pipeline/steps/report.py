@@ -74,7 +74,9 @@ class ReportStep:
     """Writes the figures, ``results.json`` and ``report.md`` into the output directory."""
 
     def check(self, table: ReportTable, plan: Plan) -> ReportTable:
-        paths = {k: check_output_path(getattr(table, k), plan.file, f"[report].{k}") for k in _PATHS}
+        paths = {
+            k: check_output_path(getattr(table, k), plan.file, f"[report].{k}") for k in _PATHS
+        }
         normal = {k: normal_parts(p) for k, p in paths.items()}
         for (k1, p1), (k2, p2) in itertools.combinations(normal.items(), 2):
             if p1[: len(p2)] == p2 or p2[: len(p1)] == p1:  # equal, or one inside the other
@@ -89,9 +91,7 @@ class ReportStep:
             where = f"[report].expect[{i}]"
             column = columns.get(e.metric) or labels.get(e.metric)
             if column is None:
-                raise plan.unknown(
-                    f"{where}.metric", e.metric, [*labels, *columns], "metric label"
-                )
+                raise plan.unknown(f"{where}.metric", e.metric, [*labels, *columns], "metric label")
             if column.higher_is_better is None:
                 raise plan.fail(
                     f"{where}.metric",
@@ -152,7 +152,10 @@ class ReportStep:
             )
             context.figure_paths.append(path)
             context.results["figures"].append(
-                {"title": f"{method}: input, masks and maps", "path": f"{table.figures}/{path.name}"}
+                {
+                    "title": f"{method}: input, masks and maps",
+                    "path": f"{table.figures}/{path.name}",
+                }
             )
         for fig in bar_charts(context.results, folder):
             context.figure_paths.append(folder / fig["file"])
