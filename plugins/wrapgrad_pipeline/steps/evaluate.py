@@ -150,7 +150,10 @@ class KnownMaps:
 
     def __call__(self, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
         same_target = target is self._target or (
-            isinstance(target, Tensor) and torch.equal(target, self._target)
+            isinstance(target, Tensor)
+            and target.shape == self._target.shape
+            and target.device == self._target.device
+            and torch.equal(target, self._target)
         )
         if inputs is self._inputs and same_target and not kwargs:
             return self._maps.clone()
@@ -170,6 +173,13 @@ def _defaults(spec: Spec, params: Mapping[str, Any], context: RunContext) -> dic
         if key in names:
             out.setdefault(key, value)
     return out
+
+
+def _per_sample(out: Any) -> np.ndarray:
+    """A metric's scores as a flat float64 array (a tensor on any device, or array-like)."""
+    if isinstance(out, Tensor):
+        return out.detach().double().reshape(-1).cpu().numpy()
+    return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
 class EvaluateStep:
@@ -372,7 +382,7 @@ class EvaluateStep:
                     else:
                         model = context.models[ex.variant.model].model
                         out = metric(model, x, y, KnownMaps(ex.explain, x, y, ex.raw[:k]))
-                    vals = torch.as_tensor(np.asarray(out, dtype=np.float64)).reshape(-1).numpy()
+                    vals = _per_sample(out)
                 except Exception as exc:  # one degenerate cell must not sink the whole run
                     context.record_error(
                         metric=key,
