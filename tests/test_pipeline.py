@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 import pytest
@@ -844,3 +845,44 @@ def test_known_maps_serve_the_computed_maps_and_explain_anything_else(cnn, image
     assert known.model is cnn  # everything else is the wrapped explain's
     known(images, target=labels).add_(1)  # a copy: the served maps stay as computed
     torch.testing.assert_close(known(images, target=labels), maps)
+
+
+class _Counting:
+    """A test plugin: an explainer that takes n_samples, as GradientShap does."""
+
+    seen: ClassVar[list[int]] = []
+
+    @staticmethod
+    @hookimpl
+    def wrapgrad_explainers():
+        def counting(n_samples: int = 1):
+            def explain(model, inputs, target=None):
+                _Counting.seen.append(n_samples)
+                return inputs * n_samples
+
+            return explain
+
+        yield ExplainerSpec(name="counting", factory=counting)
+
+
+@pytest.mark.usefixtures("shared_cache")
+def test_an_option_both_parts_take_goes_where_the_file_puts_it(tmp_path: Path, registry) -> None:
+    registry.register(_Counting(), name="counting")
+    _Counting.seen.clear()
+    raw = tomllib.loads(GOOD)
+    raw["calibration"] = {}
+    raw["explain"] = {
+        "methods": ["counting"],
+        "method_options": {"counting": {"n_samples": 3}},
+        "enhancers": [
+            {"label": "Baseline"},
+            {"label": "SG", "name": "smoothgrad", "options": {"n_samples": 2, "noise_level": 0.1}},
+        ],
+    }
+    raw["evaluate"] = {"metrics": [{"label": "sparseness", "quantus": "Sparseness"}]}
+    raw["report"] = {"make_figures": False}
+    Pipeline.from_dict(raw).run(tmp_path / "out", progress=False)
+    # the method got its 3 every time (Baseline and inside SmoothGrad), and SmoothGrad its 2:
+    # wrap() would refuse n_samples given without saying which part gets it
+    assert _Counting.seen
+    assert set(_Counting.seen) == {3}

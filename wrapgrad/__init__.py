@@ -80,8 +80,8 @@ _LAZY = {
     # Deprecated aliases of names that moved into plugins (resolved through the registry).
     "quantus_explain": "wrapgrad.moved:quantus_explain",
     "quantus_metric": "wrapgrad.moved:quantus_metric",
-    "attack_strength_curve": "wrapgrad.evaluation:attack_strength_curve",
     "Pipeline": "wrapgrad.moved:Pipeline",
+    "attack_strength_curve": "wrapgrad.evaluation:attack_strength_curve",
     "to_sde": "wrapgrad.sde.convert:to_sde",
 }
 

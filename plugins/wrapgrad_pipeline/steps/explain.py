@@ -29,9 +29,9 @@ def _not_empty(instance: Any, attribute: attrs.Attribute, value: tuple[Any, ...]
 
 @attrs.frozen(kw_only=True)
 class EnhancerTable:
-    """`seed` defaults to `[pipeline].seed` for every enhancer that takes one. An option may not
-    be given both as a method option and an enhancer option (`wrap()` would hand it to one of
-    them)."""
+    """`seed` defaults to `[pipeline].seed` for every enhancer that takes one. Method options and
+    enhancer options go to their own part (`wrap(method_options=..., enhancer_options=...)`), so
+    an option both take (GradientShap's and SmoothGrad's `n_samples`) may be given to each."""
 
     label: str | None = setting(
         None,
@@ -109,15 +109,6 @@ class ExplainStep:
             _check_enhancer(plan, e, f"[explain].enhancers[{i}]")
             for i, e in enumerate(table.enhancers)
         )
-        for method, options in table.method_options.items():
-            for e in enhancers:
-                both = sorted(set(options) & set(e.options))
-                if both:
-                    raise plan.fail(
-                        f"[explain].method_options.{method}.{both[0]}",
-                        f"expected an option name the enhancer {e.label!r} does not also take "
-                        f"(wrap() would hand {both[0]!r} to one of them); drop one of them",
-                    )
         labels = [str(e.label) for e in enhancers]
         if len(set(labels)) != len(labels):
             raise plan.fail("[explain].enhancers", f"expected distinct labels, got {labels!r}")
@@ -186,26 +177,29 @@ class ExplainStep:
             model_label, enh = variants[v]
             levels = context.levels.get(model_label, {})
             where = f"[explain].enhancers[{labels.index(str(enh.label))}].options"
-            options = {
-                **resolve_options(
-                    table.method_options.get(method, {}),
-                    levels,
-                    f"[explain].method_options.{method}",
-                ),
-                **resolve_options(enh.options, levels, where),
-            }
+            method_options = resolve_options(
+                table.method_options.get(method, {}), levels, f"[explain].method_options.{method}"
+            )
+            layer = method_options.pop("layer", None)
+            interpolate = method_options.pop("interpolate", False)
+            options = resolve_options(enh.options, levels, where)
+            settings[v] = {"name": enh.name, "options": dict(options)}
             if enh.name is not None:
                 names, _ = get_registry().get("enhancer", enh.name).option_names()
                 for key, default in (("seed", context.seed), ("progress", False)):
                     if key in names and key not in options:
                         options[key] = default
-                settings[v] = {
-                    "name": enh.name,
-                    "options": resolve_options(enh.options, levels, where),
-                }
-            else:
-                settings[v] = {"name": None, "options": {}}
-            explain = wrap(context.models[model_label].model, method, enh.name, **options)
+            # Each part gets its own options: an option both take (GradientShap's and
+            # SmoothGrad's n_samples) goes where the file put it.
+            explain = wrap(
+                context.models[model_label].model,
+                method,
+                enh.name,
+                layer=layer,
+                interpolate=interpolate,
+                method_options=method_options,
+                enhancer_options=options if enh.name is not None else None,
+            )
             raw = torch.cat(
                 [
                     explain(xb, target=yb).detach()
