@@ -15,36 +15,20 @@ as another plugin's steps do.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
-from typing import Any
 
 from wrapgrad import hookimpl
 from wrapgrad.records import CommandSpec, PipelineStepSpec
+from wrapgrad_pipeline.commands import add_report_command, add_run_command
+from wrapgrad_pipeline.report import load_results, render_markdown
+from wrapgrad_pipeline.runner import Pipeline, PipelineRun, shrink
+from wrapgrad_pipeline.steps import specs
 
 __all__ = ["Pipeline", "PipelineRun", "load_results", "render_markdown", "shrink"]
-
-# name -> module holding it, imported on first access (loading the plugin stays cheap).
-_LAZY = {
-    "Pipeline": "wrapgrad_pipeline.runner",
-    "PipelineRun": "wrapgrad_pipeline.runner",
-    "shrink": "wrapgrad_pipeline.runner",
-    "load_results": "wrapgrad_pipeline.report",
-    "render_markdown": "wrapgrad_pipeline.report",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'wrapgrad_pipeline' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
 
 
 @hookimpl
 def wrapgrad_commands() -> Iterator[CommandSpec]:
-    from wrapgrad_pipeline.commands import add_report_command, add_run_command
-
     yield CommandSpec(
         name="run",
         factory=add_run_command,
@@ -59,6 +43,4 @@ def wrapgrad_commands() -> Iterator[CommandSpec]:
 
 @hookimpl
 def wrapgrad_pipeline_steps() -> Iterator[PipelineStepSpec]:
-    from wrapgrad_pipeline.steps import specs
-
     yield from specs()

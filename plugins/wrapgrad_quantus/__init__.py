@@ -17,12 +17,19 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
-from typing import Any
 
 from wrapgrad import hookimpl
 from wrapgrad.records import MetricSpec
+from wrapgrad_quantus.explain import explain_func_from, quantus_explain
+from wrapgrad_quantus.metrics import (
+    QuantusMaskMetric,
+    QuantusMetric,
+    metric_name,
+    metric_specs,
+    quantus_metric,
+    quantus_metrics,
+)
 
 __all__ = [
     "QuantusMaskMetric",
@@ -34,26 +41,7 @@ __all__ = [
     "quantus_metrics",
 ]
 
-# name -> module holding it, imported on first access (loading the plugin stays cheap).
-_LAZY = {
-    "explain_func_from": "wrapgrad_quantus.explain",
-    "quantus_explain": "wrapgrad_quantus.explain",
-    **dict.fromkeys(
-        ("QuantusMaskMetric", "QuantusMetric", "metric_name", "quantus_metric", "quantus_metrics"),
-        "wrapgrad_quantus.metrics",
-    ),
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'wrapgrad_quantus' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
 
 @hookimpl
 def wrapgrad_metrics() -> Iterator[MetricSpec]:
-    from wrapgrad_quantus.metrics import metric_specs
-
     yield from metric_specs()
