@@ -101,7 +101,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'wrapgrad' has no attribute {name!r}")
     module, attr = target.split(":")
     value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
+    if module != "wrapgrad.moved":  # deprecated aliases warn on every access
+        globals()[name] = value
     return value
 
 

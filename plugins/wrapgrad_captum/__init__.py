@@ -32,6 +32,10 @@ def _summary(cls: type) -> str:
     return f"captum.attr.{cls.__name__}" + (f": {line[:90]}" if line else "")
 
 
+#: What a --smoke run keeps of the Captum options that set the amount of work.
+_SMOKE = {"n_steps": 4, "n_samples": 4, "nt_samples": 2}
+
+
 @hookimpl
 def wrapgrad_explainers() -> Iterator[ExplainerSpec]:
     for name, cls in sorted(captum_classes().items()):
@@ -43,4 +47,5 @@ def wrapgrad_explainers() -> Iterator[ExplainerSpec]:
             traits=method_traits(cls),
             # Declared, not read from the factory's **options: wrap() routes by these names.
             options=None if open_ else (*sorted(names), "layer", "interpolate"),
+            smoke={k: v for k, v in _SMOKE.items() if k in names},
         )
