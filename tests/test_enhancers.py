@@ -122,9 +122,8 @@ def test_noisegrad_saliency_of_a_linear_model_is_its_weights_in_expectation(
         "return_samples": True,
         "progress": False,
     }
-    out, samples = wrapgrad.wrap(model, "saliency", "noisegrad", max_batch=2000, **common)(
-        x, target=target
-    )
+    res = wrapgrad.wrap(model, "saliency", "noisegrad", max_batch=2000, **common)(x, target=target)
+    out, samples = res.attributions, res.samples
     # Each sample is W_t ⊙ η with η ~ N(1, σ²) (multiplicative, Eq. 1): η has mean 1, std σ.
     eta = samples / w
     assert abs(float(eta.mean()) - 1) < 5 * sigma / (eta.numel() ** 0.5)
@@ -134,7 +133,7 @@ def test_noisegrad_saliency_of_a_linear_model_is_its_weights_in_expectation(
     # The variance aggregate of the same samples (another chunking): Var[W η] = σ² W².
     var = wrapgrad.wrap(
         model, "saliency", "noisegrad", aggregate="variance", max_batch=6, **common
-    )(x, target=target)[0]
+    )(x, target=target).attributions
     torch.testing.assert_close(var, samples.var(0), rtol=1e-4, atol=1e-7)
     # The variance estimate's relative standard error is √(2/N): allow 5 of them.
     torch.testing.assert_close(var, sigma**2 * w * w, rtol=5 * (2 / n) ** 0.5, atol=1e-6)
@@ -196,7 +195,7 @@ def noise_tunnel_z(
     noise = noise or {"input_sigma": sigma}
     opts = {"aggregate": "mean_square"} if enhancer == "smoothgrad_sq" else {}
     name = "smoothgrad" if enhancer == "smoothgrad_sq" else enhancer
-    ours, g = wrapgrad.wrap(
+    res = wrapgrad.wrap(
         model,
         "saliency",
         name,
@@ -208,6 +207,7 @@ def noise_tunnel_z(
         **noise,
         **opts,
     )(x, target=1)
+    ours, g = res.attributions, res.samples
     assert ours.shape == nt.shape
     g = g.double()
     if nt_type == "smoothgrad":
@@ -243,9 +243,10 @@ def test_agrees_with_captum_noise_tunnel_in_expectation(enhancer: str, nt_type: 
 
 def test_fusiongrad_is_m_models_by_n_inputs(x: torch.Tensor) -> None:
     model = SmallCNN().eval()
-    mean, samples = wrapgrad.wrap(
+    res = wrapgrad.wrap(
         model, "saliency", "fusiongrad", n_models=3, n_samples=4, seed=0, return_samples=True
     )(x, target=0)
+    mean, samples = res.attributions, res.samples
     assert samples.shape == (12, *x.shape)
     torch.testing.assert_close(samples.mean(0), mean, rtol=1e-5, atol=1e-7)
     assert not torch.equal(samples[0], samples[1])  # inputs differ inside a weight sample
@@ -254,7 +255,7 @@ def test_fusiongrad_is_m_models_by_n_inputs(x: torch.Tensor) -> None:
     lin = Linear().eval()
     xl = torch.randn(2, 6, generator=torch.Generator().manual_seed(0))
     for strategy in ("vmap", "loop"):
-        _, s = wrapgrad.wrap(
+        s = wrapgrad.wrap(
             lin,
             "saliency",
             "fusiongrad",
@@ -266,7 +267,7 @@ def test_fusiongrad_is_m_models_by_n_inputs(x: torch.Tensor) -> None:
             strategy=strategy,
             max_batch=6,
             return_samples=True,
-        )(xl, target=1)
+        )(xl, target=1).samples
         blocks = s.reshape(3, 4, 2, 6)
         torch.testing.assert_close(blocks, blocks[:, :1].expand_as(blocks))
         assert not torch.allclose(blocks[0, 0], blocks[1, 0])
