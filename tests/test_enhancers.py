@@ -504,3 +504,63 @@ def test_every_enhancer_composes_with_every_method_family(
     elif method != "lime":  # lime's base map is random itself
         assert not torch.equal(out, base)  # the noise reached the map
     assert snap.differences() == []
+
+
+def two_point_noise(drawn: list[torch.Tensor]) -> object:
+    """Input noise ``x ± 1`` (a fair coin per sample from the engine's generator); each draw is
+    recorded in ``drawn`` so the expected values can be computed from the very same draws."""
+
+    class PlusMinusOne:
+        target = "input"
+        is_zero = False
+
+        def sample(self, x, n, *, generator=None):  # type: ignore[no-untyped-def]
+            coin = torch.randint(0, 2, (n, *([1] * x.dim())), generator=generator)
+            out = x.unsqueeze(0) + (2.0 * coin - 1.0)
+            drawn.append(out)
+            return out
+
+    return PlusMinusOne()
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "variance"])
+def test_abs_per_sample_takes_the_absolute_value_of_each_draw(aggregate: str) -> None:
+    # f = ½ Σ a x²: Saliency (signed) of draw s is a ⊙ (x + s), s = ±1. With x = 0.2 the draws
+    # are 1.2 a and −0.8 a: mean |E_s| = |a| (1.2 p + 0.8 (1 − p)) is not |mean E_s| = |a| |2p − 0.8|.
+    a = torch.tensor([1.0, -2.0, 3.0])
+    model = HalfSquare(a).eval()
+    x = torch.full((2, 3), 0.2)
+    results = {}
+    for per_sample in (False, True):
+        drawn: list[torch.Tensor] = []
+        results[per_sample] = wrapgrad.wrap(
+            model, "saliency", "smoothgrad", abs=False, n_samples=9, seed=0,
+            perturber=two_point_noise(drawn), abs_per_sample=per_sample, aggregate=aggregate,
+        )(x)  # fmt: skip
+        maps = torch.stack([a * d[0] for d in drawn])  # the 9 per-draw maps, (9, 2, 3)
+        if per_sample:
+            maps = maps.abs()
+        expected = maps.mean(0) if aggregate == "mean" else maps.var(0)
+        torch.testing.assert_close(results[per_sample], expected)
+    signs = {float(v) for v in torch.stack(drawn)[:, 0, 0, 0] - 0.2}
+    assert signs == {-1.0, 1.0}  # both signs drawn: the two orders must differ
+    if aggregate == "mean":
+        assert not torch.allclose(results[True], results[False].abs())
+
+
+def test_abs_per_sample_on_every_enhancer_and_without_noise(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    base = wrapgrad.wrap(model, "saliency", abs=False)(x, target=1)
+    for enhancer in ENHANCERS:
+        zero = wrapgrad.wrap(
+            model, "saliency", enhancer, abs=False, abs_per_sample=True, seed=0, **ZERO[enhancer]
+        )(x, target=1)
+        assert torch.equal(zero, torch.zeros_like(base) if enhancer == "vargrad" else base.abs())
+        opts = {"n_models": 2} if enhancer == "fusiongrad" else {}
+        res = wrapgrad.wrap(
+            model, "saliency", enhancer, abs=False, abs_per_sample=True, n_samples=3, seed=0,
+            return_samples=True, **opts,
+        )(x, target=1)  # fmt: skip
+        assert (res.samples >= 0).all()  # the kept samples are the absolute per-draw maps
+        if enhancer != "vargrad":
+            torch.testing.assert_close(res.attributions, res.samples.mean(0))

@@ -1,23 +1,27 @@
 """Input noise on a layer's output (``noise_layer``): SmoothGrad on embeddings.
 
-Token ids cannot take Gaussian noise; their embeddings can. With ``noise_layer="emb"`` the
-input perturber acts on the output ``e`` of that module instead of on the inputs: for input
-sample ``(k, j)`` it draws ``ẽ = sample(e_k, 1, generator=g_{k,j})`` from the layer's output
-``e_k`` on the clean inputs under weight sample ``k`` (so σ = α · (max e − min e) per sample for
-:class:`InputGaussian`, Bykov et al. 2022 Eq. 4 applied to the layer), and the shift
-``ξ = ẽ − e_k`` is added to the layer's output in every forward pass of that sample's rows.
-Each draw therefore explains the perturbed model ``x ↦ f_rest(layer(x) + ξ)``: for path methods
-(Integrated Gradients on the layer) inputs and baselines are shifted alike.
+Token ids cannot take Gaussian noise; their embeddings can. With ``noise_layer="emb"`` the input
+perturber acts on the output ``e`` of that module instead of on the inputs. In every forward
+pass of a chunk, the ``B`` rows of sample ``(k, j)`` (and of each copy of them an explainer
+makes, e.g. Integrated Gradients' steps) become
+
+.. math:: e + \\xi,\\qquad \\xi = \\operatorname{sample}(e, 1, g_{k,j}) - e,
+
+with a generator ``g_{k,j}`` seeded afresh from the sample's seed in every pass, so one sample
+gets the same standard draw in all passes (for :class:`InputGaussian`, σ = α · (max e − min e)
+per row, Bykov et al. 2022 Eq. 4 applied to the layer). ``ξ`` is computed from the detached
+output and added as a constant, so an explainer's gradients pass through it as through the
+clean layer (the noise shifts where the model is evaluated, as input noise does).
 
 The model is never touched: the noise is added by one *global* forward hook
-(:func:`torch.nn.modules.module.register_module_forward_hook`), which acts only on the module
-of that identity and is removed in ``finally``; no hook is registered on the user's model.
+(:func:`torch.nn.modules.module.register_module_forward_hook`) that acts only on the module of
+that identity and is removed in ``finally``; no hook is registered on the user's model.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -33,20 +37,17 @@ from .sampler import Sampler
 __all__ = ["LayerNoise"]
 
 
-class _CapturedError(Exception):
-    """Stops a probe forward pass once the layer's output is captured."""
-
-
 class LayerNoise:
-    """The per-sample noise of one chunk on ``name``'s output.
+    """Per-sample input noise on ``name``'s output.
 
     Args:
         model: the user's model (the module is looked up in it by name).
         name: the dotted module name (``noise_layer``).
         input_sampler: the input perturber, applied to the layer's output.
         sampler: the estimate's draws (its per-sample generators).
-        layout: how the explainer expands its batch (``"block"`` or ``"interleave"``), used
-            when a forward pass has a multiple of the chunk's rows.
+        layout: how the explainer expands its batch (``"block"``: ``torch.cat([batch] * s)``,
+            ``"interleave"``: ``repeat_interleave(s)``), for passes with a multiple of the
+            chunk's rows.
     """
 
     def __init__(
@@ -57,9 +58,8 @@ class LayerNoise:
         self.input_sampler = input_sampler
         self.sampler = sampler
         self.layout = layout
-        self._clean: tuple[int, Tensor] | None = None
 
-    def _output(self, value: Any) -> Tensor:
+    def _checked(self, value: Any) -> Tensor:
         if not isinstance(value, Tensor):
             raise WrapgradTypeError(
                 f"noise_layer: {self.name!r} returned {type(value).__name__}; layer noise needs "
@@ -72,67 +72,54 @@ class LayerNoise:
             )
         return value
 
-    def clean(self, view: Callable[..., Any], args: tuple[Any, ...], k: int) -> Tensor:
-        """The layer's output on the clean batch under weight sample ``k`` (the probe pass stops
-        at the layer; the last one is cached)."""
-        if self._clean is not None and self._clean[0] == k:
-            return self._clean[1]
-        captured: list[Any] = []
-
-        def hook(module: nn.Module, _args: Any, output: Any) -> None:
-            if module is self.module:
-                captured.append(output)
-                raise _CapturedError
-
-        grad = torch.enable_grad() if self.sampler.keep_graph else torch.no_grad()
-        handle = register_module_forward_hook(hook)
-        try:
-            with grad, contextlib.suppress(_CapturedError):
-                view(*args)
-        finally:
-            handle.remove()
-        if not captured:
+    def noisy(self, out: Tensor, chunk: Chunk, batch: int) -> Tensor:
+        """``out`` (the layer's output for ``chunk``'s rows, or a multiple of them) with each
+        sample's noise added."""
+        out = self._checked(out)
+        items = chunk.items()
+        c = len(items)
+        rows = out.shape[0]
+        if rows % (c * batch):
             raise WrapgradValueError(
-                f"noise_layer: the module {self.name!r} did not run in the model's forward pass"
+                f"noise_layer: {self.name!r} returned {rows} rows in a call for {c * batch} "
+                f"({c} samples of {batch}); the method regroups the batch, so its rows cannot be "
+                f"matched to the samples"
             )
-        out = self._output(captured[0])
-        self._clean = (k, out)
-        return out
-
-    def noise(self, chunk: Chunk, clean: dict[int, Tensor]) -> Tensor:
-        """``ξ`` for ``chunk``'s samples, sample-major: ``(c · B, *layer output)``."""
-        grad = torch.enable_grad() if self.sampler.keep_graph else torch.no_grad()
-        with grad:
-            return torch.cat(
+        s = rows // (c * batch)
+        rest = out.shape[1:]
+        value = out.detach()
+        # Index as [copy t, sample i, row b] whatever the layout.
+        if self.layout == "interleave":
+            blocks = value.reshape(c, batch, s, *rest).movedim(2, 0)
+        else:
+            blocks = value.reshape(s, c, batch, *rest)
+        with torch.no_grad():
+            noise = torch.stack(
                 [
-                    self.input_sampler.sample(clean[k], 1, generator=self.sampler.generator(k, j))[
-                        0
-                    ]
-                    - clean[k]
-                    for k, j in chunk.items()
+                    torch.stack(
+                        [
+                            self.input_sampler.sample(
+                                blocks[t, i], 1, generator=self.sampler.generator(k, j)
+                            )[0]
+                            - blocks[t, i]
+                            for i, (k, j) in enumerate(items)
+                        ]
+                    )
+                    for t in range(s)
                 ]
             )
+        if self.layout == "interleave":
+            noise = noise.movedim(0, 2)
+        return out + noise.reshape(out.shape)
 
     @contextlib.contextmanager
-    def active(self, noise: Tensor) -> Iterator[None]:
-        """Add ``noise`` to the layer's output in every forward pass of the block."""
+    def active(self, chunk: Chunk, batch: int) -> Iterator[None]:
+        """Add ``chunk``'s noise to the layer's output in every forward pass of the block."""
 
         def hook(module: nn.Module, _args: Any, output: Any) -> Tensor | None:
             if module is not self.module:
                 return None
-            out = self._output(output)
-            rows, n = out.shape[0], noise.shape[0]
-            if rows == n:
-                return out + noise
-            if rows % n:
-                raise WrapgradValueError(
-                    f"noise_layer: {self.name!r} returned {rows} rows in a call for {n}; the "
-                    f"method regroups the batch, so its rows cannot be matched to the samples"
-                )
-            s = rows // n
-            if self.layout == "interleave":
-                return out + noise.repeat_interleave(s, dim=0)
-            return out + noise.repeat(s, *([1] * (noise.dim() - 1)))
+            return self.noisy(output, chunk, batch)
 
         handle = register_module_forward_hook(hook)
         try:

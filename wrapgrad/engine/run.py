@@ -183,13 +183,10 @@ class MonteCarloRun:
         weights = self.sampler.weights(chunk.models[0]) if self.weight_sampler is not None else {}
         return model_view(self.model, dict(weights), self.training)
 
-    def _noise_context(self, chunk: Chunk, view: nn.Module, extra: tuple[Any, ...]) -> Any:
+    def _noise_context(self, chunk: Chunk) -> Any:
         if self.layer_noise is None:
             return contextlib.nullcontext()
-        assert self.sampler is not None
-        k = chunk.models[0]
-        clean = self.layer_noise.clean(view, (*self.sampler.inputs, *extra), k)
-        return self.layer_noise.active(self.layer_noise.noise(chunk, {k: clean}))
+        return self.layer_noise.active(chunk, self.batch)
 
     def _grad_ready(self, x: Tensor) -> Tensor:
         if not x.is_floating_point() or x.requires_grad:
@@ -206,8 +203,7 @@ class MonteCarloRun:
         if self.config.create_graph:
             kw["create_graph"] = True
         view = self._view(chunk)
-        extra = _as_args(self.kwargs.get("additional_forward_args"))
-        with self._noise_context(chunk, view, extra):
+        with self._noise_context(chunk):
             out = self.explainer(
                 view, xs if self.was_tuple else xs[0], tile_target(target, c, self.batch), **kw
             )
@@ -275,7 +271,7 @@ class MonteCarloRun:
             c = chunk.samples
             view = self._view(chunk)
             args = (*self.sampler.inputs_for(chunk), *tile(extra, c, self.batch))
-            with self._noise_context(chunk, view, extra):
+            with self._noise_context(chunk):
                 return view(*args)
 
         with seeded_global_rng(self.generator, self.device, self.training):
