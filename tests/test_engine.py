@@ -374,7 +374,6 @@ def test_noisy_forward_matches_functional_calls(x: torch.Tensor) -> None:
     def logits(m: nn.Module, inp: torch.Tensor, target: object = None) -> torch.Tensor:
         return m(inp)
 
-    logits.uses_hooks = False  # type: ignore[attr-defined]
     samples = monte_carlo(
         logits,
         model,

@@ -322,7 +322,6 @@ def test_model_unchanged_when_the_explainer_raises_midway(x: torch.Tensor) -> No
             raise RuntimeError("boom")
         return out[:, :1].expand(-1, 64).reshape(inputs.shape)
 
-    flaky.uses_hooks = True  # type: ignore[attr-defined]
     for enhancer in ENHANCERS:
         calls.clear()
         explain = wrapgrad.wrap(

@@ -41,6 +41,12 @@ def assert_identity(c: torch.Tensor, n: int, what: str) -> None:
     assert worst < 5 / n**0.5, f"{what}: largest off-diagonal correlation {worst:.4f}"
 
 
+def assert_independent_along(z: torch.Tensor, dim: int, what: str) -> None:
+    """The entries along ``dim`` are uncorrelated (every other axis gives the observations)."""
+    cols = z.movedim(dim, -1).reshape(-1, z.shape[dim])
+    assert_identity(corr(cols), cols.shape[0], what)
+
+
 def assert_standard_normal(z: torch.Tensor, what: str) -> None:
     n = z.numel()
     assert abs(float(z.mean())) < 5 / n**0.5, f"{what}: mean {float(z.mean()):.4f}"
@@ -80,14 +86,10 @@ def test_weight_noise_is_elementwise_sigma_w_and_uncorrelated() -> None:
     mean_err = (drawn.mean(0) - w) / (SIGMA * w.abs() / k**0.5)
     assert float(mean_err.abs().max()) < 5
     # No correlation across fan-in (input channels), kernel positions, output channels, copies.
-    fan_in = z.permute(0, 1, 3, 4, 2).reshape(-1, 4)
-    assert_identity(corr(fan_in), fan_in.shape[0], "across input channels")
-    positions = z.reshape(k, 6, 4, 9).reshape(-1, 9)
-    assert_identity(corr(positions), positions.shape[0], "across kernel positions")
-    outputs = z.permute(0, 2, 3, 4, 1).reshape(-1, 6)
-    assert_identity(corr(outputs), outputs.shape[0], "across output channels")
-    copies = z.reshape(k // 8, 8, -1).permute(0, 2, 1).reshape(-1, 8)
-    assert_identity(corr(copies), copies.shape[0], "across weight samples")
+    assert_independent_along(z, 2, "across input channels")
+    assert_independent_along(z.reshape(k, 6, 4, 9), 3, "across kernel positions")
+    assert_independent_along(z, 1, "across output channels")
+    assert_independent_along(z.reshape(k // 8, 8, -1), 1, "across weight samples")
 
 
 def test_weight_noise_is_one_model_per_draw_for_every_image() -> None:
@@ -137,14 +139,10 @@ def test_input_noise_is_alpha_range_per_image_and_independent(max_batch: int) ->
     # Mean 0 per element: the noisy copies centre on x.
     assert float(z.mean(0).abs().max()) < 5 / n**0.5
     # Independent per pixel, channel, image and sample.
-    pixels = z[:, :, 0].reshape(n * 4, 36)
-    assert_identity(corr(pixels), pixels.shape[0], "across pixels")
-    channels = z.permute(0, 1, 3, 4, 2).reshape(-1, 3)
-    assert_identity(corr(channels), channels.shape[0], "across channels")
-    images = z.permute(0, 2, 3, 4, 1).reshape(-1, 4)
-    assert_identity(corr(images), images.shape[0], "across images")
-    copies = z.reshape(n // 10, 10, -1).permute(0, 2, 1).reshape(-1, 10)
-    assert_identity(corr(copies), copies.shape[0], "across samples")
+    assert_independent_along(z.reshape(n, 4, 3, 36), 3, "across pixels")
+    assert_independent_along(z, 2, "across channels")
+    assert_independent_along(z, 1, "across images")
+    assert_independent_along(z.reshape(n // 10, 10, -1), 1, "across samples")
 
 
 def test_a_sampler_reusing_noise_across_channels_fails_the_check() -> None:
@@ -164,7 +162,5 @@ def test_fusiongrad_draws_fresh_input_noise_for_each_weight_sample() -> None:
     noise = torch.stack(
         [sampler.inputs_for(Chunk((k,), 0, 2))[0].reshape(2, 2, 50) for k in range(200)]
     )  # (K, N, B, D)
-    across_models = noise[:, 0].reshape(100, 2, -1).permute(0, 2, 1).reshape(-1, 2)
-    assert_identity(corr(across_models), across_models.shape[0], "across weight samples")
-    within = noise.permute(0, 2, 3, 1).reshape(-1, 2)
-    assert_identity(corr(within), within.shape[0], "across input samples of one model")
+    assert_independent_along(noise[:, 0].reshape(100, 2, -1), 1, "across weight samples")
+    assert_independent_along(noise, 1, "across input samples of one model")

@@ -1,9 +1,11 @@
 """Random numbers of one Monte-Carlo estimate: its generator, per-sample seeds, the global RNG.
 
 One generator drives an estimate. It first draws a table of seeds, one per weight sample and one
-per input sample (:func:`derive_seeds`); every draw of a sample comes from a generator seeded
-from its entry (:func:`sub_generator`), so a sample's noise does not depend on how samples are
-chunked or in which order they run. Methods that draw random numbers themselves (GradientShap,
+per input sample (:func:`derive_seeds`, shape ``(K, 1 + N)``: row ``k`` holds weight sample
+``k``'s seed, then the seeds of its input samples ``j = 0 .. N-1``; without weight noise the
+engine runs one model with ``K · N`` input samples, table ``(1, 1 + K·N)``); every draw of a
+sample comes from a generator seeded from its entry (:func:`sub_generator`), so a sample's noise
+does not depend on how samples are chunked or in which order they run. Methods that draw random numbers themselves (GradientShap,
 Lime, KernelShap, ...) and dropout in training mode use the global RNGs:
 :func:`seeded_global_rng` seeds those from the same generator for the call and restores the
 caller's states afterwards.
