@@ -36,16 +36,19 @@ import wrapgrad
 
 
 class SmallCNN(nn.Module):
-    """MNIST-sized CNN with 32/64 channels (1x28x28 -> 10)."""
+    """MNIST-sized CNN: 1x28x28 -> conv 32 (3x3) -> ReLU -> 2x2 max-pool -> conv 64 (3x3) ->
+    ReLU -> 2x2 max-pool -> 128 hidden units -> 10 classes. ``padding=1`` (the ``cnn`` case)
+    keeps 28 -> 14 -> 7; ``padding=0`` (``plaincnn``, the issue-12 case) gives 26 -> 13 -> 11 -> 5."""
 
-    def __init__(self) -> None:
+    def __init__(self, padding: int = 1) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 32, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=padding), nn.ReLU(), nn.MaxPool2d(2),
         )  # fmt: skip
+        side = 7 if padding else 5
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10)
+            nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, 10)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=None, help="engine rows per call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--models", default="cnn,resnet", help="comma list: cnn, resnet")
+    parser.add_argument(
+        "--models", default="cnn,plaincnn,resnet", help="comma list: cnn, plaincnn, resnet"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.samples, args.repeats = 4, 4, 1
@@ -220,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     device = torch.device(args.device)
     table = []
-    models = {"cnn": (SmallCNN, (1, 28, 28)), "resnet": (SmallResNet, (3, 32, 32))}
+    models = {
+        "cnn": (SmallCNN, (1, 28, 28)),
+        "plaincnn": (lambda: SmallCNN(padding=0), (1, 28, 28)),
+        "resnet": (SmallResNet, (3, 32, 32)),
+    }
     for key in args.models.split(","):
         cls, shape = models[key.strip()]
         table += bench_model(key.strip(), cls(), shape, args, device)

@@ -10,7 +10,13 @@ from wrapgrad_noise.perturbers import InputGaussian, WeightMultiplicative
 
 from tests.conftest import MultiInputNet, SmallCNN
 from wrapgrad.captum_adapter import CaptumExplainer
-from wrapgrad.engine import StackedView, monte_carlo, noisy_forward, pick_strategy
+from wrapgrad.engine import (
+    MonteCarloResult,
+    StackedView,
+    monte_carlo,
+    noisy_forward,
+    pick_strategy,
+)
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import ModelGuard
 from wrapgrad.registry import get_registry
@@ -109,7 +115,7 @@ def test_gradient_shap_vmapped_keeps_each_row_on_its_weight_sample() -> None:
     model = nn.Linear(5, 3).eval()
     x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
     kw = {"baselines": torch.zeros(2, 5), "n_samples": 3}
-    vm, samples = run(
+    res = run(
         "gradient_shap",
         model,
         x,
@@ -118,6 +124,7 @@ def test_gradient_shap_vmapped_keeps_each_row_on_its_weight_sample() -> None:
         return_samples=True,
         max_batch=8,
     )
+    vm, samples = res.attributions, res.samples
     lp = run("gradient_shap", model, x, strategy="loop", attribute_kwargs=kw)
     torch.testing.assert_close(vm, lp, rtol=1e-5, atol=1e-7)
     ix = run("input_x_gradient", model, x, strategy="vmap")
@@ -272,7 +279,7 @@ def test_per_sample_feature_masks_are_tiled() -> None:
 
 def test_return_samples_in_sample_order(x: torch.Tensor) -> None:
     model = SmallCNN().eval()
-    mean, samples = run(
+    res = run(
         "saliency",
         model,
         x,
@@ -281,9 +288,11 @@ def test_return_samples_in_sample_order(x: torch.Tensor) -> None:
         max_batch=3,
         return_samples=True,
     )
+    assert isinstance(res, MonteCarloResult)
+    mean, samples = res.attributions, res.samples
     assert samples.shape == (8, *x.shape)
     torch.testing.assert_close(samples.mean(0), mean, rtol=1e-5, atol=1e-7)
-    _, again = run(
+    again = run(
         "saliency",
         model,
         x,
@@ -292,7 +301,7 @@ def test_return_samples_in_sample_order(x: torch.Tensor) -> None:
         max_batch=100,
         return_samples=True,
         strategy="loop",
-    )
+    ).samples
     torch.testing.assert_close(samples, again, rtol=1e-4, atol=1e-6)
 
 
@@ -365,8 +374,7 @@ def test_noisy_forward_matches_functional_calls(x: torch.Tensor) -> None:
     def logits(m: nn.Module, inp: torch.Tensor, target: object = None) -> torch.Tensor:
         return m(inp)
 
-    logits.uses_hooks = False  # type: ignore[attr-defined]
-    _, samples = monte_carlo(
+    samples = monte_carlo(
         logits,
         model,
         x,
@@ -377,7 +385,7 @@ def test_noisy_forward_matches_functional_calls(x: torch.Tensor) -> None:
         n_inputs=2,
         seed=4,
         return_samples=True,
-    )
+    ).samples
     torch.testing.assert_close(samples.reshape(3, 2, 3, 4), out, rtol=1e-5, atol=1e-6)
     clean = noisy_forward(model, x, n_models=2, n_inputs=1)
     torch.testing.assert_close(clean[1, 0], model(x))

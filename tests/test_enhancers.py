@@ -122,9 +122,8 @@ def test_noisegrad_saliency_of_a_linear_model_is_its_weights_in_expectation(
         "return_samples": True,
         "progress": False,
     }
-    out, samples = wrapgrad.wrap(model, "saliency", "noisegrad", max_batch=2000, **common)(
-        x, target=target
-    )
+    res = wrapgrad.wrap(model, "saliency", "noisegrad", max_batch=2000, **common)(x, target=target)
+    out, samples = res.attributions, res.samples
     # Each sample is W_t ⊙ η with η ~ N(1, σ²) (multiplicative, Eq. 1): η has mean 1, std σ.
     eta = samples / w
     assert abs(float(eta.mean()) - 1) < 5 * sigma / (eta.numel() ** 0.5)
@@ -134,7 +133,7 @@ def test_noisegrad_saliency_of_a_linear_model_is_its_weights_in_expectation(
     # The variance aggregate of the same samples (another chunking): Var[W η] = σ² W².
     var = wrapgrad.wrap(
         model, "saliency", "noisegrad", aggregate="variance", max_batch=6, **common
-    )(x, target=target)[0]
+    )(x, target=target).attributions
     torch.testing.assert_close(var, samples.var(0), rtol=1e-4, atol=1e-7)
     # The variance estimate's relative standard error is √(2/N): allow 5 of them.
     torch.testing.assert_close(var, sigma**2 * w * w, rtol=5 * (2 / n) ** 0.5, atol=1e-6)
@@ -196,7 +195,7 @@ def noise_tunnel_z(
     noise = noise or {"input_sigma": sigma}
     opts = {"aggregate": "mean_square"} if enhancer == "smoothgrad_sq" else {}
     name = "smoothgrad" if enhancer == "smoothgrad_sq" else enhancer
-    ours, g = wrapgrad.wrap(
+    res = wrapgrad.wrap(
         model,
         "saliency",
         name,
@@ -208,6 +207,7 @@ def noise_tunnel_z(
         **noise,
         **opts,
     )(x, target=1)
+    ours, g = res.attributions, res.samples
     assert ours.shape == nt.shape
     g = g.double()
     if nt_type == "smoothgrad":
@@ -243,9 +243,10 @@ def test_agrees_with_captum_noise_tunnel_in_expectation(enhancer: str, nt_type: 
 
 def test_fusiongrad_is_m_models_by_n_inputs(x: torch.Tensor) -> None:
     model = SmallCNN().eval()
-    mean, samples = wrapgrad.wrap(
+    res = wrapgrad.wrap(
         model, "saliency", "fusiongrad", n_models=3, n_samples=4, seed=0, return_samples=True
     )(x, target=0)
+    mean, samples = res.attributions, res.samples
     assert samples.shape == (12, *x.shape)
     torch.testing.assert_close(samples.mean(0), mean, rtol=1e-5, atol=1e-7)
     assert not torch.equal(samples[0], samples[1])  # inputs differ inside a weight sample
@@ -254,7 +255,7 @@ def test_fusiongrad_is_m_models_by_n_inputs(x: torch.Tensor) -> None:
     lin = Linear().eval()
     xl = torch.randn(2, 6, generator=torch.Generator().manual_seed(0))
     for strategy in ("vmap", "loop"):
-        _, s = wrapgrad.wrap(
+        s = wrapgrad.wrap(
             lin,
             "saliency",
             "fusiongrad",
@@ -266,7 +267,7 @@ def test_fusiongrad_is_m_models_by_n_inputs(x: torch.Tensor) -> None:
             strategy=strategy,
             max_batch=6,
             return_samples=True,
-        )(xl, target=1)
+        )(xl, target=1).samples
         blocks = s.reshape(3, 4, 2, 6)
         torch.testing.assert_close(blocks, blocks[:, :1].expand_as(blocks))
         assert not torch.allclose(blocks[0, 0], blocks[1, 0])
@@ -321,7 +322,6 @@ def test_model_unchanged_when_the_explainer_raises_midway(x: torch.Tensor) -> No
             raise RuntimeError("boom")
         return out[:, :1].expand(-1, 64).reshape(inputs.shape)
 
-    flaky.uses_hooks = True  # type: ignore[attr-defined]
     for enhancer in ENHANCERS:
         calls.clear()
         explain = wrapgrad.wrap(
@@ -503,3 +503,63 @@ def test_every_enhancer_composes_with_every_method_family(
     elif method != "lime":  # lime's base map is random itself
         assert not torch.equal(out, base)  # the noise reached the map
     assert snap.differences() == []
+
+
+def two_point_noise(drawn: list[torch.Tensor]) -> object:
+    """Input noise ``x ± 1`` (a fair coin per sample from the engine's generator); each draw is
+    recorded in ``drawn`` so the expected values can be computed from the very same draws."""
+
+    class PlusMinusOne:
+        target = "input"
+        is_zero = False
+
+        def sample(self, x, n, *, generator=None):  # type: ignore[no-untyped-def]
+            coin = torch.randint(0, 2, (n, *([1] * x.dim())), generator=generator)
+            out = x.unsqueeze(0) + (2.0 * coin - 1.0)
+            drawn.append(out)
+            return out
+
+    return PlusMinusOne()
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "variance"])
+def test_abs_per_sample_takes_the_absolute_value_of_each_draw(aggregate: str) -> None:
+    # f = ½ Σ a x²: Saliency (signed) of draw s is a ⊙ (x + s), s = ±1. With x = 0.2 the draws
+    # are 1.2 a and −0.8 a: mean |E_s| = |a| (1.2 p + 0.8 (1 − p)) is not |mean E_s| = |a| |2p − 0.8|.
+    a = torch.tensor([1.0, -2.0, 3.0])
+    model = HalfSquare(a).eval()
+    x = torch.full((2, 3), 0.2)
+    results = {}
+    for per_sample in (False, True):
+        drawn: list[torch.Tensor] = []
+        results[per_sample] = wrapgrad.wrap(
+            model, "saliency", "smoothgrad", abs=False, n_samples=9, seed=0,
+            perturber=two_point_noise(drawn), abs_per_sample=per_sample, aggregate=aggregate,
+        )(x)  # fmt: skip
+        maps = torch.stack([a * d[0] for d in drawn])  # the 9 per-draw maps, (9, 2, 3)
+        if per_sample:
+            maps = maps.abs()
+        expected = maps.mean(0) if aggregate == "mean" else maps.var(0)
+        torch.testing.assert_close(results[per_sample], expected)
+    signs = {float(v) for v in torch.stack(drawn)[:, 0, 0, 0] - 0.2}
+    assert signs == {-1.0, 1.0}  # both signs drawn: the two orders must differ
+    if aggregate == "mean":
+        assert not torch.allclose(results[True], results[False].abs())
+
+
+def test_abs_per_sample_on_every_enhancer_and_without_noise(x: torch.Tensor) -> None:
+    model = SmallCNN().eval()
+    base = wrapgrad.wrap(model, "saliency", abs=False)(x, target=1)
+    for enhancer in ENHANCERS:
+        zero = wrapgrad.wrap(
+            model, "saliency", enhancer, abs=False, abs_per_sample=True, seed=0, **ZERO[enhancer]
+        )(x, target=1)
+        assert torch.equal(zero, torch.zeros_like(base) if enhancer == "vargrad" else base.abs())
+        opts = {"n_models": 2} if enhancer == "fusiongrad" else {}
+        res = wrapgrad.wrap(
+            model, "saliency", enhancer, abs=False, abs_per_sample=True, n_samples=3, seed=0,
+            return_samples=True, **opts,
+        )(x, target=1)  # fmt: skip
+        assert (res.samples >= 0).all()  # the kept samples are the absolute per-draw maps
+        if enhancer != "vargrad":
+            torch.testing.assert_close(res.attributions, res.samples.mean(0))

@@ -7,13 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from wrapgrad_noise.kernels import per_sample_sigma, select_parameters
 from wrapgrad_noise.perturbers import InputGaussian, WeightMultiplicative
 
 from tests.conftest import SmallCNN
+from wrapgrad.engine import RunningMoments
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.protocols import Perturber
 from wrapgrad.registry import get_registry
-from wrapgrad.sampling import RunningMoments, per_sample_sigma, select_parameters
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -1,9 +1,12 @@
 """SmoothGrad, NoiseGrad, FusionGrad and VarGrad as Enhancers on the batched engine.
 
-Each class is the enhancer's *factory*: its keyword parameters are the user's options (``wrap()``
-routes options by the factory's signature), and the object it builds is called as
-``enhancer(explainer, model, inputs, target=None, **attribute_kwargs)``. The estimators
-(Bykov et al. 2022; Smilkov et al. 2017; Adebayo et al. 2018 for VarGrad):
+Each class is the enhancer's *factory*: a frozen attrs record whose fields are the user's options
+(its spec declares exactly those names, :func:`option_names`), built once into the engine's
+:class:`~wrapgrad.engine.MonteCarloConfig`. The object is called as
+``enhancer(explainer, model, inputs, target=None, **attribute_kwargs)``. The options every
+enhancer shares are declared once, in :class:`MonteCarloEnhancer`; the noise options once each,
+in :class:`InputNoiseOptions` and :class:`WeightNoiseOptions`. The estimators (Bykov et al.
+2022; Smilkov et al. 2017; Adebayo et al. 2018 for VarGrad):
 
 .. math::
     E_{SG}(x) = \\frac1N \\sum_{j=1}^N E(x + \\xi_j, f(\\cdot, \\hat W)),\\;
@@ -18,43 +21,63 @@ routes options by the factory's signature), and the object it builds is called a
     \\text{ drawn anew per weight sample)}
 
 ``aggregate="mean_square"`` gives SmoothGrad² (mean of squared maps), ``aggregate="variance"``
-the unbiased sample variance (VarGrad).
+the unbiased sample variance (VarGrad); ``abs_per_sample=True`` aggregates ``|E|`` of each
+draw (the NoiseGrad reference code's order: ``mean |E|``, not ``|mean E|``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import torch
 from torch import nn
 
 from wrapgrad.checks import check_positive_int
-from wrapgrad.engine import AGGREGATES, STRATEGIES, monte_carlo
-from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
+from wrapgrad.engine import MonteCarloConfig, check_perturber, monte_carlo
+from wrapgrad.errors import WrapgradValueError
 from wrapgrad.protocols import Explainer, TensorOrTuple
 from wrapgrad.records import EnhancerSpec
+from wrapgrad.registry import get_registry
 from wrapgrad_noise.perturbers import InputGaussian, WeightMultiplicative
 
-__all__ = ["FusionGrad", "MonteCarloEnhancer", "NoiseGrad", "SmoothGrad", "VarGrad", "specs"]
+__all__ = [
+    "FusionGrad",
+    "InputNoiseOptions",
+    "MonteCarloEnhancer",
+    "NoiseGrad",
+    "SmoothGrad",
+    "VarGrad",
+    "WeightNoiseOptions",
+    "option_names",
+    "specs",
+]
+
+_record = attrs.frozen(kw_only=True, slots=False, eq=False)
 
 
-def _check_sigma(sigma: Any) -> float:
-    if isinstance(sigma, str) and sigma == "auto":
-        # The calibration plugin plugs in here: sigma="auto" needs an accuracy-drop calibration.
-        raise WrapgradValueError(
-            "sigma: sigma='auto' needs calibration data: pass calibration=(inputs, labels), or "
-            "calibrate first with wrapgrad.calibrate(model, data) and pass its sigma"
-        )
-    return WeightMultiplicative(sigma).sigma  # validates: a number >= 0
+def _count(argument: str) -> Any:
+    return lambda value: check_positive_int(value, argument)
 
 
+def option_names(cls: type) -> tuple[str, ...]:
+    """The options a factory class takes: its attrs fields that ``__init__`` accepts."""
+    return tuple(f.name for f in attrs.fields(cls) if f.init)
+
+
+@_record
 class MonteCarloEnhancer:
     """What every Monte-Carlo enhancer shares: the sample count, aggregation and engine options.
 
     Args:
         n_samples: N, the number of samples (per weight sample, for FusionGrad).
         aggregate: ``"mean"``, ``"mean_square"`` (SmoothGrad²) or ``"variance"`` (VarGrad).
+        abs_per_sample: aggregate the absolute value of each draw's map, ``mean |E_s|``
+            (default False: ``mean E_s``). The NoiseGrad reference code takes ``|·|`` per draw.
+        create_graph: keep the autograd graph from the maps to the inputs and the parameters
+            (the method must be differentiable); the graph of every sample is kept, so memory
+            grows with the sample count (see docs/enhancers.md).
         seed: makes the draws repeatable (the same seed gives the same maps).
         generator: a ``torch.Generator`` on the inputs' device instead of ``seed``.
         strategy: ``"auto"`` (``"vmap"`` on accelerators for gradient-only methods, else
@@ -62,59 +85,66 @@ class MonteCarloEnhancer:
             gradient-only methods) or ``"loop"`` (one functional view per weight sample; any
             method).
         max_batch: rows per explainer call (default 128 on CPU, 4096 on CUDA).
-        return_samples: also return the per-sample maps: the call returns
-            ``(aggregate, samples)`` with ``samples`` of shape ``(S, B, ...)``.
-        progress: show a tqdm bar (default: only for long runs); ``False`` silences it.
+        return_samples: also return the per-sample maps: the call returns a
+            :class:`~wrapgrad.engine.MonteCarloResult` ``(attributions, samples)``, ``samples``
+            of shape ``(S, B, ...)``.
+        progress: show a progress bar (default: no).
     """
 
-    name = "monte_carlo"
-    n_models = 1
+    name: ClassVar[str] = "monte_carlo"
 
-    def __init__(
-        self,
-        *,
-        n_samples: int = 10,
-        aggregate: str = "mean",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        strategy: str = "auto",
-        max_batch: int | None = None,
-        return_samples: bool = False,
-        progress: bool | None = None,
-    ) -> None:
-        self.n_samples = check_positive_int(n_samples, "n_samples")
-        if aggregate not in AGGREGATES:
-            raise WrapgradValueError(
-                f"aggregate: expected 'mean', 'mean_square' or 'variance', got {aggregate!r}"
-            )
-        self.aggregate = aggregate
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise WrapgradTypeError(f"seed: expected an int or None, got {seed!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise WrapgradTypeError(
-                f"generator: expected a torch.Generator, got {type(generator).__name__}"
-            )
-        if seed is not None and generator is not None:
-            raise WrapgradValueError("seed: pass either seed= or generator=, not both")
-        self.seed = seed
-        self.generator = generator
-        if strategy not in STRATEGIES:
-            raise WrapgradValueError(
-                f"strategy: expected 'auto', 'vmap' or 'loop', got {strategy!r}"
-            )
-        self.strategy = strategy
-        self.max_batch = None if max_batch is None else check_positive_int(max_batch, "max_batch")
-        self.return_samples = bool(return_samples)
-        self.progress = progress
-        self.weight_noise: WeightMultiplicative | None = None
-        self.input_noise: InputGaussian | None = None
+    n_samples: int = attrs.field(default=10, converter=_count("n_samples"))
+    aggregate: str = "mean"
+    abs_per_sample: bool = False
+    create_graph: bool = False
+    seed: int | None = None
+    generator: torch.Generator | None = None
+    strategy: str = "auto"
+    max_batch: int | None = None
+    return_samples: bool = False
+    progress: bool | None = None
+    weight_noise: Any = attrs.field(init=False, default=None, repr=False)
+    """The weight perturber the enhancer draws from (None: no weight noise)."""
+    input_noise: Any = attrs.field(init=False, default=None, repr=False)
+    """The input perturber the enhancer draws from (None: no input noise)."""
+    config: MonteCarloConfig = attrs.field(init=False, default=None, repr=False)
+    """The engine configuration, built and validated once."""
 
-    def _check_count(self) -> None:
-        if self.aggregate == "variance" and self.n_models * self.n_samples < 2:
+    def __attrs_post_init__(self) -> None:
+        weight, inputs = self._noise_sources()
+        n_models, n_inputs = self._counts()
+        if self.aggregate == "variance" and n_models * n_inputs < 2:
             raise WrapgradValueError(
                 f"n_samples: the unbiased variance needs at least 2 samples, got "
-                f"{self.n_models * self.n_samples}"
+                f"{n_models * n_inputs}"
             )
+        config = MonteCarloConfig(
+            weight_sampler=weight,
+            input_sampler=inputs,
+            n_models=n_models,
+            n_inputs=n_inputs,
+            aggregate=self.aggregate,
+            strategy=self.strategy,
+            max_batch=self.max_batch,
+            seed=self.seed,
+            generator=self.generator,
+            return_samples=self.return_samples,
+            abs_per_sample=self.abs_per_sample,
+            create_graph=self.create_graph,
+            noise_layer=getattr(self, "noise_layer", None),
+            progress=self.progress,
+        )
+        object.__setattr__(self, "weight_noise", weight)
+        object.__setattr__(self, "input_noise", inputs)
+        object.__setattr__(self, "config", config)
+
+    def _noise_sources(self) -> tuple[Any, Any]:
+        """``(weight perturber or None, input perturber or None)``."""
+        return None, None
+
+    def _counts(self) -> tuple[int, int]:
+        """``(n_models, n_inputs)`` for the engine."""
+        return 1, self.n_samples
 
     def __call__(
         self,
@@ -124,138 +154,150 @@ class MonteCarloEnhancer:
         target: Any = None,
         **attribute_kwargs: Any,
     ) -> Any:
-        if self.weight_noise is not None:
-            self.weight_noise.parameter_names(model)  # a pattern matching nothing fails here
         return monte_carlo(
-            explainer,
-            model,
-            inputs,
-            target,
-            weight_sampler=self.weight_noise,
-            input_sampler=self.input_noise,
-            n_models=self.n_models if self.weight_noise is not None else 1,
-            n_inputs=self._inputs_per_model(),
-            aggregate=self.aggregate,
-            generator=self.generator,
-            seed=self.seed,
-            strategy=self.strategy,
-            max_batch=self.max_batch,
-            return_samples=self.return_samples,
-            progress=self.progress,
-            attribute_kwargs=attribute_kwargs,
-        )
-
-    def _inputs_per_model(self) -> int:
-        if self.weight_noise is None:
-            return self.n_models * self.n_samples
-        return self.n_samples
-
-    def __repr__(self) -> str:
-        noise = ", ".join(repr(p) for p in (self.weight_noise, self.input_noise) if p is not None)
-        return (
-            f"{type(self).__name__}(n_samples={self.n_samples}, aggregate={self.aggregate!r}"
-            f"{', ' + noise if noise else ''})"
+            explainer, model, inputs, target, self.config, attribute_kwargs=attribute_kwargs
         )
 
 
-class SmoothGrad(MonteCarloEnhancer):
+def _noise_source(
+    enhancer: Any, value: Any, target: str, argument: str, options: dict[str, Any]
+) -> Any:
+    """The perturber for ``value`` (None: the built-in one, a registered name, or an object).
+
+    ``options`` are the enhancer's noise options for this target (``noise_level``, ``sigma``,
+    ...): a built-in or named perturber is built with them; with a perturber object, one that
+    differs from its default is an error (the object carries its own noise).
+    """
+    defaults = {f.name: f.default for f in attrs.fields(type(enhancer))}
+    if value is None:
+        builtin = InputGaussian if target == "input" else WeightMultiplicative
+        return builtin(**options)
+    if isinstance(value, str):
+        spec = get_registry().get("perturber", value, argument=argument)
+        if spec.target != target:
+            raise WrapgradValueError(
+                f"{argument}: {spec.name!r} is a {spec.target} perturber; expected one with "
+                f"target {target!r}"
+            )
+        names, open_ = spec.option_names()
+        given = {}
+        for key, v in options.items():
+            if open_ or key in names:
+                given[key] = v
+            elif v != defaults.get(key):
+                raise WrapgradValueError(
+                    f"{key}: the perturber {spec.name!r} takes no option {key!r}; drop it"
+                )
+        value = spec.factory(**given)
+    else:
+        for key, v in options.items():
+            if v != defaults.get(key):
+                raise WrapgradValueError(
+                    f"{key}: {argument} is a perturber object with its own noise; drop {key} "
+                    f"(or pass the perturber by its registered name)"
+                )
+    return check_perturber(value, target, argument)
+
+
+@_record
+class InputNoiseOptions:
+    """The input-noise options (SmoothGrad, VarGrad, FusionGrad).
+
+    Args:
+        noise_level: α_SG, σ = α_SG · (max x − min x) per sample (Eq. 4).
+        input_sigma: an absolute input standard deviation (Captum NoiseTunnel's ``stdevs``);
+            overrides ``noise_level``.
+        noise_layer: the dotted name of a module whose output takes the input noise instead of
+            the inputs (σ relative to that output's range per sample), e.g. the embedding of a
+            text model: SmoothGrad on embeddings for integer token ids.
+    """
+
+    noise_level: float = 0.2
+    input_sigma: float | None = None
+    noise_layer: str | None = None
+
+    def _input_options(self) -> dict[str, Any]:
+        return {"noise_level": self.noise_level, "input_sigma": self.input_sigma}
+
+
+@_record
+class WeightNoiseOptions:
+    """The weight-noise options (NoiseGrad, FusionGrad).
+
+    Args:
+        sigma: σ_NG of η ~ N(1, σ²) (the paper picks σ for a ~5 % relative accuracy drop;
+            ``wrapgrad.calibrate`` finds it for your model).
+        include: parameter name patterns to perturb (globs such as ``"features.*"`` or
+            ``"re:<regex>"``); default: every floating-point parameter.
+        exclude: parameter name patterns to leave unperturbed.
+        module_types: perturb only parameters of modules of these types.
+    """
+
+    sigma: float = 0.2
+    include: str | Iterable[str] | None = None
+    exclude: str | Iterable[str] | None = None
+    module_types: type | Iterable[type] | None = None
+
+    def _weight_options(self) -> dict[str, Any]:
+        return {
+            "sigma": self.sigma,
+            "include": self.include,
+            "exclude": self.exclude,
+            "module_types": self.module_types,
+        }
+
+
+@_record
+class SmoothGrad(MonteCarloEnhancer, InputNoiseOptions):
     """SmoothGrad (Smilkov et al. 2017; Bykov et al. 2022 background): average explanations of
     ``N`` noisy inputs ``x + ξ_j``, ξ_j ~ N(0, σ²I), σ = ``noise_level``·(max x − min x) per sample
     (Eq. 4) or an absolute ``input_sigma``.
 
-    Args:
-        n_samples: N (default 10, enough for all methods in the paper's experiments).
-        noise_level: α_SG (default 0.2, the paper's choice within the recommended [0.1, 0.2]).
-        input_sigma: an absolute input standard deviation (Captum NoiseTunnel's ``stdevs``);
-            overrides ``noise_level``.
-        aggregate: ``"mean"`` (SmoothGrad), ``"mean_square"`` (SmoothGrad²) or ``"variance"``.
-        Others: see :class:`MonteCarloEnhancer`.
+    Options: ``n_samples`` N (default 10, enough for all methods in the paper's experiments);
+    ``noise_level`` α_SG (default 0.2, the paper's choice within the recommended [0.1, 0.2]),
+    ``input_sigma``, ``noise_layer`` (see :class:`InputNoiseOptions`); ``perturber``: the input
+    noise as an :class:`~wrapgrad.protocols.InputPerturber` object or a registered perturber
+    name (default: ``input_gaussian``); the rest: see :class:`MonteCarloEnhancer`.
 
     Example::
 
         explain = wrapgrad.wrap(model, "saliency", enhancer="smoothgrad", noise_level=0.15, seed=0)
     """
 
-    name = "smoothgrad"
+    name: ClassVar[str] = "smoothgrad"
+    perturber: Any = None
 
-    def __init__(
-        self,
-        n_samples: int = 10,
-        noise_level: float = 0.2,
-        input_sigma: float | None = None,
-        aggregate: str = "mean",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        strategy: str = "auto",
-        max_batch: int | None = None,
-        return_samples: bool = False,
-        progress: bool | None = None,
-    ) -> None:
-        super().__init__(
-            n_samples=n_samples,
-            aggregate=aggregate,
-            seed=seed,
-            generator=generator,
-            strategy=strategy,
-            max_batch=max_batch,
-            return_samples=return_samples,
-            progress=progress,
+    def _noise_sources(self) -> tuple[Any, Any]:
+        return None, _noise_source(
+            self, self.perturber, "input", "perturber", self._input_options()
         )
-        self.input_noise = InputGaussian(noise_level=noise_level, input_sigma=input_sigma)
-        self._check_count()
 
 
+@_record
 class VarGrad(SmoothGrad):
     """VarGrad (Adebayo et al. 2018): the unbiased variance of explanations of ``N`` noisy inputs,
 
     .. math:: \\frac1{N-1} \\sum_j \\bigl(E(x+\\xi_j) - \\bar E\\bigr)^2,
 
-    with the noise of :class:`SmoothGrad`. ``n_samples`` must be at least 2.
+    with the noise and options of :class:`SmoothGrad` (``aggregate`` is fixed). ``n_samples``
+    must be at least 2.
     """
 
-    name = "vargrad"
-
-    def __init__(
-        self,
-        n_samples: int = 10,
-        noise_level: float = 0.2,
-        input_sigma: float | None = None,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        strategy: str = "auto",
-        max_batch: int | None = None,
-        return_samples: bool = False,
-        progress: bool | None = None,
-    ) -> None:
-        super().__init__(
-            n_samples=n_samples,
-            noise_level=noise_level,
-            input_sigma=input_sigma,
-            aggregate="variance",
-            seed=seed,
-            generator=generator,
-            strategy=strategy,
-            max_batch=max_batch,
-            return_samples=return_samples,
-            progress=progress,
-        )
+    name: ClassVar[str] = "vargrad"
+    aggregate: str = attrs.field(default="variance", init=False)
 
 
-class NoiseGrad(MonteCarloEnhancer):
+@_record
+class NoiseGrad(MonteCarloEnhancer, WeightNoiseOptions):
     """NoiseGrad (Bykov et al. 2022, Eq. 1): average explanations of ``N`` models with
     multiplicative weight noise ``Ŵ ⊙ η_i``, η_i ~ N(1, σ²I), evaluated functionally (the user's
     model is never copied or edited).
 
-    Args:
-        n_samples: N weight samples (default 10).
-        sigma: σ_NG (default 0.2; the paper picks σ for a ~5% relative accuracy drop and finds
-            [0.2, 0.4] visually best; ``wrapgrad.calibrate`` finds it for your model).
-        include: parameter name patterns to perturb (globs such as ``"features.*"`` or
-            ``"re:<regex>"``); default: every floating-point parameter.
-        exclude: parameter name patterns to leave unperturbed.
-        module_types: perturb only parameters of modules of these types.
-        aggregate: ``"mean"``, ``"mean_square"`` or ``"variance"``.
-        Others: see :class:`MonteCarloEnhancer`.
+    Options: ``n_samples`` N weight samples (default 10); ``sigma`` σ_NG (default 0.2; the paper
+    finds [0.2, 0.4] visually best), ``include``, ``exclude``, ``module_types`` (see
+    :class:`WeightNoiseOptions`); ``perturber``: the weight noise as a
+    :class:`~wrapgrad.protocols.WeightPerturber` object or a registered perturber name (default:
+    ``weight_multiplicative``); the rest: see :class:`MonteCarloEnhancer`.
 
     Example::
 
@@ -263,44 +305,20 @@ class NoiseGrad(MonteCarloEnhancer):
                                 n_samples=20, sigma=0.2, seed=0)
     """
 
-    name = "noisegrad"
+    name: ClassVar[str] = "noisegrad"
+    perturber: Any = None
 
-    def __init__(
-        self,
-        n_samples: int = 10,
-        sigma: float = 0.2,
-        include: str | Iterable[str] | None = None,
-        exclude: str | Iterable[str] | None = None,
-        module_types: type | Iterable[type] | None = None,
-        aggregate: str = "mean",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        strategy: str = "auto",
-        max_batch: int | None = None,
-        return_samples: bool = False,
-        progress: bool | None = None,
-    ) -> None:
-        super().__init__(
-            n_samples=n_samples,
-            aggregate=aggregate,
-            seed=seed,
-            generator=generator,
-            strategy=strategy,
-            max_batch=max_batch,
-            return_samples=return_samples,
-            progress=progress,
-        )
-        self.weight_noise = WeightMultiplicative(
-            _check_sigma(sigma), include=include, exclude=exclude, module_types=module_types
-        )
-        self.n_models = self.n_samples
-        self._check_count()
+    def _noise_sources(self) -> tuple[Any, Any]:
+        return _noise_source(
+            self, self.perturber, "weight", "perturber", self._weight_options()
+        ), None
 
-    def _inputs_per_model(self) -> int:
-        return 1
+    def _counts(self) -> tuple[int, int]:
+        return self.n_samples, 1
 
 
-class FusionGrad(MonteCarloEnhancer):
+@_record
+class FusionGrad(MonteCarloEnhancer, InputNoiseOptions, WeightNoiseOptions):
     """FusionGrad (Bykov et al. 2022, Eq. 2): ``M`` weight samples × ``N`` noisy inputs each,
 
     .. math::
@@ -319,78 +337,70 @@ class FusionGrad(MonteCarloEnhancer):
     0.2 / 2 = 0.1 and σ_NG = 0.2 / 2 = 0.1, with M = N = 10 (appendix: "only 10 samples for both
     N and M are enough"). For a model-specific σ_NG use ``wrapgrad.calibrate``.
 
-    Args:
-        n_samples: N, noisy inputs per weight sample (default 10).
-        n_models: M, weight samples (default 10).
-        sigma: σ_NG (default 0.1).
-        noise_level: α_SG (default 0.1); or ``input_sigma`` for an absolute input std.
-        include, exclude, module_types: the parameters to perturb (see :class:`NoiseGrad`).
-        aggregate: ``"mean"``, ``"mean_square"`` or ``"variance"`` over all M·N samples.
-        Others: see :class:`MonteCarloEnhancer`.
+    Options: ``n_samples`` N (default 10); ``n_models`` M (default 10); the input-noise options
+    of :class:`InputNoiseOptions` and the weight-noise options of :class:`WeightNoiseOptions`;
+    ``input_perturber`` / ``weight_perturber``: the two noises as perturber objects or
+    registered names; the rest: see :class:`MonteCarloEnhancer`.
     """
 
-    name = "fusiongrad"
+    name: ClassVar[str] = "fusiongrad"
+    n_models: int = attrs.field(default=10, converter=_count("n_models"))
+    sigma: float = 0.1
+    noise_level: float = 0.1
+    input_perturber: Any = None
+    weight_perturber: Any = None
 
-    def __init__(
-        self,
-        n_samples: int = 10,
-        n_models: int = 10,
-        sigma: float = 0.1,
-        noise_level: float = 0.1,
-        input_sigma: float | None = None,
-        include: str | Iterable[str] | None = None,
-        exclude: str | Iterable[str] | None = None,
-        module_types: type | Iterable[type] | None = None,
-        aggregate: str = "mean",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        strategy: str = "auto",
-        max_batch: int | None = None,
-        return_samples: bool = False,
-        progress: bool | None = None,
-    ) -> None:
-        super().__init__(
-            n_samples=n_samples,
-            aggregate=aggregate,
-            seed=seed,
-            generator=generator,
-            strategy=strategy,
-            max_batch=max_batch,
-            return_samples=return_samples,
-            progress=progress,
+    def _noise_sources(self) -> tuple[Any, Any]:
+        return (
+            _noise_source(
+                self, self.weight_perturber, "weight", "weight_perturber", self._weight_options()
+            ),
+            _noise_source(
+                self, self.input_perturber, "input", "input_perturber", self._input_options()
+            ),
         )
-        self.n_models = check_positive_int(n_models, "n_models")
-        self.weight_noise = WeightMultiplicative(
-            _check_sigma(sigma), include=include, exclude=exclude, module_types=module_types
-        )
-        self.input_noise = InputGaussian(noise_level=noise_level, input_sigma=input_sigma)
-        self._check_count()
+
+    def _counts(self) -> tuple[int, int]:
+        return self.n_models, self.n_samples
+
+
+#: Option -> largest value in ``--smoke`` runs (CI).
+_SMOKE = {"n_samples": 2, "n_models": 2}
+
+
+def _spec(factory: type, summary: str, **extra: Any) -> EnhancerSpec:
+    names = option_names(factory)
+    return EnhancerSpec(
+        name=factory.name,
+        factory=factory,
+        summary=summary,
+        options=names,
+        smoke={k: v for k, v in _SMOKE.items() if k in names},
+        **extra,
+    )
 
 
 def specs() -> Iterator[EnhancerSpec]:
-    """The enhancer specs this plugin contributes."""
-    yield EnhancerSpec(
-        name="smoothgrad",
-        factory=SmoothGrad,
-        summary="SmoothGrad: mean over noisy inputs (aggregate='mean_square' for SmoothGrad^2).",
+    """The enhancer specs this plugin contributes (options declared: exactly the factory's;
+    ``levels``: the noise levels ``wrap(..., level="auto", calibration=data)`` calibrates)."""
+    yield _spec(
+        SmoothGrad,
+        "SmoothGrad: mean over noisy inputs (aggregate='mean_square' for SmoothGrad^2).",
         levels={"noise_level": "input"},
     )
-    yield EnhancerSpec(
-        name="noisegrad",
-        factory=NoiseGrad,
-        summary="NoiseGrad: mean over multiplicative weight-noise samples (Bykov et al. 2022).",
+    yield _spec(
+        NoiseGrad,
+        "NoiseGrad: mean over multiplicative weight-noise samples (Bykov et al. 2022).",
         levels={"sigma": "weight"},
     )
-    yield EnhancerSpec(
-        name="fusiongrad",
-        factory=FusionGrad,
-        summary="FusionGrad: M weight samples x N noisy inputs each (Bykov et al. 2022, Eq. 2).",
+    yield _spec(
+        FusionGrad,
+        "FusionGrad: M weight samples x N noisy inputs each (Bykov et al. 2022, Eq. 2).",
         levels={"sigma": "weight", "noise_level": "input"},
         calibrator="halve",
     )
-    yield EnhancerSpec(
-        name="vargrad",
-        factory=VarGrad,
-        summary="VarGrad: unbiased variance of explanations over noisy inputs.",
+    yield _spec(
+        VarGrad,
+        "VarGrad: unbiased variance of explanations over noisy inputs.",
         levels={"noise_level": "input"},
     )

@@ -1,7 +1,9 @@
 """Noise sources: Gaussian input noise (SmoothGrad) and multiplicative weight noise (NoiseGrad).
 
-Both follow :class:`wrapgrad.protocols.Perturber`: ``sample(value, n, generator=g, guide=None)``
-returns ``n`` perturbed copies stacked on a new leading axis, drawn from ``g`` only.
+:class:`InputGaussian` follows :class:`wrapgrad.protocols.InputPerturber` and
+:class:`WeightMultiplicative` follows :class:`wrapgrad.protocols.WeightPerturber`:
+``sample(value, n, *, generator=None)`` returns ``n`` perturbed copies stacked on a new leading
+axis, drawn from ``generator`` only (``guide=`` optionally scales the noise element-wise).
 """
 
 from __future__ import annotations
@@ -14,18 +16,30 @@ from torch import Tensor, nn
 
 from wrapgrad.checks import check_nonnegative, check_positive_int
 from wrapgrad.errors import WrapgradValueError
-from wrapgrad.sampling import (
+from wrapgrad_noise.kernels import (
     gaussian_input_noise,
     multiplicative_weight_noise,
     per_sample_sigma,
     select_parameters,
 )
 
-__all__ = ["InputGaussian", "WeightMultiplicative"]
+__all__ = ["InputGaussian", "WeightMultiplicative", "check_level"]
+
+
+def check_level(value: Any, argument: str) -> float:
+    """A noise level (``sigma``, ``noise_level``, ``input_sigma``) as a float ``>= 0``; the one
+    message for ``"auto"`` given where no calibration can happen."""
+    if isinstance(value, str) and value == "auto":
+        raise WrapgradValueError(
+            f"{argument}: {argument}='auto' needs calibration data: pass "
+            f"calibration=(inputs, labels) to wrapgrad.wrap (held-out tensors or a DataLoader), "
+            f"or calibrate first with wrapgrad.calibrate(model, data) and pass the level it finds"
+        )
+    return check_nonnegative(value, argument)
 
 
 class InputGaussian:
-    """Additive Gaussian input noise ``x + ξ``, ξ ~ N(0, σ²I) (SmoothGrad; Bykov et al. 2022 Eq. 1).
+    """Additive Gaussian input noise ``x + ξ``, ξ ~ N(0, σ²I) (SmoothGrad).
 
     σ is relative to each sample's range (Bykov et al. 2022, Eq. 4),
 
@@ -46,10 +60,8 @@ class InputGaussian:
     target = "input"
 
     def __init__(self, noise_level: float = 0.2, input_sigma: float | None = None) -> None:
-        self.noise_level = check_nonnegative(noise_level, "noise_level")
-        self.input_sigma = (
-            None if input_sigma is None else check_nonnegative(input_sigma, "input_sigma")
-        )
+        self.noise_level = check_level(noise_level, "noise_level")
+        self.input_sigma = None if input_sigma is None else check_level(input_sigma, "input_sigma")
 
     @property
     def is_zero(self) -> bool:
@@ -109,8 +121,6 @@ class WeightMultiplicative:
     """
 
     target = "weight"
-    #: :meth:`sample` accepts ``out=`` (the engine fills stacked buffers without copies).
-    supports_out = True
 
     def __init__(
         self,
@@ -120,16 +130,7 @@ class WeightMultiplicative:
         exclude: str | Iterable[str] | None = None,
         module_types: type | Iterable[type] | None = None,
     ) -> None:
-        if isinstance(sigma, str):
-            raise WrapgradValueError(
-                f"sigma: expected a number >= 0, got {sigma!r}"
-                + (
-                    "; sigma='auto' needs calibration data: pass calibration=(inputs, labels)"
-                    if sigma == "auto"
-                    else ""
-                )
-            )
-        self.sigma = check_nonnegative(sigma, "sigma")
+        self.sigma = check_level(sigma, "sigma")
         self.include = include
         self.exclude = exclude
         self.module_types = module_types
@@ -152,13 +153,10 @@ class WeightMultiplicative:
         *,
         generator: torch.Generator | None = None,
         guide: Tensor | None = None,
-        out: Tensor | None = None,
     ) -> Tensor:
         """``n`` samples of one weight tensor ``value``: shape ``(n, *value.shape)``."""
         n = check_positive_int(n, "n")
-        return multiplicative_weight_noise(
-            value, n, self.sigma, generator=generator, guide=guide, out=out
-        )
+        return multiplicative_weight_noise(value, n, self.sigma, generator=generator, guide=guide)
 
     def sample_parameters(
         self,
@@ -178,10 +176,8 @@ class WeightMultiplicative:
         n = check_positive_int(n, "n")
         names = self.parameter_names(model) if names is None else names
         params = dict(model.named_parameters())
-        return {
-            name: multiplicative_weight_noise(params[name], n, self.sigma, generator=generator)
-            for name in names
-        }
+        with torch.no_grad():
+            return {name: self.sample(params[name], n, generator=generator) for name in names}
 
     def __repr__(self) -> str:
         sel: list[str] = []

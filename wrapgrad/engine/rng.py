@@ -1,0 +1,100 @@
+"""Random numbers of one Monte-Carlo estimate: its generator, per-sample seeds, the global RNG.
+
+One generator drives an estimate. It first draws a table of seeds, one per weight sample and one
+per input sample (:func:`derive_seeds`, shape ``(K, 1 + N)``: row ``k`` holds weight sample
+``k``'s seed, then the seeds of its input samples ``j = 0 .. N-1``; without weight noise the
+engine runs one model with ``K · N`` input samples, table ``(1, 1 + K·N)``); every draw of a
+sample comes from a generator seeded from its entry (:func:`sub_generator`), so a sample's noise
+does not depend on how samples are chunked or in which order they run. Methods that draw random numbers themselves (GradientShap,
+Lime, KernelShap, ...) and dropout in training mode use the global RNGs:
+:func:`seeded_global_rng` seeds those from the same generator for the call and restores the
+caller's states afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from wrapgrad.checks import check_generator, check_seed
+from wrapgrad.errors import WrapgradValueError
+
+__all__ = ["derive_seeds", "make_generator", "seeded_global_rng", "sub_generator"]
+
+
+def make_generator(
+    device: torch.device | str | None,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Generator:
+    """The generator that drives every draw of one Monte-Carlo estimate.
+
+    ``generator`` wins if given (it must live on ``device``); else a new generator on ``device``
+    seeded with ``seed``; with neither, the seed is drawn from torch's global RNG, so
+    ``torch.manual_seed`` makes results repeatable too.
+    """
+    device = torch.device(device if device is not None else "cpu")
+    generator = check_generator(generator, seed)
+    if generator is not None:
+        if generator.device.type != device.type:
+            raise WrapgradValueError(
+                f"generator: expected a generator on the inputs' device {device}, got one on "
+                f"{generator.device}"
+            )
+        return generator
+    seed = check_seed(seed)
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed) % 2**63)
+    return g
+
+
+def derive_seeds(generator: torch.Generator, shape: Sequence[int]) -> list[Any]:
+    """A nested list of independent 62-bit seeds of ``shape``, drawn from ``generator``."""
+    t = torch.randint(0, 2**62, tuple(shape), generator=generator, device=generator.device)
+    return t.cpu().tolist()
+
+
+def sub_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A fresh generator on ``device`` seeded with ``seed`` (one per Monte-Carlo sample)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+@contextlib.contextmanager
+def seeded_global_rng(
+    generator: torch.Generator, device: torch.device, enabled: bool
+) -> Iterator[None]:
+    """Run the block with the global RNGs (torch's CPU and the inputs' CUDA device, NumPy's,
+    Python's) seeded from ``generator``, and restore the caller's RNG states afterwards.
+
+    Captum's stochastic methods and dropout in training mode draw from the global RNG; seeding
+    it from the engine's generator makes the same ``seed`` give the same maps for them too,
+    without touching the caller's random state. ``enabled=False``: a no-op (nothing drawn).
+    """
+    if not enabled:
+        yield
+        return
+    seed = int(derive_seeds(generator, (1,))[0])
+    cuda = device.type == "cuda"
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[device] if cuda else []):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                torch.cuda.default_generators[index].manual_seed(seed)
+            np.random.seed(seed % 2**32)  # GradientShap draws baselines and steps with NumPy
+            random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)

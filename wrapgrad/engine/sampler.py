@@ -1,0 +1,121 @@
+"""Draws of one estimate: weight samples and noisy inputs from per-sample seeds.
+
+Every weight sample ``k`` and every input sample ``(k, j)`` has its own seed in a table drawn
+once from the estimate's generator (:func:`~wrapgrad.engine.rng.derive_seeds`), so a sample's
+draws are the same whichever chunk it lands in. The perturbers are called exactly as their
+protocols say (:class:`~wrapgrad.protocols.WeightPerturber`:
+``sample(w, 1, generator=g)`` once per selected parameter, in ``parameter_names`` order;
+:class:`~wrapgrad.protocols.InputPerturber`: ``sample(x, 1, generator=g)`` once per input
+tensor).
+
+Without ``keep_graph`` the draws are made without autograd, from detached tensors; with it
+(differentiable maps) from the parameters and inputs themselves, so ``Ŵ ⊙ η`` and ``x + ξ``
+stay connected to ``Ŵ`` and ``x``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from wrapgrad.errors import WrapgradValueError
+
+from .plan import Chunk
+from .rng import sub_generator
+
+__all__ = ["Sampler"]
+
+
+class Sampler:
+    """Weight and input draws of one estimate.
+
+    Args:
+        model: the user's model (read, never changed).
+        inputs: the batch as a tuple of tensors ``(B, ...)``.
+        seeds: the seed table, ``n_models`` rows of ``1 + n_inputs`` seeds (weights first).
+        weight_sampler: a weight perturber, or None.
+        input_sampler: an input perturber for the inputs, or None (no noise on the inputs).
+        keep_graph: draw with autograd, from the tensors themselves (differentiable maps).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: tuple[Tensor, ...],
+        seeds: list[list[int]],
+        weight_sampler: Any = None,
+        input_sampler: Any = None,
+        keep_graph: bool = False,
+    ) -> None:
+        self.device = inputs[0].device
+        self.inputs = inputs if keep_graph else tuple(x.detach() for x in inputs)
+        self.seeds = seeds
+        self.weight_sampler = weight_sampler
+        self.input_sampler = input_sampler
+        self.keep_graph = keep_graph
+        self.params: dict[str, Tensor] = {}
+        if weight_sampler is not None:
+            named = dict(model.named_parameters())
+            for name in weight_sampler.parameter_names(model):
+                p = named[name]
+                if p.device.type != self.device.type:
+                    raise WrapgradValueError(
+                        f"model: its parameters are on {p.device} but the inputs are on "
+                        f"{self.device}; move the inputs to the model's device"
+                    )
+                self.params[name] = p if keep_graph else p.detach()
+        self._cached: tuple[int, dict[str, Tensor]] | None = None
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of one weight sample."""
+        return sum(p.numel() * p.element_size() for p in self.params.values())
+
+    def _grad_mode(self) -> Any:
+        return torch.enable_grad() if self.keep_graph else torch.no_grad()
+
+    def generator(self, k: int, j: int | None = None) -> torch.Generator:
+        """The generator of weight sample ``k`` (``j=None``) or of input sample ``(k, j)``."""
+        return sub_generator(self.device, self.seeds[k][0 if j is None else j + 1])
+
+    def weights(self, k: int) -> dict[str, Tensor]:
+        """Weight sample ``k``: name -> tensor (the last one is cached)."""
+        if self._cached is None or self._cached[0] != k:
+            g = self.generator(k)
+            with self._grad_mode():
+                drawn = {
+                    n: self.weight_sampler.sample(w, 1, generator=g)[0]
+                    for n, w in self.params.items()
+                }
+            self._cached = (k, drawn)
+        return self._cached[1]
+
+    def stacked_weights(self, ks: Sequence[int]) -> dict[str, Tensor]:
+        """Weight samples ``ks`` stacked: name -> ``(len(ks), *shape)``; the same numbers as
+        :meth:`weights` gives one at a time."""
+        samples = [self.weights(k) for k in ks]
+        with self._grad_mode():
+            return {n: torch.stack([s[n] for s in samples]) for n in self.params}
+
+    def inputs_for(self, chunk: Chunk) -> tuple[Tensor, ...]:
+        """The inputs of ``chunk``'s samples, concatenated sample-major; integer inputs (token
+        ids) are repeated unperturbed."""
+        items = chunk.items()
+        c = len(items)
+        if self.input_sampler is None:
+            if c == 1:
+                return self.inputs
+            return tuple(x.repeat(c, *([1] * (x.dim() - 1))) for x in self.inputs)
+        per_input: list[list[Tensor]] = [[] for _ in self.inputs]
+        with self._grad_mode():
+            for k, j in items:
+                g = self.generator(k, j)
+                for i, x in enumerate(self.inputs):
+                    if x.is_floating_point():
+                        per_input[i].append(self.input_sampler.sample(x, 1, generator=g)[0])
+                    else:
+                        per_input[i].append(x)
+            return tuple(torch.cat(parts) for parts in per_input)
