@@ -91,6 +91,10 @@ EXPECTED: dict[str, dict[str, str] | str] = {
 }
 
 
+#: Checks that build a component but never call it.
+_NO_CALL = ("check_spec", "check_builds", "check_explainer_traits")
+
+
 def _builtins() -> list[Component]:
     registry = Registry(autoload=False)  # the wrapgrad distribution's own entry points only
     return [
@@ -103,11 +107,7 @@ def _builtins() -> list[Component]:
 def _expected(component: Component) -> dict[str, str]:
     entry = EXPECTED.get(component.key, {})
     if isinstance(entry, str):
-        return {
-            c.name: entry
-            for c in checks_for(component)
-            if c.name not in ("check_spec", "check_builds")
-        }
+        return {c.name: entry for c in checks_for(component) if c.name not in _NO_CALL}
     return entry
 
 

@@ -59,7 +59,7 @@ def check_dataset_items(component: Component) -> None:
                 f"mask {name!r}: expected a bool tensor with {n} rows, got {m.dtype} {tuple(m.shape)}",
             )
         require(not spec.has_masks or masks, "has_masks is declared but the data set has no masks")
-        if hasattr(data, "tensors"):
+        if callable(getattr(data, "tensors", None)):
             inputs, labels = data.tensors()  # type: ignore[attr-defined]
             require(len(inputs) == n and len(labels) == n, "tensors() disagrees with len()")
             identical(inputs[0], data[0][0], "tensors()[0][0] against data[0][0]")  # type: ignore[index]

@@ -50,9 +50,8 @@ class ExplainerCall:
         if self.traits.family in ("layer", "neuron") and self.takes("layer"):
             options["layer"] = LAYER if self.traits.family == "layer" else NEURON_LAYER
         self.explainer = component.build(**{**options, **build})
-        self.traits = (
-            traits_of(self.explainer) if hasattr(self.explainer, "traits") else self.traits
-        )
+        # What the engine and wrap() read: the built explainer's own traits.
+        self.traits = traits_of(self.explainer)
 
     def arguments(self, probe: Probe) -> dict[str, Any]:
         """The keyword arguments of a call on ``probe``."""
@@ -86,6 +85,21 @@ def _maps(out: Any) -> list[torch.Tensor]:
     for t in outs:
         require(isinstance(t, torch.Tensor), f"expected tensors, got {type(t).__name__}")
     return outs
+
+
+@check("explainer", applies=lambda c: isinstance(c.spec, ExplainerSpec))
+def check_explainer_traits(component: Component) -> None:
+    """The built explainer carries the traits its spec declares (``traits_of(explainer) ==
+    spec.traits``, name aside): the engine and ``wrap()`` read the explainer, not the spec, so a
+    declaration the explainer does not carry has no effect."""
+    call = explainer_call(component)
+    declared = _traits(component)
+    carried = call.traits.evolve(name=declared.name)
+    require(
+        carried == declared,
+        f"the spec declares {declared}, the built explainer carries {call.traits} (give it a "
+        "'traits' attribute)",
+    )
 
 
 @check("explainer")

@@ -20,7 +20,6 @@ from wrapgrad.records import PerturberSpec
 from wrapgrad.testing.checks._base import (
     check,
     close,
-    fail,
     identical,
     model_unchanged,
     require,
@@ -139,11 +138,19 @@ def _zero_options(component: Component) -> dict[str, Any]:
     return dict.fromkeys(numbers, 0.0)
 
 
+def _copies(perturber: Any, target: str) -> bool:
+    """Whether the perturber's draws are exact copies (a state perturber: zero increments)."""
+    value, draws = _draw(perturber, target, 0)
+    if target == "state":
+        return torch.equal(draws, torch.zeros_like(value))
+    return torch.equal(draws, value.detach().unsqueeze(0).expand_as(draws))
+
+
 @check("perturber")
 def check_perturber_zero(component: Component) -> None:
     """``is_zero`` means no noise: the zero configuration reports ``is_zero`` and draws exact
-    copies of the value (a state perturber: zero increments); the kit's configuration, if not
-    zero, draws something else."""
+    copies of the value (a state perturber: zero increments); the kit's configuration draws
+    copies exactly when it reports ``is_zero``."""
     target = _target(component)
     zero = _zero_options(component)
     perturber = component.build(**zero)
@@ -152,16 +159,14 @@ def check_perturber_zero(component: Component) -> None:
         f"with {zero or 'no option'} set to 0 is_zero is False (give the options that switch the "
         "noise off as Component(spec, zero_options={...}))",
     )
-    value, draws = _draw(perturber, target, 0)
-    if target == "state":
-        identical(draws, torch.zeros_like(value), "a zero increment")
-    else:
-        identical(draws, value.detach().unsqueeze(0).expand_as(draws), "draws of zero noise")
+    require(_copies(perturber, target), f"with {zero} at 0 the draws are not exact copies")
     noisy = component.build()
-    if not noisy.is_zero:
-        value, draws = _draw(noisy, target, 0)
-        if target != "state" and torch.equal(draws, value.detach().unsqueeze(0).expand_as(draws)):
-            fail("is_zero is False but the draws are exact copies")
+    if noisy.is_zero:
+        require(
+            _copies(noisy, target), "is_zero is True but the draws of zero noise are not copies"
+        )
+    else:
+        require(not _copies(noisy, target), "is_zero is False but the draws are exact copies")
 
 
 @check("perturber", applies=lambda c: _target(c) == "state")
