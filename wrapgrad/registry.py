@@ -17,6 +17,20 @@ Loading rules:
   ``WRAPGRAD_STRICT_PLUGINS=1`` (or ``Registry(strict=True)``) re-raises instead.
 * Two plugins yielding the same name for the same kind are refused with a
   :class:`~wrapgrad.errors.PluginConflictError` naming both.
+
+A registry of the built-ins only, and a plugin registered in code:
+
+>>> from wrapgrad.records import MetricSpec
+>>> class MyPlugin:
+...     @hookimpl
+...     def wrapgrad_metrics(self):
+...         yield MetricSpec(name="l1", factory=lambda: None, summary="L1 distance")
+>>> registry = Registry(autoload=False)
+>>> registry.register(MyPlugin(), "mine")
+>>> registry.provider("metric", "l1"), "smoothgrad" in registry.names("enhancer")
+('mine', True)
+>>> registry.get("metric", "L-1").name  # case and separators do not matter
+'l1'
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def check_dataset_items(component: Component) -> None:
 @check("dataset")
 def check_dataset_seed(component: Component) -> None:
     """The same split and seed give the same items (nothing is downloaded or drawn anew)."""
-    first, again = _load(component, "train", 0), _load(component, "train", 0)
+    first, again = _load(component, "test", 0), _load(component, "test", 0)
     require(len(first) == len(again), "two loads with the same seed differ in length")  # type: ignore[arg-type]
     for index in sorted({0, len(first) - 1}):  # type: ignore[arg-type]
         identical(again[index][0], first[index][0], f"item {index} of two loads")  # type: ignore[index]
