@@ -545,3 +545,12 @@ def test_the_probe_is_seeded_and_leaves_the_global_generator_alone() -> None:
         torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True)
     )
     assert a.labels.tolist() == a.model(a.inputs).argmax(1).tolist()
+
+
+def test_every_check_is_documented_in_the_author_guide() -> None:
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    missing = [c.name for c in CHECKS if f"`{c.name}`" not in guide]
+    assert not missing, f"document these checks in docs/plugins.md: {missing}"
+    assert all(c.doc for c in CHECKS), "every check has a docstring"
