@@ -42,6 +42,7 @@ __all__ = [
     "PluginConflictError",
     "PluginLoadError",
     "Registry",
+    "TrainResult",
     "UnknownNameError",
     "WrapgradError",
     "WrapgradTypeError",
@@ -59,6 +60,7 @@ __all__ = [
     "pretrained",
     "quantus_explain",
     "quantus_metric",
+    "train",
     "use_registry",
     "wrap",
 ]
@@ -80,6 +82,8 @@ _LAZY = {
     "quantus_metric": "wrapgrad.quantus_bridge:quantus_metric",
     "attack_strength_curve": "wrapgrad.evaluation:attack_strength_curve",
     "Pipeline": "wrapgrad.pipeline:Pipeline",
+    "train": "wrapgrad.training:train",
+    "TrainResult": "wrapgrad.training:TrainResult",
 }
 
 
@@ -109,4 +113,5 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from wrapgrad.functional import ModelGuard
     from wrapgrad.registry import Registry, get_registry
+    from wrapgrad.training import TrainResult, train
     from wrapgrad.wrapping import Explain, wrap
