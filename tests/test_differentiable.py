@@ -145,7 +145,7 @@ def test_completeness_and_exactness(batch) -> None:
     # sum IG = f(x) - f(0) up to the rule's error, which shrinks with the steps (a ReLU net's
     # integrand jumps at kinks, so convergence is slow but steady)
     assert gap(128) < 0.01 * float(delta.abs().max())
-    assert gap(512) < gap(64) < gap(8)
+    assert gap(128) < gap(32) < gap(8)
     # For a linear model every rule is exact, IG = (x - b) * w, except Captum's trapezoid, whose
     # weights 1/m with halved ends sum to (m - 1) / m (followed here for parity with Captum).
     lin = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).double()
@@ -205,7 +205,7 @@ def test_parameter_gradients_match_finite_differences(kernel) -> None:
 def test_relu_network_parameter_gradient_matches_finite_differences(batch) -> None:
     """Away from the kinks a ReLU network's IG map is smooth in the parameters too."""
     model = relu_cnn()
-    x, t = batch
+    x, t = batch[0][:2], batch[1][:2]
     names = [n for n, _ in model.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
 
@@ -213,7 +213,7 @@ def test_relu_network_parameter_gradient_matches_finite_differences(batch) -> No
         def forward(z: torch.Tensor) -> torch.Tensor:
             return torch.func.functional_call(model, dict(zip(names, ps, strict=True)), (z,))
 
-        return integrated_gradients(forward, x, t, n_steps=4).pow(2).sum()
+        return integrated_gradients(forward, x, t, n_steps=3).pow(2).sum()
 
     assert torch.autograd.gradcheck(loss_of, params, eps=1e-7, atol=1e-5)
 

@@ -301,15 +301,35 @@ def _input_gradients(
             "model: its output does not depend differentiably on its inputs (no gradient "
             "reaches them), so it has no gradient attributions to train or attack"
         )
-    grads = torch.autograd.grad(
-        picked.sum(), points, create_graph=create_graph, allow_unused=True
-    )
+    grads = torch.autograd.grad(picked.sum(), points, create_graph=create_graph, allow_unused=True)
     if any(g is None for g in grads):
         raise WrapgradValueError(
             "model: its output does not depend differentiably on all its inputs (no gradient "
             "reaches some of them)"
         )
     return tuple(grads)
+
+
+def _gradients_at_inputs(
+    model: Callable[..., Tensor],
+    inputs: Tensor | tuple[Tensor, ...],
+    target: Any,
+    additional_forward_args: Any,
+    create_graph: bool,
+    softplus_beta: float | None,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], bool]:
+    """``(inputs as leaves, their gradients, whether they came as a tuple)``."""
+    tensors, was_tuple = as_input_tuple(inputs)
+    leaves = _differentiable_leaves(tensors, "inputs")
+    grads = _input_gradients(
+        model,
+        leaves,
+        target,
+        _extra_args(additional_forward_args),
+        create_graph=create_graph,
+        softplus_beta=softplus_beta,
+    )
+    return leaves, grads, was_tuple
 
 
 def _pack(maps: tuple[Tensor, ...], was_tuple: bool) -> Tensor | tuple[Tensor, ...]:
@@ -339,15 +359,8 @@ def saliency(
         create_graph: keep the graph (False: a plain, detached-gradient saliency).
         softplus_beta: FAR's trick (None: the network's own second derivatives).
     """
-    tensors, was_tuple = as_input_tuple(inputs)
-    leaves = _differentiable_leaves(tensors, "inputs")
-    grads = _input_gradients(
-        model,
-        leaves,
-        target,
-        _extra_args(additional_forward_args),
-        create_graph=create_graph,
-        softplus_beta=softplus_beta,
+    _, grads, was_tuple = _gradients_at_inputs(
+        model, inputs, target, additional_forward_args, create_graph, softplus_beta
     )
     return _pack(tuple(g.abs() if abs else g for g in grads), was_tuple)
 
@@ -363,15 +376,8 @@ def input_x_gradient(
 ) -> Tensor | tuple[Tensor, ...]:
     """Input x Gradient :math:`x \\odot \\nabla_x f_t(x)`, as ``captum.attr.InputXGradient``,
     with a graph to the inputs and parameters. Arguments as :func:`saliency`."""
-    tensors, was_tuple = as_input_tuple(inputs)
-    leaves = _differentiable_leaves(tensors, "inputs")
-    grads = _input_gradients(
-        model,
-        leaves,
-        target,
-        _extra_args(additional_forward_args),
-        create_graph=create_graph,
-        softplus_beta=softplus_beta,
+    leaves, grads, was_tuple = _gradients_at_inputs(
+        model, inputs, target, additional_forward_args, create_graph, softplus_beta
     )
     return _pack(tuple(x * g for x, g in zip(leaves, grads, strict=True)), was_tuple)
 
@@ -404,7 +410,9 @@ def integration_rule(method: str, n_steps: int) -> tuple[list[float], list[float
 def _baselines(baselines: Any, tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Captum's baseline forms, one per input: None/0 (zeros), a number, a tensor of the
     input's shape or of its per-sample shape (broadcast), or a tuple of these."""
-    if baselines is None or (isinstance(baselines, (int, float)) and not isinstance(baselines, bool)):
+    if baselines is None or (
+        isinstance(baselines, (int, float)) and not isinstance(baselines, bool)
+    ):
         baselines = (baselines,) * len(tensors)
     elif not isinstance(baselines, tuple):
         baselines = (baselines,)

@@ -44,9 +44,7 @@ _SMOKE = {"steps": 2, "ig_steps": 2}
 
 @hookimpl
 def wrapgrad_objectives() -> Iterator[ObjectiveSpec]:
-    yield ObjectiveSpec(
-        name="natural", factory=natural, summary="Cross-entropy on clean inputs."
-    )
+    yield ObjectiveSpec(name="natural", factory=natural, summary="Cross-entropy on clean inputs.")
     yield ObjectiveSpec(
         name="pgd",
         factory=pgd,

@@ -116,7 +116,9 @@ def _run(args: argparse.Namespace) -> int:
     from wrapgrad.files import atomic_write
 
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=repr))
-    print(f"test accuracy {test_accuracy:.4f}; checkpoint {result.checkpoint}; summary {out / 'summary.json'}")
+    print(
+        f"test accuracy {test_accuracy:.4f}; checkpoint {result.checkpoint}; summary {out / 'summary.json'}"
+    )
     return 0
 
 
@@ -131,7 +133,11 @@ def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
     )
     p.add_argument("--model", default="small_cnn", help="registered model (small_cnn, ...)")
     p.add_argument("--dataset", default="mnist", help="registered data set (mnist, ...)")
-    p.add_argument("--objective", default="adv_aat", help="natural, pgd, ig_norm, ig_sum_norm, aat, adv_aat, ...")
+    p.add_argument(
+        "--objective",
+        default="adv_aat",
+        help="natural, pgd, ig_norm, ig_sum_norm, aat, adv_aat, ...",
+    )
     p.add_argument("--out", required=True, help="output folder (checkpoint and summary)")
     p.add_argument(
         "--preset",
@@ -158,7 +164,9 @@ def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
     p.add_argument("--seed", type=int, default=0, help="initialisation and training seed")
     p.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--limit", type=int, help="train on the first N training items only")
-    p.add_argument("--eval-samples", dest="eval_samples", type=int, default=1000, help="test samples")
+    p.add_argument(
+        "--eval-samples", dest="eval_samples", type=int, default=1000, help="test samples"
+    )
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return _run

@@ -339,12 +339,7 @@ def _build(config: FarConfig) -> FarObjective:
         )
     if c.baseline == "input" and c.explainer != "integrated_gradients":
         raise WrapgradValueError("baseline: 'input' is IG's baseline x; use integrated_gradients")
-    if (
-        c.explainer is not None
-        and not c.robust_loss
-        and c.k is None
-        and not c.random_start
-    ):
+    if c.explainer is not None and not c.robust_loss and c.k is None and not c.random_start:
         raise WrapgradValueError(
             f"random_start: the inner maximisation of {c.name!r} ascends d_s, which is stationary "
             f"at x̃ = x; pass random_start=True (or k= for the top-k ascent)"

@@ -105,5 +105,3 @@ def batch_source(data: Any, batch_size: int) -> BatchSource:
     if not inputs.is_floating_point():
         raise WrapgradTypeError(f"data: expected floating-point inputs, got dtype {inputs.dtype}")
     return TensorBatches(inputs, labels, batch_size)
-
-

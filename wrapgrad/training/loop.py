@@ -70,28 +70,8 @@ from wrapgrad.training.records import (
     TrainResult,
 )
 
-__all__ = ["LOOP_OPTIONS", "accuracy", "train"]
+__all__ = ["accuracy", "train"]
 
-#: The keyword arguments of :func:`train` (an option of no objective may be a misspelt one).
-LOOP_OPTIONS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "weight_decay",
-    "optimizer_options",
-    "scheduler",
-    "max_grad_norm",
-    "seed",
-    "device",
-    "autocast",
-    "checkpoint_dir",
-    "resume",
-    "progress",
-    "eval_data",
-    "on_epoch_end",
-    "registry",
-)
 
 
 # -- the objective ------------------------------------------------------------------------------------
@@ -111,7 +91,7 @@ def _objective(
                     raise UnknownNameError(
                         key,
                         key,
-                        set(names) | set(LOOP_OPTIONS),
+                        set(names) | _loop_options(),
                         what=f"option of wrapgrad.train or of objective {spec.name!r}",
                     )
         built = spec.factory(**options)
@@ -138,6 +118,14 @@ def _objective(
         or type(objective).__name__
     )
     return objective, str(name), _describe(objective, str(name), {})
+
+
+def _loop_options() -> set[str]:
+    """The keyword arguments of :func:`train` (an option no objective takes may be a misspelt
+    one of these)."""
+    from wrapgrad.options import accepted
+
+    return set(accepted(train)[0]) - {"model", "data", "objective"}
 
 
 def _describe(objective: Any, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -368,7 +356,9 @@ def train(
     }
     identity = {k: {"fingerprint": fingerprint(v), "description": v} for k, v in identity.items()}
     with torch.random.fork_rng(devices=_rng_devices(dev)):
-        return _run(model, params, source, obj, name, config, dev, identity, eval_data, on_epoch_end)
+        return _run(
+            model, params, source, obj, name, config, dev, identity, eval_data, on_epoch_end
+        )
 
 
 def _run(
@@ -482,7 +472,10 @@ def _run(
                         "optimizer": opt.state_dict(),
                         "scheduler": None if sched is None else sched.state_dict(),
                         "scaler": scaler.state_dict(),
-                        "generators": {"shuffle": shuffle.get_state(), "objective": draws.get_state()},
+                        "generators": {
+                            "shuffle": shuffle.get_state(),
+                            "objective": draws.get_state(),
+                        },
                         "rng": _global_rng_state(device),
                         "objective_state": objective.state_dict()
                         if hasattr(objective, "state_dict")

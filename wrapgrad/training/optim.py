@@ -43,5 +43,3 @@ def autocast_context(config: TrainConfig, device: torch.device) -> Any:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if config.autocast == "bfloat16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
