@@ -90,7 +90,9 @@ def run(objective: str, args: argparse.Namespace, options: dict[str, Any]) -> di
     settings: dict[str, Any] = {}
     if objective != "natural":
         mine = {k.split(":", 1)[-1]: v for k, v in options.items() if ":" not in k}
-        mine.update({k.split(":", 1)[1]: v for k, v in options.items() if k.startswith(objective + ":")})
+        mine.update(
+            {k.split(":", 1)[1]: v for k, v in options.items() if k.startswith(objective + ":")}
+        )
         settings = {**preset(objective, "embedded"), **mine}
         if args.epochs is not None:
             settings["epochs"] = args.epochs
@@ -128,7 +130,9 @@ def main() -> None:
     p.add_argument("--ig-steps", dest="ig_steps", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: robust to a busy core)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: robust to a busy core)"
+    )
     p.add_argument("--progress", action="store_true")
     p.add_argument("--quick", action="store_true", help="500 training digits, 1 epoch, 20 attacked")
     p.add_argument("--json", help="append the rows to this JSON-lines file")

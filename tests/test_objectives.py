@@ -221,7 +221,8 @@ def test_train_cli_writes_checkpoint_and_summary(tmp_path, capsys) -> None:
     argv = [
         "train", "--model", "small_cnn", "--dataset", "digits8x8", "--objective", "pgd",
         "--epochs", "1", "--limit", "64", "--eval-samples", "50", "--batch-size", "32",
-        "--option", "steps=1", "--option", "epsilon=0.1", "--out", str(out), "-q",
+        "--option", "steps=1", "--option", "epsilon=0.1", "--init", "scratch",
+        "--out", str(out), "-q",
     ]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -3,7 +3,8 @@
 Example::
 
     wrapgrad train --model small_cnn --dataset mnist --objective adv_aat --epochs 3 --out runs/advaat
-    wrapgrad train --objective aat --init pretrained --option lam=1.0 --option k=30 --out runs/aat
+    wrapgrad train --objective aat --option lam=1.0 --option k=30 --out runs/aat
+    wrapgrad train --objective natural --init scratch --preset none --epochs 5 --out runs/nat
 
 Writes ``DIR/checkpoint.pt`` (the loop's checkpoint: weights, optimiser, generators, history;
 ``--resume`` continues from it) and ``DIR/summary.json`` (the command's settings, the history and
@@ -69,12 +70,21 @@ def _run(args: argparse.Namespace) -> int:
     from wrapgrad.training import accuracy, train
     from wrapgrad_robust.presets import preset
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data_options = {} if args.limit is None else {"limit": args.limit}
     train_set = load_dataset(args.dataset, split="train", **data_options)
     test_set = load_dataset(args.dataset, split="test")
     n_eval = min(args.eval_samples, len(test_set))
     eval_data = (test_set.inputs[:n_eval], test_set.labels[:n_eval])
-    if args.init == "pretrained":
+    init = args.init
+    if init == "auto":  # the robust presets fine-tune the natural model, as FAR does
+        from wrapgrad.registry import get_registry
+
+        spec = get_registry().get("model", args.model, argument="--model")
+        robust = get_registry().get("objective", args.objective, argument="--objective").name
+        init = "pretrained" if robust != "natural" and spec.pretrained is not None else "scratch"
+    if init == "pretrained":
         model = pretrained(args.model, args.dataset, seed=args.seed, progress=not args.quiet)
     else:
         model = build_model(args.model, train_set, args.seed)
@@ -104,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         "model": args.model,
         "dataset": args.dataset,
         "objective": result.objective,
-        "init": args.init,
+        "init": init,
         "preset": args.preset,
         "settings": settings,
         "seed": args.seed,
@@ -147,9 +157,10 @@ def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
     )
     p.add_argument(
         "--init",
-        default="scratch",
-        choices=["scratch", "pretrained"],
-        help="start from a fresh model or fine-tune the recipe-trained one (FAR fine-tunes)",
+        default="auto",
+        choices=["auto", "scratch", "pretrained"],
+        help="start from a fresh model, or fine-tune the recipe-trained one (FAR fine-tunes); "
+        "auto: fine-tune for a robust objective where the model has a recipe",
     )
     p.add_argument("--epochs", type=int, help="epochs (overrides the preset)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
@@ -164,6 +175,9 @@ def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
     p.add_argument("--seed", type=int, default=0, help="initialisation and training seed")
     p.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--limit", type=int, help="train on the first N training items only")
+    p.add_argument(
+        "--threads", type=int, help="torch intra-op threads (1 is faster on a busy small machine)"
+    )
     p.add_argument(
         "--eval-samples", dest="eval_samples", type=int, default=1000, help="test samples"
     )

@@ -73,7 +73,6 @@ from wrapgrad.training.records import (
 __all__ = ["accuracy", "train"]
 
 
-
 # -- the objective ------------------------------------------------------------------------------------
 def _objective(
     objective: Any, options: dict[str, Any]
@@ -444,7 +443,7 @@ def _run(
                 meter.add(metrics, len(yb))
                 bar.update(1)
                 if config.progress:
-                    bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}", refresh=False)
+                    bar.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}", refresh=False)
             means = meter.means()
             if not math.isfinite(means.get("loss", 0.0)):
                 raise WrapgradValueError(
