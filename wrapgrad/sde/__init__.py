@@ -5,7 +5,9 @@
 * :mod:`wrapgrad.sde.model`: :class:`NeuralSDE`, the converted model (generator, guide maps,
   Monte-Carlo inference);
 * :mod:`wrapgrad.sde.normalise`: the attribution normalisation and its carrying to blocks;
-* :mod:`wrapgrad.sde.guide`: per-example guide maps stored by content between rounds.
+* :mod:`wrapgrad.sde.guide`: per-example guide maps stored by content between rounds;
+* :mod:`wrapgrad.sde.training`: :func:`train_sde`, the paper's iterative training (train,
+  recompute the maps, reshape the noise, repeat) on :func:`wrapgrad.train`.
 
 The noise itself (``brownian``, ``attribution_shaped``) comes from plugins, as
 ``PerturberSpec(target="state")`` components; see ``docs/sde.md``.
@@ -17,10 +19,15 @@ from wrapgrad.sde.blocks import StochasticBlock, euler_maruyama_step
 from wrapgrad.sde.convert import SDEConfig, find_residual_blocks, is_residual_block, to_sde
 from wrapgrad.sde.model import NeuralSDE
 from wrapgrad.sde.normalise import carry_to, guide_magnitude, normalise_attribution
+from wrapgrad.sde.training import PAPER_LOOP, RoundRecord, RoundsConfig, SDETrainResult, train_sde
 
 __all__ = [
+    "PAPER_LOOP",
     "NeuralSDE",
+    "RoundRecord",
+    "RoundsConfig",
     "SDEConfig",
+    "SDETrainResult",
     "StochasticBlock",
     "carry_to",
     "euler_maruyama_step",
@@ -29,4 +36,5 @@ __all__ = [
     "is_residual_block",
     "normalise_attribution",
     "to_sde",
+    "train_sde",
 ]

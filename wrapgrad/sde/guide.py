@@ -63,6 +63,21 @@ class GuideStore:
         for key, row in zip(keys, prepared.detach(), strict=True):
             self._maps[key] = row
 
+    def items(self) -> tuple[Tensor, list[Tensor]]:
+        """``(keys, maps)``: the keys as a ``(N, 16)`` uint8 tensor and the maps in the same order
+        (plain tensors, for a checkpoint read with ``weights_only=True``)."""
+        keys = list(self._maps)
+        table = torch.tensor([list(k) for k in keys], dtype=torch.uint8).reshape(len(keys), -1)
+        return table, [self._maps[k] for k in keys]
+
+    def restore(self, keys: Tensor, maps: list[Tensor]) -> None:
+        """Replace the store by ``(keys, maps)`` from :meth:`items`."""
+        if len(keys) != len(maps):
+            raise WrapgradValueError(
+                f"guide: expected one map per key ({len(keys)}), got {len(maps)}"
+            )
+        self._maps = {bytes(k.tolist()): m for k, m in zip(keys, maps, strict=True)}
+
     def lookup(self, inputs: Tensor) -> tuple[list[Tensor | None], list[bytes]]:
         """``(maps, keys)``: each example's stored map (None where missing) and its key."""
         keys = example_keys(inputs)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wrapgrad.checks import check_finite, check_positive_int, describe
+from wrapgrad.checks import check_bool, check_finite, check_positive_int, describe
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.sde.blocks import NoisePass
 from wrapgrad.sde.guide import GuideStore
@@ -196,26 +196,57 @@ class NeuralSDE(nn.Module):
         self.guide_store.put(inputs, self._prepare(maps))
 
     def refresh_guide(
-        self, inputs: Tensor | None = None, target: Tensor | None = None
+        self, inputs: Tensor | None = None, target: Tensor | None = None, *, keep: bool = False
     ) -> Tensor | None:
         """Start a new round of the iterative training (Jha et al. 2022, Figure 2): freeze a copy
         of the current weights as the guide model, forget the stored maps, and (with ``inputs``)
         compute and store the maps of ``inputs`` now, for ``target`` (default: the guide model's
         predicted classes). Returns those raw maps (None without ``inputs``).
 
+        With ``keep=True`` the maps of examples not in ``inputs`` are kept (a partial refresh:
+        they stay those of an earlier round's guide model).
+
         Examples not stored are computed on demand, for their predicted class, the first time a
         batch holds them, and stored if the model is in training mode (at inference, e.g. inside
         an attack that makes new inputs at every step, they are computed and not kept)."""
-        guide_model = self.to_plain().eval()
-        guide_model.requires_grad_(False)
-        self.__dict__["_guide_model"] = guide_model
-        self.__dict__["_guide_explain"] = None
-        self.guide_store.clear()
+        self._set_guide_model(self.to_plain())
+        if not check_bool(keep, "keep"):
+            self.guide_store.clear()
         if inputs is None:
             return None
         maps = self.compute_guide(inputs, target)
         self.guide_store.put(inputs, self._prepare(maps))
         return maps
+
+    def _set_guide_model(self, guide_model: nn.Module) -> None:
+        guide_model.eval()
+        guide_model.requires_grad_(False)
+        self.__dict__["_guide_model"] = guide_model
+        self.__dict__["_guide_explain"] = None
+
+    def guide_state(self) -> dict[str, Any]:
+        """The guide model's weights and the stored maps, as plain tensors (for a training
+        checkpoint; :meth:`load_guide_state` restores them). Not part of ``state_dict()``."""
+        keys, maps = self.guide_store.items()
+        guide = self._guide_model
+        return {
+            "weights": None if guide is None else dict(guide.state_dict()),
+            "keys": keys,
+            "maps": maps,
+        }
+
+    def load_guide_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`guide_state`: the guide model (this model's architecture with the saved
+        weights; none if none was saved) and the stored maps."""
+        weights = state.get("weights")
+        if weights is None:
+            self.__dict__["_guide_model"] = None
+            self.__dict__["_guide_explain"] = None
+        else:
+            guide_model = self.to_plain()
+            guide_model.load_state_dict(weights)
+            self._set_guide_model(guide_model)
+        self.guide_store.restore(state["keys"], state["maps"])
 
     def compute_guide(self, inputs: Tensor, target: Tensor | None = None) -> Tensor:
         """The guide explainer's maps of ``inputs`` on the guide model (no noise, eval mode), in

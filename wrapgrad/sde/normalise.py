@@ -56,18 +56,22 @@ def row_quantiles(flat: Tensor, qs: Sequence[float]) -> Tensor:
     """Quantiles of each row of ``flat`` ``(B, N)``: shape ``(len(qs), B)``.
 
     Linear interpolation between order statistics at position ``q (N - 1)`` (NumPy's and
-    ``torch.quantile``'s default), computed by one sort, so it has no size limit.
+    ``torch.quantile``'s default), read from one ``topk`` of the largest ``N - ⌊q_min (N - 1)⌋``
+    values of each row (the order statistics above the lowest position asked for; exact, and for
+    the outlier rule's ``q = 0.99`` about ten times cheaper than sorting the row), so it has no
+    size limit.
     """
     n = flat.shape[1]
-    ordered = flat.sort(dim=1).values
+    positions = [q * (n - 1) for q in qs]
+    lowest = min(int(pos) for pos in positions)
+    top = flat.topk(n - lowest, dim=1).values  # descending: the j-th smallest is top[:, n-1-j]
     out = []
-    for q in qs:
-        pos = q * (n - 1)
+    for pos in positions:
         below = int(pos)
         above = min(below + 1, n - 1)
         frac = pos - below
-        lower = ordered[:, below]
-        out.append(lower + (ordered[:, above] - lower) * frac if frac else lower)
+        lower = top[:, n - 1 - below]
+        out.append(lower + (top[:, n - 1 - above] - lower) * frac if frac else lower)
     return torch.stack(out)
 
 

@@ -238,6 +238,7 @@ def _config(**kw: Any) -> TrainConfig:
         scheduler=check_choice(
             scheduler.lower() if isinstance(scheduler, str) else scheduler, "scheduler", SCHEDULERS
         ),
+        scheduler_options=kw["scheduler_options"],
         max_grad_norm=None
         if kw["max_grad_norm"] is None
         else check_positive(kw["max_grad_norm"], "max_grad_norm"),
@@ -262,6 +263,7 @@ def train(
     weight_decay: float = 0.0,
     optimizer_options: Mapping[str, Any] | None = None,
     scheduler: str | None = None,
+    scheduler_options: Mapping[str, Any] | None = None,
     max_grad_norm: float | None = None,
     seed: int = 0,
     device: Any = None,
@@ -295,7 +297,10 @@ def train(
         lr: the learning rate (the schedule's peak).
         optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``; ``weight_decay`` and
             ``optimizer_options`` (e.g. ``{"momentum": 0.9}``) go to it.
-        scheduler: None (constant), ``"one_cycle"`` or ``"cosine"``, stepped per batch.
+        scheduler: None (constant), ``"one_cycle"`` or ``"cosine"``, stepped per batch, or
+            ``"plateau"`` (``ReduceLROnPlateau`` on the epoch's mean loss), stepped per epoch.
+        scheduler_options: keyword arguments of the schedule (e.g. ``{"factor": 0.5,
+            "patience": 1}`` for ``"plateau"``).
         max_grad_norm: clip the gradients' global norm (None: no clipping).
         seed: seeds shuffling, the objective's random draws and dropout (module docstring); the
             caller's global RNG state is left as it was.
@@ -329,6 +334,7 @@ def train(
         weight_decay=weight_decay,
         optimizer_options=optimizer_options,
         scheduler=scheduler,
+        scheduler_options=scheduler_options,
         max_grad_norm=max_grad_norm,
         seed=seed,
         autocast=autocast,
@@ -409,6 +415,7 @@ def _run(
         leave=False,
     )
     unchecked = bool(getattr(objective, "needs_input_gradients", False))
+    per_epoch = config.scheduler == "plateau"  # stepped on the epoch's loss, not per batch
     try:
         for epoch in range(done + 1, config.epochs + 1):
             model.train()
@@ -434,7 +441,7 @@ def _run(
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 scaler.step(opt)
                 scaler.update()
-                if sched is not None:
+                if sched is not None and not per_epoch:
                     sched.step()
                 metrics = dict(getattr(objective, "metrics", None) or {})
                 metrics.setdefault("loss", loss.detach())
@@ -451,6 +458,8 @@ def _run(
                     f"(the checkpoint of epoch {epoch - 1} is kept); lower lr or set "
                     f"max_grad_norm"
                 )
+            if sched is not None and per_epoch:
+                sched.step(means["loss"])
             record = EpochRecord(
                 epoch=epoch,
                 metrics=means,

@@ -31,11 +31,28 @@ def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.op
 
 
 def build_scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps: int) -> Any:
-    if config.scheduler == "one_cycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
-    if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    return None
+    """The schedule of ``config`` (None for a constant rate) over ``steps`` optimiser steps, with
+    ``config.scheduler_options``; ``"plateau"`` is ``ReduceLROnPlateau(mode="min")``, stepped by
+    the loop once per epoch with the epoch's mean loss."""
+    sched = torch.optim.lr_scheduler
+    options = dict(config.scheduler_options)
+    builders = {
+        "one_cycle": lambda: sched.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, **options),
+        "cosine": lambda: sched.CosineAnnealingLR(opt, T_max=steps, **options),
+        "plateau": lambda: sched.ReduceLROnPlateau(opt, mode="min", **options),
+    }
+    if config.scheduler is None:
+        if options:
+            raise WrapgradValueError(
+                f"scheduler_options: given {sorted(options)} without a scheduler; set scheduler"
+            )
+        return None
+    try:
+        return builders[config.scheduler]()
+    except TypeError as exc:
+        raise WrapgradValueError(
+            f"scheduler_options: not accepted by the {config.scheduler!r} schedule ({exc})"
+        ) from None
 
 
 def autocast_context(config: TrainConfig, device: torch.device) -> Any:

@@ -10,13 +10,24 @@ from typing import Any
 import attrs
 from torch import nn
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "EpochRecord", "TrainConfig", "TrainResult"]
+__all__ = [
+    "FIXED_LENGTH_SCHEDULERS",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "EpochRecord",
+    "TrainConfig",
+    "TrainResult",
+]
 
 #: Optimisers by name (``torch.optim`` classes).
 OPTIMIZERS = ("adam", "adamw", "sgd")
-#: Learning-rate schedules by name, stepped once per optimiser step: ``None`` (constant),
-#: ``"one_cycle"`` (``OneCycleLR`` with peak ``lr``), ``"cosine"`` (``CosineAnnealingLR`` to 0).
-SCHEDULERS = (None, "one_cycle", "cosine")
+#: Learning-rate schedules by name: ``None`` (constant), ``"one_cycle"`` (``OneCycleLR`` with
+#: peak ``lr``) and ``"cosine"`` (``CosineAnnealingLR`` to 0), stepped once per optimiser step;
+#: ``"plateau"`` (``ReduceLROnPlateau`` on the epoch's mean training loss), stepped once per epoch.
+SCHEDULERS = (None, "one_cycle", "cosine", "plateau")
+#: The schedules whose shape is fixed by the run's length (``epochs`` is part of a resumed run's
+#: identity for these only).
+FIXED_LENGTH_SCHEDULERS = ("one_cycle", "cosine")
 AUTOCAST = (None, "bfloat16", "float16")
 
 
@@ -41,6 +52,9 @@ class TrainConfig:
     """Other keyword arguments of the optimiser (``betas``, ``momentum``, ``nesterov``, ...)."""
     scheduler: str | None = None
     """See :data:`SCHEDULERS`."""
+    scheduler_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_items)
+    """Other keyword arguments of the schedule (``factor``, ``patience`` of ``"plateau"``;
+    ``pct_start`` of ``"one_cycle"``, ...)."""
     max_grad_norm: float | None = None
     """Clip the gradients' global l2 norm to this (None: no clipping)."""
     seed: int = 0
@@ -69,7 +83,9 @@ class TrainConfig:
             "seed",
             "autocast",
         ]
-        if self.scheduler is not None:
+        if self.scheduler_options:  # only when given: older checkpoints keep their fingerprint
+            keep.append("scheduler_options")
+        if self.scheduler in FIXED_LENGTH_SCHEDULERS:
             keep.append("epochs")
         return {k: getattr(self, k) for k in keep}
 
