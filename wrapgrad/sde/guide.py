@@ -67,7 +67,7 @@ class GuideStore:
         """``(keys, maps)``: the keys as a ``(N, 16)`` uint8 tensor and the maps in the same order
         (plain tensors, for a checkpoint read with ``weights_only=True``)."""
         keys = list(self._maps)
-        table = torch.tensor([list(k) for k in keys], dtype=torch.uint8).reshape(len(keys), -1)
+        table = torch.tensor([list(k) for k in keys], dtype=torch.uint8).reshape(len(keys), 16)
         return table, [self._maps[k] for k in keys]
 
     def restore(self, keys: Tensor, maps: list[Tensor]) -> None:

@@ -261,7 +261,7 @@ def _split_options(
             get_registry().get("objective", objective, argument="objective").option_names()
         )
         parts.append(Part("objective", names, open_))
-    routed = route(options, parts, argument="options", extra_known={"epochs"})
+    routed = route(options, parts, argument="options")
     return routed["rounds"], routed["loop"], routed.get("objective", {})
 
 
@@ -337,6 +337,11 @@ def train_sde(
     if on_round_end is not None and not callable(on_round_end):
         raise WrapgradTypeError(
             f"on_round_end: expected a callable (record, sde), got {type(on_round_end).__name__}"
+        )
+    if "epochs" in options:
+        raise WrapgradValueError(
+            f"epochs: train_sde runs rounds x epochs_per_round epochs; give rounds= and "
+            f"epochs_per_round= instead of epochs={options['epochs']!r}"
         )
     own, loop, objective_options = _split_options(objective, options)
     config = RoundsConfig(**own)
