@@ -207,7 +207,12 @@ def test_cli_lists_plugins_and_flags_broken_ones(install_plugin, capsys) -> None
 def test_public_wrap_stays_the_function_after_submodule_imports() -> None:
     import importlib
 
-    for module in ("wrapgrad.wrapping", "wrapgrad.moved", "wrapgrad_pipeline.runner", "wrapgrad_quantus"):
+    for module in (
+        "wrapgrad.wrapping",
+        "wrapgrad.moved",
+        "wrapgrad_pipeline.runner",
+        "wrapgrad_quantus",
+    ):
         importlib.import_module(module)
     assert callable(wrapgrad.wrap)
     assert wrapgrad.wrap.__name__ == "wrap"

@@ -67,7 +67,8 @@ def test_each_round_reshapes_the_noise_with_the_maps_of_the_model_just_trained(d
     assert len(result.train.history) == 6
     # Maps after rounds 1 and 2 (all 16 examples), none after the last.
     assert [r.refreshed for r in result.rounds] == [16, 16, 0]
-    assert result.rounds[0].refresh_seconds > 0 and result.rounds[2].refresh_seconds == 0
+    assert result.rounds[0].refresh_seconds > 0
+    assert result.rounds[2].refresh_seconds == 0
     # Round 1 ran without a guide model (Brownian, the paper's start); the guide of round r + 1
     # is the network as round r left it (the plain architecture, same parameter names).
     assert guides[0] is None
@@ -85,7 +86,8 @@ def test_unshaped_noise_only_splits_the_epochs(data) -> None:
         sde = wrapgrad.to_sde(make_resnet(), sigma=sigma, seed=0)
         result = train_sde(sde, data, rounds=2, epochs_per_round=1, patience=None, **FAST)
         assert [r.refreshed for r in result.rounds] == [0, 0]
-        assert sde.guide_model is None and len(sde.guide_store) == 0
+        assert sde.guide_model is None
+        assert len(sde.guide_store) == 0
 
 
 class FixedLoss:
@@ -138,10 +140,11 @@ def test_paper_defaults_and_a_callback_that_stops(data) -> None:
         PAPER_LOOP["lr"],
         PAPER_LOOP["scheduler"],
     )
-    assert result.stopped == "callback" and len(result.rounds) == 1
+    assert result.stopped == "callback"
+    assert len(result.rounds) == 1
 
 
-class Interrupt(Exception):
+class InterruptError(Exception):
     pass
 
 
@@ -156,7 +159,7 @@ class CrossEntropy:
     def __call__(self, model, inputs, target, generator=None):
         self.calls += 1
         if self.calls == self.stop_at:
-            raise Interrupt
+            raise InterruptError
         return nn.functional.cross_entropy(model(inputs), target)
 
 
@@ -167,10 +170,10 @@ def test_resume_gives_the_uninterrupted_run_bit_for_bit(tmp_path, data, where) -
 
     def interrupt_round(record, model) -> None:
         if record.round == 2:
-            raise Interrupt  # before the epoch-4 checkpoint: the one of epoch 3 is kept
+            raise InterruptError  # before the epoch-4 checkpoint: the one of epoch 3 is kept
 
     if where == "round_end":
-        with pytest.raises(Interrupt):
+        with pytest.raises(InterruptError):
             train_sde(
                 shaped(),
                 data,
@@ -181,7 +184,7 @@ def test_resume_gives_the_uninterrupted_run_bit_for_bit(tmp_path, data, where) -
             )
         kept = 3
     else:  # the first batch of epoch 6 (2 batches per epoch): mid-round 3
-        with pytest.raises(Interrupt):
+        with pytest.raises(InterruptError):
             train_sde(shaped(), data, CrossEntropy(stop_at=11), checkpoint_dir=tmp_path, **run)
         kept = 5
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == kept
@@ -193,13 +196,15 @@ def test_resume_gives_the_uninterrupted_run_bit_for_bit(tmp_path, data, where) -
     assert [r.loss for r in resumed.rounds] == [r.loss for r in whole.rounds]
     assert same(state(resumed.model.guide_model), state(whole.model.guide_model))
     a, b = stored_maps(resumed.model), stored_maps(whole.model)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_converged_run_stays_stopped_on_resume(tmp_path, data) -> None:
     run = {"rounds": 5, "epochs_per_round": 1, "patience": 1, "min_delta": 0.5, **FAST}
     first = train_sde(shaped(), data, checkpoint_dir=tmp_path, **run)
-    assert first.stopped == "converged" and len(first.rounds) < 5
+    assert first.stopped == "converged"
+    assert len(first.rounds) < 5
     again = train_sde(shaped(), data, checkpoint_dir=tmp_path, resume=True, **run)
     assert again.stopped == "converged"
     assert len(again.train.history) == len(first.train.history)
@@ -284,10 +289,10 @@ def test_bad_options_name_the_argument(data, kwargs, argument) -> None:
 
 
 def test_bad_input_is_refused(data) -> None:
-    with pytest.raises(WrapgradError, match="^sde: expected a NeuralSDE"):
+    with pytest.raises(WrapgradError, match=r"^sde: expected a NeuralSDE"):
         train_sde(make_resnet(), data)
     with pytest.raises(UnknownNameError, match="epochs_per_round"):
         train_sde(shaped(), data, epochs_per_rond=2)
     loader = DataLoader(TensorDataset(*data), batch_size=8)
-    with pytest.raises(WrapgradValueError, match="^refresh_fraction"):
+    with pytest.raises(WrapgradValueError, match=r"^refresh_fraction"):
         train_sde(shaped(), loader, refresh_fraction=0.5)

@@ -85,9 +85,7 @@ def parse_hook_api(value: Any) -> tuple[int, int]:
         return value, 0
     match = _VERSION_RE.match(value) if isinstance(value, str) else None
     if match is None:
-        raise ValueError(
-            f"{HOOK_API_ATTRIBUTE}: expected a version such as '1.0', got {value!r}"
-        )
+        raise ValueError(f"{HOOK_API_ATTRIBUTE}: expected a version such as '1.0', got {value!r}")
     return int(match.group(1)), int(match.group(2) or 0)
 
 

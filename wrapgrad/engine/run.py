@@ -281,4 +281,3 @@ class MonteCarloRun:
                 for i, k in enumerate(chunk.models):
                     per_model[k].append(out[i])
         return torch.stack([torch.cat(parts, dim=0) for parts in per_model])
-
