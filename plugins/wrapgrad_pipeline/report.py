@@ -308,6 +308,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     for method in results["methods"]:
         lines += _section(method, _method_table(results, method))
     lines += _section("Expectations", _expectations(results))
+    for extra in results.get("sections", []):  # added by plugins' steps: {"title", "lines"}
+        lines += _section(extra["title"], extra["lines"])
     lines += _section("Attacks", _attacks(results))
     lines += _section("Errors", _errors(results))
     lines += _section("Figures", _figures(results))
