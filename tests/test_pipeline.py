@@ -20,7 +20,7 @@ from wrapgrad import hookimpl
 from wrapgrad.cli import main
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.records import EnhancerSpec, ExplainerSpec, MetricSpec, PipelineStepSpec
-from wrapgrad.registry import get_registry
+from wrapgrad.registry import Registry, get_registry, use_registry
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
 
@@ -628,9 +628,15 @@ def test_report_command_prints_the_same_report(
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_example_runs_in_smoke_mode(example: Path, tmp_path: Path, shared_cache: Path) -> None:
+def test_example_runs_in_smoke_mode(
+    example: Path, tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the README's set-up alone: built-in plugins only, none of the test-only ones (the
+    # example plugin under examples/plugin is installed for its own tests).
+    monkeypatch.setenv("WRAPGRAD_DISABLE_PLUGIN_AUTOLOAD", "1")
     out = tmp_path / "out"
-    assert main(["run", str(example), "--smoke", "--out", str(out), "--quiet"]) == 0
+    with use_registry(Registry()):
+        assert main(["run", str(example), "--smoke", "--out", str(out), "--quiet"]) == 0
     results = load_results(out)
     assert results["smoke"] is True
     assert (out / "report.md").read_text(encoding="utf-8") == render_markdown(results)
