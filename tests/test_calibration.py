@@ -151,7 +151,8 @@ def test_weight_calibration_record(weight_result, heldout):
     assert "sigma" in str(r)
     assert r.to_dict()["sigma"] == r.sigma
     # One name per quantity: a weight calibration sets sigma (sigma_NG) and no noise_level.
-    assert r.noise_level is None and r.to_dict()["noise_level"] is None
+    assert r.noise_level is None
+    assert r.to_dict()["noise_level"] is None
     assert r.level == r.sigma
     assert "alpha" not in r.to_dict()
 
@@ -211,7 +212,8 @@ def test_input_calibration(trained, heldout):
     assert r.noise_level > 0
     assert r.sigma is None
     assert r.level == r.noise_level
-    assert "noise_level" in str(r) and "sigma" not in str(r)
+    assert "noise_level" in str(r)
+    assert "sigma" not in str(r)
     assert r.drop_ci[0] <= 0.1 <= r.drop_ci[1]
     fresh = NoisyAccuracy(trained, *heldout, draws=24, seed=999)
     acc = float(fresh.correct(noise_level=r.noise_level).float().mean())
@@ -238,7 +240,8 @@ def test_noisegrad_plus_plus_fixes_alpha_and_hits_the_joint_drop(trained, heldou
         old = wrapgrad.calibrate(
             trained, heldout, calibrator="noisegrad++", target_drop=0.1, alpha=0.1, **FAST
         )
-    assert old.sigma == r.sigma and old.noise_level == 0.1
+    assert old.sigma == r.sigma
+    assert old.noise_level == 0.1
 
 
 def test_halve_halves_both_calibrated_levels(trained, heldout):

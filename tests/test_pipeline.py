@@ -464,9 +464,11 @@ def test_smoke_shrinks_every_size() -> None:
     assert robustness.params["nr_samples"] <= 2
     assert robustness.samples <= 6
     faithfulness = next(m for m in t["evaluate"].metrics if m.label == "faithfulness")
-    assert faithfulness.params["nr_runs"] == 2 and faithfulness.params["subset_size"] == 16
+    assert faithfulness.params["nr_runs"] == 2
+    assert faithfulness.params["subset_size"] == 16
     assert t["explain"].replicates == 2 < config.tables["explain"].replicates
-    assert t["sweep"].samples <= 6 and all(len(c.scales) <= 2 for c in t["sweep"].curves)
+    assert t["sweep"].samples <= 6
+    assert all(len(c.scales) <= 2 for c in t["sweep"].curves)
     reg = get_registry()
     # Every component's declared caps hold, whoever declares them.
     for e in t["explain"].enhancers:

@@ -123,12 +123,15 @@ class CalibrationStep:
                         raise
                     # A smoke run's one-epoch model may be too close to chance to calibrate; the
                     # run goes on with fixed levels and says so in the report.
-                    levels[name] = dict(FALLBACK_LEVELS)
+                    provided = provided_levels(cal.calibrator, cal.perturber)
+                    levels[name] = {
+                        k: (v if k in provided else None) for k, v in FALLBACK_LEVELS.items()
+                    }
                     records[key] = {
                         "calibrator": cal.calibrator,
                         "perturber": cal.perturber,
                         "target_drop": cal.target_drop,
-                        **FALLBACK_LEVELS,
+                        **levels[name],
                         "error": f"smoke run: calibration failed ({exc}); fixed levels used",
                     }
                     continue

@@ -111,8 +111,9 @@ class MetricTable:
         doc="for metrics that re-explain (MaxSensitivity, `sensitivity`, ...): every "
         "re-explanation draws new enhancer noise (the NoiseGrad paper's setup, where an "
         "enhanced map is a random estimate), from a generator seeded from `[pipeline].seed` "
-        "and the metric, so the run repeats; the re-explanations of a variant are shared by "
-        "its enhancer seeds, as the metric's own perturbations are. Default `false`: a "
+        "and the metric, so the run repeats; the further enhancer seeds of a variant replay the "
+        "first seed's re-explanations (their seeded perturbations are the same), so each "
+        "seed's maps are compared with the same fresh draws. Default `false`: a "
         "re-explanation uses the same seed as the maps it is compared with, i.e. the "
         "sensitivity of the seeded (deterministic) explanation a user gets from `wrap(..., "
         "seed=)`, with the Monte-Carlo noise held fixed",
@@ -164,29 +165,44 @@ def _content_key(value: Any) -> Any:
 
 
 class CachedExplain:
-    """An ``explain`` that remembers its maps by the *content* of the inputs and targets: asked
-    again for equal inputs (another enhancer seed's call of the same metric, whose seeded
-    perturbations are the same), it returns the same maps instead of explaining again. Calls
-    with other keyword arguments, or inputs that are no tensors, are not remembered. Its other
-    attributes are ``explain``'s."""
+    """An ``explain`` whose calls the further enhancer seeds of a variant replay.
+
+    The first seed's metric call explains afresh and records each call; :meth:`replay` starts
+    a later seed's call, whose ``k``-th call gets the ``k``-th recorded maps when its inputs and
+    target equal (by content) those of the recorded call, since the metric's own perturbations
+    are seeded the same. Any other call, and every call of the first seed (two calls with equal
+    inputs included), explains afresh. Its other attributes are ``explain``'s.
+    """
 
     def __init__(self, explain: Any) -> None:
         self._explain = explain
-        self._memo: dict[Any, Tensor] = {}
+        self._record: list[tuple[Any, Tensor]] = []
+        self._position: int | None = None  # None: recording
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._explain, name)
 
+    def replay(self) -> None:
+        """Start replaying the recorded calls (a later enhancer seed's metric call)."""
+        self._position = 0
+
     def __call__(self, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
-        key = (_content_key(inputs), _content_key(target))
-        if kwargs or NotImplemented in key or not isinstance(inputs, Tensor):
+        plain = not kwargs and isinstance(inputs, Tensor)
+        key = (_content_key(inputs), _content_key(target)) if plain else None
+        if key is not None and NotImplemented in key:
+            key = None
+        if self._position is not None:
+            k = self._position
+            self._position += 1
+            if key is not None and k < len(self._record) and self._record[k][0] == key:
+                return self._record[k][1].clone()
             return self._explain(inputs, target=target, **kwargs)
-        if key not in self._memo:
-            out = self._explain(inputs, target=target)
-            if not isinstance(out, Tensor):
-                return out
-            self._memo[key] = out.detach()
-        return self._memo[key].clone()
+        out = self._explain(inputs, target=target, **kwargs)
+        if key is not None and isinstance(out, Tensor):
+            self._record.append((key, out.detach().clone()))
+        else:
+            self._record.append((None, torch.empty(0)))  # keeps the positions aligned
+        return out
 
 
 class KnownMaps:
@@ -493,7 +509,9 @@ class EvaluateStep:
             for mask in m.masks or (None,):
                 key = f"{m.label}[{mask}]" if mask else str(m.label)
                 per_seed = []
-                for run in ex.runs():
+                for r, run in enumerate(ex.runs()):
+                    if reexplain is not None and r > 0:
+                        reexplain.replay()
                     try:
                         metric = build_metric(str(m.name), **params)
                         if spec.requires == "mask":

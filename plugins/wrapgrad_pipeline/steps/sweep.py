@@ -17,6 +17,7 @@ The plain method's score on the same items is the reference line.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -259,14 +260,17 @@ class _DropMeter:
         self.inputs, self.labels = inputs[:n], labels[:n]
         self.draws = int(record.get("draws", 8))
         self.seed = int(record.get("seed") or 0)
-        self.clean = float(record["acc_clean"])
-        self.chance = float(record["acc_chance"])
+        # A smoke run's failed calibration leaves no accuracies: no drops then (NaN).
+        self.clean = float(record.get("acc_clean", math.nan))
+        self.chance = float(record.get("acc_chance", math.nan))
         self.perturber = record.get("perturber")
         self.known = dict(zip(record.get("levels", ()), record.get("drops", ()), strict=False))
 
     def __call__(self, option: str, level: float) -> float:
         from wrapgrad.calibration import evaluation_mode, noisy_correct, relative_drop
 
+        if not math.isfinite(self.clean):
+            return math.nan
         if self.perturber == _LEVEL_OPTIONS[option] and level in self.known:
             return self.known[level]  # the calibration measured it, with these very draws
         with evaluation_mode(self.model):
