@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -214,24 +214,15 @@ class ExplainStep:
             model_label, enh = variants[v]
             levels = context.levels.get(model_label, {})
             where = f"[explain].enhancers[{labels.index(str(enh.label))}].options"
-            method_options, layer, interpolate = method_parts(table, method, levels)
-            options = enhancer_defaults(
-                enh.name, resolve_options(enh.options, levels, where), absolute=table.absolute
-            )
+            options = resolve_options(enh.options, levels, where)
             seeds: list[int | None] = [None]
-            if enh.name is not None and "seed" in _option_names("enhancer", enh.name):
+            if enh.name is not None and "seed" in option_names("enhancer", enh.name):
                 base = int(options.pop("seed", context.seed))
                 seeds = [base + r for r in range(table.replicates)]
-            settings[v] = {"name": enh.name, "options": dict(options), "seeds": seeds}
-            build = builder(
-                context.models[model_label].model,
-                method,
-                enh.name,
-                layer=layer,
-                interpolate=interpolate,
-                method_options=method_options,
-                options=options,
+            build = variant_builder(
+                context.models[model_label].model, table, method, enh.name, options, levels
             )
+            settings[v] = {"name": enh.name, "options": dict(build.options), "seeds": seeds}
             runs = []
             for seed in seeds:
                 bar.set_postfix_str(f"{method} {v}" + ("" if seed is None else f" seed {seed}"))
@@ -276,7 +267,8 @@ class ExplainStep:
         context.results["absolute"] = table.absolute
 
 
-def _option_names(kind: str, name: str) -> set[str]:
+def option_names(kind: str, name: str) -> set[str]:
+    """The option names the registered component declares (or its factory's signature)."""
     from wrapgrad.registry import get_registry
 
     return set(get_registry().get(kind, name).option_names()[0])
@@ -294,7 +286,7 @@ def method_parts(
     )
     layer = options.pop("layer", None)
     interpolate = options.pop("interpolate", False)
-    if "abs" in _option_names("explainer", method):
+    if "abs" in option_names("explainer", method):
         options.setdefault("abs", False)
     return options, layer, interpolate
 
@@ -308,7 +300,7 @@ def enhancer_defaults(
     out = dict(options)
     if enhancer is None:
         return out
-    names = _option_names("enhancer", enhancer)
+    names = option_names("enhancer", enhancer)
     if "progress" in names:
         out.setdefault("progress", False)
     if absolute and "abs_per_sample" in names:
@@ -316,34 +308,57 @@ def enhancer_defaults(
     return out
 
 
-def builder(
+def variant_builder(
     model: Any,
+    table: ExplainTable,
     method: str,
     enhancer: str | None,
-    *,
-    layer: Any,
-    interpolate: Any,
-    method_options: dict[str, Any],
-    options: dict[str, Any],
-) -> Callable[..., Any]:
-    """``build(**overrides)``: ``wrap`` of the variant with the enhancer options ``overrides``
-    replaced (the seed of a replicate, a generator for fresh noise)."""
-    from wrapgrad.wrapping import wrap
+    options: Mapping[str, Any],
+    levels: Mapping[str, Mapping[str, float | None]],
+) -> Builder:
+    """The :class:`Builder` of a variant as the explain step runs it: the method's options
+    (:func:`method_parts`) and the enhancer's with the pipeline's defaults
+    (:func:`enhancer_defaults`)."""
+    method_options, layer, interpolate = method_parts(table, method, levels)
+    return Builder(
+        model=model,
+        method=method,
+        enhancer=enhancer,
+        layer=layer,
+        interpolate=interpolate,
+        method_options=method_options,
+        options=enhancer_defaults(enhancer, options, absolute=table.absolute),
+    )
 
-    def build(**overrides: Any) -> Any:
-        # Each part gets its own options: an option both take (GradientShap's and SmoothGrad's
-        # n_samples) goes where the file put it.
+
+@attrs.frozen(kw_only=True)
+class Builder:
+    """``build(**overrides)``: ``wrap`` of a variant with the enhancer options ``overrides``
+    replaced (the seed of a replicate, a generator for fresh noise). Each part gets its own
+    options, so an option both take (GradientShap's and SmoothGrad's ``n_samples``) goes where
+    the file put it."""
+
+    model: Any
+    method: str
+    enhancer: str | None
+    layer: Any = None
+    interpolate: Any = False
+    method_options: Mapping[str, Any] = attrs.field(factory=dict)
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    """The enhancer options (with the pipeline's defaults)."""
+
+    def __call__(self, **overrides: Any) -> Any:
+        from wrapgrad.wrapping import wrap
+
         return wrap(
-            model,
-            method,
-            enhancer,
-            layer=layer,
-            interpolate=interpolate,
-            method_options=method_options,
-            enhancer_options={**options, **overrides} if enhancer is not None else None,
+            self.model,
+            self.method,
+            self.enhancer,
+            layer=self.layer,
+            interpolate=self.interpolate,
+            method_options=dict(self.method_options),
+            enhancer_options=({**self.options, **overrides} if self.enhancer is not None else None),
         )
-
-    return build
 
 
 def _declared(specs: Iterable[Any]) -> set[str]:

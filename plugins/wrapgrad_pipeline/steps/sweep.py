@@ -295,19 +295,10 @@ def _wrap(
 ) -> Any:
     """The variant's ``explain`` as the explain step builds it (its method options, |.| per draw
     when ``[explain].absolute``), with the pipeline seed."""
-    from wrapgrad_pipeline.steps.explain import builder, enhancer_defaults, method_parts
+    from wrapgrad_pipeline.steps.explain import option_names, variant_builder
 
-    explain_table = context.tables["explain"]
-    method_options, layer, interpolate = method_parts(explain_table, method, levels)
-    opts = enhancer_defaults(enhancer, options, absolute=explain_table.absolute)
-    if enhancer is not None:
+    opts = dict(options)
+    if enhancer is not None and "seed" in option_names("enhancer", enhancer):
         opts.setdefault("seed", context.seed)
-    return builder(
-        model,
-        method,
-        enhancer,
-        layer=layer,
-        interpolate=interpolate,
-        method_options=method_options,
-        options=opts,
-    )()
+    explain_table = context.tables["explain"]
+    return variant_builder(model, explain_table, method, enhancer, opts, levels)()
