@@ -35,7 +35,7 @@ class CalibrationTable:
     calibrator: str = setting(
         "accuracy_drop",
         doc="a registered calibrator: `accuracy_drop`, `halve` (FusionGrad: both levels halved, "
-        "gives `sigma` and `alpha`), `noisegrad++`",
+        "gives `sigma` and `noise_level`), `noisegrad++` (`sigma`, with `noise_level` fixed)",
     )
     perturber: str = setting(
         "weight",
