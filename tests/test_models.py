@@ -140,3 +140,49 @@ def test_recipe_change_is_another_cache_entry(cache):
     b = cache_paths("small_cnn", "digits8x8", 0, epochs=2, dataset_options={"limit": 300})[0]
     assert a != b
     assert a.parent == b.parent == cache / "models"
+
+
+def test_recipe_training_runs_on_the_one_loop_and_matches_the_recipe_by_hand(monkeypatch):
+    """The recipe (AdamW, one-cycle schedule, cross-entropy, shuffles from seed + 1) is
+    wrapgrad.train with the natural objective: the same weights, bit for bit, as the recipe
+    written out by hand, so the cached weights stay valid (LOOP_VERSION unchanged)."""
+    import torch.nn.functional as F
+    import wrapgrad_data.training as recipe_training
+
+    calls = []
+    import wrapgrad.training
+
+    original = wrapgrad.training.train
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(wrapgrad.training, "train", spy)
+    result = train("small_cnn", "digits8x8", seed=2, epochs=2, limit=96, progress=False)
+    assert calls[0]["optimizer"] == "adamw"
+    assert calls[0]["scheduler"] == "one_cycle"
+
+    recipe = get_recipe("small_cnn", "digits8x8", epochs=2, dataset_options={"limit": 96})
+    data = get_registry().get("dataset", "digits8x8").factory(split="train", limit=96)
+    x, y = data.inputs, data.labels
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        model = recipe_training.build_model(recipe, in_channels=1, num_classes=10)
+    g = torch.Generator().manual_seed(3)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps = (len(y) + recipe.batch_size - 1) // recipe.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=2 * steps)
+    model.train()
+    for _ in range(2):
+        perm = torch.randperm(len(y), generator=g)
+        for i in range(0, len(y), recipe.batch_size):
+            b = perm[i : i + recipe.batch_size]
+            loss = F.cross_entropy(model(x[b]), y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    a, b = result.model.state_dict(), model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert recipe_training.LOOP_VERSION == 1

@@ -149,3 +149,41 @@ def test_keyword_input_errors_name_the_argument(bert) -> None:
         )
     with pytest.raises(WrapgradTypeError, match=r"^forward_kwargs: expected a dict"):
         explain({"input_ids": ids}, target=0, forward_kwargs=[mask])
+
+
+def test_bert_smoothgrad_on_the_word_embeddings(bert) -> None:
+    """SmoothGrad on text: the noise goes on the embedding layer's output (noise_layer)."""
+    ids, mask = _tokens()
+    snap = ModelSnapshot(bert)
+    layer = "bert.embeddings.word_embeddings"
+    call = {"target": 1, "forward_kwargs": {"attention_mask": mask}}
+    plain = wrapgrad.wrap(bert, "layer_integrated_gradients", layer=layer, n_steps=3)
+    explain = wrapgrad.wrap(
+        bert,
+        "layer_integrated_gradients",
+        enhancer="smoothgrad",
+        layer=layer,
+        n_steps=3,
+        noise_layer=layer,
+        noise_level=0.1,
+        seed=0,
+        n_samples=3,
+    )
+    a = explain({"input_ids": ids}, **call)["input_ids"]
+    base = plain({"input_ids": ids}, **call)["input_ids"]
+    assert a.shape == base.shape == (2, 7, 16)
+    assert torch.isfinite(a).all()
+    assert not torch.equal(a, base)  # the noise reached the embeddings
+    assert torch.equal(a, explain({"input_ids": ids}, **call)["input_ids"])  # seeded
+    zero = wrapgrad.wrap(
+        bert,
+        "layer_integrated_gradients",
+        enhancer="smoothgrad",
+        layer=layer,
+        n_steps=3,
+        noise_layer=layer,
+        noise_level=0.0,
+        enhancer_options={"n_samples": 2},
+    )
+    torch.testing.assert_close(zero({"input_ids": ids}, **call)["input_ids"], base)
+    assert snap.differences() == []

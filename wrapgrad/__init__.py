@@ -42,6 +42,7 @@ __all__ = [
     "PluginConflictError",
     "PluginLoadError",
     "Registry",
+    "TrainResult",
     "UnknownNameError",
     "WrapgradError",
     "WrapgradTypeError",
@@ -60,6 +61,7 @@ __all__ = [
     "quantus_explain",
     "quantus_metric",
     "to_sde",
+    "train",
     "use_registry",
     "wrap",
 ]
@@ -83,6 +85,8 @@ _LAZY = {
     "Pipeline": "wrapgrad.moved:Pipeline",
     "attack_strength_curve": "wrapgrad.evaluation:attack_strength_curve",
     "to_sde": "wrapgrad.sde.convert:to_sde",
+    "train": "wrapgrad.training:train",
+    "TrainResult": "wrapgrad.training:TrainResult",
 }
 
 
@@ -113,4 +117,5 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from wrapgrad.guard import ModelGuard
     from wrapgrad.registry import Registry, get_registry
+    from wrapgrad.training import TrainResult, train
     from wrapgrad.wrapping import Explain, wrap

@@ -4,11 +4,16 @@ These are the entry points to the ``wrapgrad_datasets`` and ``wrapgrad_models`` 
 the CLI, pipelines and other plugins reach a data set or a recipe-trained reference model only
 here, so no plugin imports another.
 
-Example::
+``wrapgrad.pretrained("small_cnn", "mnist", seed=0)`` trains a reference model with its recipe
+once, then loads it from the cache.
 
-    import wrapgrad
-    test = wrapgrad.load_dataset("mnist", split="test")
-    model = wrapgrad.pretrained("small_cnn", "mnist", seed=0)   # trained once, then cached
+>>> test = load_dataset("digits8x8", split="test", limit=4)
+>>> len(test), tuple(test[0][0].shape)
+(4, (1, 8, 8))
+>>> load_dataset("digits")
+Traceback (most recent call last):
+...
+wrapgrad.errors.UnknownNameError: dataset: unknown dataset 'digits'; did you mean 'digits8x8'?
 """
 
 from __future__ import annotations

@@ -5,11 +5,16 @@ Wrong type -> :class:`~wrapgrad.errors.WrapgradTypeError` (a ``TypeError``); wro
 :class:`~wrapgrad.errors.WrapgradValueError` (a ``ValueError``). Plugins use these rather than
 their own copies, so the same mistake reads the same everywhere.
 
-Example::
-
-    from wrapgrad.checks import check_positive_int, check_choice
-    steps = check_positive_int(steps, "steps")
-    norm = check_choice(norm, "norm", ("linf", "l2"))
+>>> check_positive_int(20, "steps")
+20
+>>> check_choice("l3", "norm", ("linf", "l2"))
+Traceback (most recent call last):
+...
+wrapgrad.errors.WrapgradValueError: norm: expected one of 'linf', 'l2', got 'l3'
+>>> check_nonnegative("0.5", "sigma")
+Traceback (most recent call last):
+...
+wrapgrad.errors.WrapgradTypeError: sigma: expected a number >= 0, got str '0.5'
 """
 
 from __future__ import annotations

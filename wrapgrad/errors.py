@@ -3,6 +3,14 @@
 Every error the library raises on purpose derives from :class:`WrapgradError`, and also from the
 built-in class that fits (``ValueError``, ``TypeError``, ``LookupError``), so callers may catch
 either. Messages name the argument, what was expected and what came.
+
+>>> err = UnknownNameError("enhancer", "smoothgard", ["smoothgrad", "noisegrad"], what="enhancer")
+>>> str(err)
+"enhancer: unknown enhancer 'smoothgard'; did you mean 'smoothgrad'?"
+>>> isinstance(err, LookupError), isinstance(err, WrapgradError)
+(True, True)
+>>> closest("GradCam", ["layer_grad_cam", "saliency"])
+['layer_grad_cam']
 """
 
 from __future__ import annotations

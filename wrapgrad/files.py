@@ -18,6 +18,13 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[str], None]) ->
     temporary file given its name (e.g. ``lambda tmp: torch.save(state, tmp)``). Readers see the
     old file or the new one, never a partial one; on any error the temporary file is removed and
     the old file stays.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> atomic_write(folder / "report.md", "# done").read_text()
+    '# done'
+    >>> sorted(p.name for p in folder.iterdir())  # no temporary file left
+    ['report.md']
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

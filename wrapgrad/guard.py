@@ -308,10 +308,14 @@ class ModelGuard:
         warn: False silences the warnings of ``"check"``/``"restore"`` (used where wrapgrad itself
             sets flags, e.g. evaluation mode for calibration).
 
-    Example::
-
-        with ModelGuard(model):
-            attributions = captum_method.attribute(x, target=y)
+    >>> model = torch.nn.Linear(2, 1)
+    >>> with ModelGuard(model):
+    ...     out = model(torch.ones(1, 2))
+    >>> with ModelGuard(model), torch.no_grad():
+    ...     model.weight.mul_(2.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    wrapgrad.errors.ModelMutatedError: the call changed the model in place and it could not be restored ...
     """
 
     def __init__(self, model: nn.Module, mode: str = "check", *, warn: bool = True) -> None:

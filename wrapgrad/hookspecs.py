@@ -21,11 +21,31 @@ point group ``wrapgrad``, exactly as wrapgrad's own built-in plugins do::
 Entry points load lazily, the first time a component is looked up, never at ``import wrapgrad``.
 ``WRAPGRAD_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the built-ins (the entry points of the wrapgrad
 distribution itself).
+
+**Versions.** The hooks below and the spec records they yield are version :data:`HOOK_API`
+(major, minor). A plugin module says which version it was written for with a module attribute::
+
+    WRAPGRAD_HOOK_API = "1.0"
+
+A new minor version only adds (hooks, optional spec fields), so any ``1.x`` plugin loads on any
+``1.y`` wrapgrad (a hook newer than this wrapgrad is reported as unknown, as a misspelt one is).
+A different major version (hooks removed or changed) makes the plugin *broken*: it is not
+registered, and ``wrapgrad plugins`` shows a broken row naming it and both versions. A plugin
+that declares no version is accepted as written for the current major version.
+
+>>> HOOK_API
+(1, 0)
+>>> hook_api_problem(type("Plugin", (), {"WRAPGRAD_HOOK_API": "2.1"}))
+'written for wrapgrad hook API 2.1, but this wrapgrad provides 1.0 (a different major version); install a release of the plugin for hook API 1.x'
+>>> hook_api_problem(type("Plugin", (), {})) is None
+True
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
 
 import pluggy
 
@@ -44,6 +64,51 @@ from wrapgrad.records import (
 )
 
 PROJECT_NAME = "wrapgrad"
+
+#: The version of the hook API below: ``(major, minor)``. The minor number grows when hooks or
+#: optional spec fields are added; the major number when a hook or a spec field is removed or
+#: changes meaning.
+HOOK_API: tuple[int, int] = (1, 0)
+
+#: The module attribute a plugin declares its hook API version in (``"1.0"``).
+HOOK_API_ATTRIBUTE = "WRAPGRAD_HOOK_API"
+
+_VERSION_RE = re.compile(r"^\s*(\d+)(?:\.(\d+))?\s*$")
+
+
+def parse_hook_api(value: Any) -> tuple[int, int]:
+    """A declared hook API version as ``(major, minor)``: ``"1.0"``, ``"1"``, ``(1, 0)`` or
+    ``1``. Raises ``ValueError`` naming what came otherwise."""
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return value[0], value[1]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, 0
+    match = _VERSION_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(
+            f"{HOOK_API_ATTRIBUTE}: expected a version such as '1.0', got {value!r}"
+        )
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def hook_api_problem(plugin: Any) -> str | None:
+    """Why ``plugin`` cannot be loaded by this wrapgrad's hook API, or None (also when it
+    declares no version)."""
+    if not hasattr(plugin, HOOK_API_ATTRIBUTE):
+        return None
+    declared = getattr(plugin, HOOK_API_ATTRIBUTE)
+    try:
+        major, minor = parse_hook_api(declared)
+    except ValueError as exc:
+        return str(exc)
+    if major != HOOK_API[0]:
+        return (
+            f"written for wrapgrad hook API {major}.{minor}, but this wrapgrad provides "
+            f"{HOOK_API[0]}.{HOOK_API[1]} (a different major version); install a release of "
+            f"the plugin for hook API {HOOK_API[0]}.x"
+        )
+    return None
+
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 

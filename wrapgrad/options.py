@@ -10,10 +10,15 @@ part takes comes from :func:`accepted` (a callable's keyword parameters) or from
   was given to one part explicitly: ``wrap(..., method_options={...}, enhancer_options={...})``);
 * an option no part takes is an :class:`~wrapgrad.errors.UnknownNameError` with the closest names.
 
-Example::
-
-    parts = {"enhancer smoothgrad": accepted(SmoothGrad), "method gradient_shap": ...}
-    routed = route({"n_samples": 3}, parts)   # raises: both take n_samples
+>>> def enhancer(n_samples=10, seed=None): ...
+>>> def method(n_samples=5, stdevs=0.0): ...
+>>> parts = [Part.of("enhancer", enhancer), Part.of("method", method)]
+>>> route({"seed": 0, "stdevs": 0.1}, parts)
+{'enhancer': {'seed': 0}, 'method': {'stdevs': 0.1}}
+>>> route({"n_samples": 3}, parts)  # doctest: +IGNORE_EXCEPTION_DETAIL
+Traceback (most recent call last):
+...
+wrapgrad.options.OptionCollisionError: n_samples: ...
 """
 
 from __future__ import annotations

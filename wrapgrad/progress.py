@@ -4,13 +4,9 @@ One switch: a ``progress=`` argument (``True``/``False``) wins; where it is ``No
 library default), the environment variable ``WRAPGRAD_PROGRESS`` decides (``1`` shows bars;
 unset or ``0`` hides them). The ``wrapgrad`` command line shows bars unless ``--quiet``.
 
-Example::
-
-    from wrapgrad.progress import progress_bar
-    with progress_bar(total=len(chunks), desc="enhancing", progress=None) as bar:
-        for chunk in chunks:
-            ...
-            bar.update(1)
+>>> with progress_bar(total=3, desc="enhancing", progress=False) as bar:  # silent
+...     for chunk in range(3):
+...         bar.update(1)
 """
 
 from __future__ import annotations

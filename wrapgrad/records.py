@@ -5,7 +5,7 @@ Every spec has a ``name`` (normalised to lower snake case and validated), a ``fa
 the user's options to build the component) and a one-line ``summary``. Variants are made with
 :func:`attrs.evolve`, which re-validates.
 
-Example::
+In a plugin (``MyGrad`` being the plugin's class)::
 
     from wrapgrad import hookimpl
     from wrapgrad.records import EnhancerSpec
@@ -13,6 +13,17 @@ Example::
     @hookimpl
     def wrapgrad_enhancers():
         yield EnhancerSpec(name="my_grad", factory=MyGrad, summary="My enhancer.")
+
+A spec normalises and validates its name, and reads its options from the factory:
+
+>>> def my_grad(n_samples=10, *, seed=None): ...
+>>> spec = EnhancerSpec(name="My-Grad", factory=my_grad, summary="My enhancer.")
+>>> spec.name, sorted(spec.option_names()[0])
+('my_grad', ['n_samples', 'seed'])
+>>> EnhancerSpec(name="2grad", factory=my_grad)
+Traceback (most recent call last):
+...
+ValueError: name: expected lower snake case starting with a letter (letters, digits, '_' and '+'), got '2grad'
 """
 
 from __future__ import annotations
@@ -123,9 +134,11 @@ class ExplainerTraits:
     one gets the conservative defaults below (run in a loop, never under ``vmap``), so a plugin
     that follows the :class:`~wrapgrad.protocols.Explainer` protocol and nothing more works.
 
-    Example::
-
-        ExplainerTraits(name="my_grad", requires_grad_inputs=True, vmap_layout="block")
+    >>> traits = ExplainerTraits(name="my_grad", requires_grad_inputs=True, vmap_layout="block")
+    >>> traits.evolve(vmap_layout=None).vmap_layout is None
+    True
+    >>> traits_of(lambda model, inputs, target=None: inputs).vmap_layout is None  # the defaults
+    True
     """
 
     name: str = "explainer"
@@ -213,10 +226,11 @@ class EnhancerSpec(Spec):
     :func:`wrapgrad.wrap`) are declared in ``levels``; ``calibrator`` names the calibrator that
     chooses them together.
 
-    Example::
-
-        EnhancerSpec(name="fusiongrad", factory=FusionGrad,
-                     levels={"sigma": "weight", "noise_level": "input"}, calibrator="halve")
+    >>> def fusion(sigma=0.1, noise_level=0.1): ...
+    >>> spec = EnhancerSpec(name="fusiongrad", factory=fusion, calibrator="halve",
+    ...                     levels={"sigma": "weight", "noise_level": "input"})
+    >>> spec.level_targets()
+    {'noise_level': 'input', 'sigma': 'weight'}
     """
 
     kind: ClassVar[str] = "enhancer"

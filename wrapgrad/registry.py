@@ -10,12 +10,27 @@ Loading rules:
   declared in its ``pyproject.toml`` the same way, so the core holds no list of built-ins.
 * ``WRAPGRAD_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the entry points of the ``wrapgrad``
   distribution itself.
-* A plugin that fails to import, has a hook the core does not know, or whose hook raises is
+* A plugin that fails to import, declares another major hook API version
+  (:data:`~wrapgrad.hookspecs.HOOK_API`), has a hook the core does not know, or whose hook raises is
   reported (a :class:`~wrapgrad.errors.WrapgradWarning` naming entry point, distribution and
   error, and a ``broken`` row in :func:`wrapgrad.plugins`); the others still load.
   ``WRAPGRAD_STRICT_PLUGINS=1`` (or ``Registry(strict=True)``) re-raises instead.
 * Two plugins yielding the same name for the same kind are refused with a
   :class:`~wrapgrad.errors.PluginConflictError` naming both.
+
+A registry of the built-ins only, and a plugin registered in code:
+
+>>> from wrapgrad.records import MetricSpec
+>>> class MyPlugin:
+...     @hookimpl
+...     def wrapgrad_metrics(self):
+...         yield MetricSpec(name="l1", factory=lambda: None, summary="L1 distance")
+>>> registry = Registry(autoload=False)
+>>> registry.register(MyPlugin(), "mine")
+>>> registry.provider("metric", "l1"), "smoothgrad" in registry.names("enhancer")
+('mine', True)
+>>> registry.get("metric", "L-1").name  # case and separators do not matter
+'l1'
 """
 
 from __future__ import annotations
@@ -162,6 +177,10 @@ class Registry:
 
     def _register(self, plugin: Any, name: str, dist: str | None, version: str | None) -> None:
         assert self._pm is not None
+        problem = hookspecs.hook_api_problem(plugin)
+        if problem is not None:
+            self._report(name, dist, version, problem)
+            return
         unknown = [
             attr
             for attr in dir(plugin)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from wrapgrad.adversarial import check_norm
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.evaluation import AttackResult
 from wrapgrad_metrics.functional import (
@@ -59,15 +60,7 @@ from wrapgrad_metrics.surrogate import (
 
 __all__ = ["IFIA", "AdversarialIFIA", "check_norm", "importance_of"]
 
-_NORMS = {"linf": "linf", "l_inf": "linf", "inf": "linf", "l2": "l2", "l_2": "l2", "2": "l2"}
 _OBJECTIVES = ("topk", "mass_center", "targeted")
-
-
-def check_norm(norm: Any) -> str:
-    key = str(norm).lower().replace("∞", "inf")
-    if key not in _NORMS:
-        raise WrapgradValueError(f"norm: expected 'linf' or 'l2', got {norm!r}")
-    return _NORMS[key]
 
 
 def importance_of(maps: Any, channel_reduction: str | None = "auto") -> Tensor:

@@ -58,11 +58,12 @@ class TopKIntersection(_PairMetric):
         channel_reduction, channel_dim: see :func:`~wrapgrad_metrics.functional.reduce_channels`.
         abs: rank by magnitude (default) or by signed value.
 
-    Example::
+    ``wrapgrad.metric("topk_intersection", k=0.1)`` keeps the top 10 % of the features.
 
-        m = wrapgrad.metric("topk_intersection", k=50, channel_reduction="sum_abs")
-        m(maps_before, maps_after)   # (B,) in [0, 1]
-        wrapgrad.metric("topk_intersection", k=0.1)  # the top 10 % of the features
+    >>> before = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
+    >>> after = torch.tensor([[4.0, 1.0, 3.0, 2.0]])
+    >>> TopKIntersection(k=2)(before, after)  # top-2 {0, 1} against {0, 2}
+    tensor([0.5000], dtype=torch.float64)
     """
 
     def __init__(
@@ -109,7 +110,7 @@ class SpearmanRho(_PairMetric):
 
 class LocalisationAUC:
     """ROC-AUC of a map against a ground-truth foreground mask (Jha et al. 2022, "consistency
-    with weakly supervised localization": TPR = |R ∩ G_F| / |G_F|, FPR = |R ∩ G_B| / |G_B| over
+    with weakly supervised localization": ``TPR = |R ∩ G_F| / |G_F|``, ``FPR = |R ∩ G_B| / |G_B|`` over
     all thresholds R of the map), i.e. the Mann-Whitney statistic (ties count one half).
 
     The map is reduced over channels (default: sum of magnitudes) where the mask has no channel

@@ -2,11 +2,12 @@
 
 Captum computes gradients with ``create_graph=False``, so its maps cannot be differentiated with
 respect to the input. Attacks and the sensitivity metric therefore follow the gradient of a
-*surrogate*: the same method written with ``create_graph=True`` (Saliency, InputXGradient,
-IntegratedGradients with a Riemann sum). Enhanced explanations (SmoothGrad, NoiseGrad) are
+*surrogate*: the same method with ``create_graph=True`` (the kernels of
+:mod:`wrapgrad.differentiable`: Saliency, InputXGradient, IntegratedGradients). Enhanced explanations (SmoothGrad, NoiseGrad) are
 attacked through their base method's surrogate. Where there is no surrogate, a gradient-free
 SPSA estimate through ``explain`` itself is used. Reported values are always measured with
-``explain``.
+``explain``. The ε-ball helpers (``project``, ``random_start``, ``step_direction``) are
+:mod:`wrapgrad.adversarial`'s.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wrapgrad.adversarial import project, random_start, step_direction
 from wrapgrad.checks import check_bounds as check_range_argument
 from wrapgrad.checks import check_positive
+from wrapgrad.differentiable import KERNELS
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "make_surrogate",
     "predict",
     "project",
+    "random_start",
     "resolve_target",
     "spsa_gradient",
     "step_direction",
@@ -129,60 +133,42 @@ def grad_or_zeros(value: Tensor, x: Tensor) -> Tensor:
     return torch.zeros_like(x) if g is None else g.detach()
 
 
-def _input_grad(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
-    if not x.requires_grad:
-        x = x.requires_grad_(True)
-    (g,) = torch.autograd.grad(target_logits(forward, x, target).sum(), x, create_graph=True)
-    return g
-
-
 def make_surrogate(explain: Any, *, ig_steps: int = 16) -> MapFn | None:
-    """A differentiable version of ``explain``'s method, or None where there is none.
+    """A differentiable version of ``explain``'s method (the kernels of
+    :mod:`wrapgrad.differentiable`), or None where there is none.
 
     Known: ``saliency`` (``abs`` as configured, Captum's default True), ``input_x_gradient``,
-    ``integrated_gradients`` (Riemann midpoint sum with ``min(n_steps, ig_steps)`` steps,
-    ``baselines`` as configured, default 0; ``multiply_by_inputs`` as configured).
+    ``integrated_gradients`` (Captum's rule ``method`` as configured, default Gauss-Legendre,
+    with ``min(n_steps, ig_steps)`` steps; ``baselines`` as configured, default 0;
+    ``multiply_by_inputs`` as configured).
     """
     name, defaults, init, _ = explainer_info(explain)
+    if name not in KERNELS:
+        return None
+    options: dict[str, Any] = {}
     if name == "saliency":
-        use_abs = bool(defaults.get("abs", True))
-
-        def saliency(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
-            g = _input_grad(forward, x, target)
-            return g.abs() if use_abs else g
-
-        return saliency
-    if name == "input_x_gradient":
-
-        def input_x_gradient(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
-            return x * _input_grad(forward, x, target)
-
-        return input_x_gradient
+        options["abs"] = bool(defaults.get("abs", True))
     if name == "integrated_gradients":
-        n = max(1, min(int(defaults.get("n_steps", 50)), ig_steps))
         baselines = defaults.get("baselines", 0.0)
-        multiply = bool(init.get("multiply_by_inputs", True))
         if isinstance(baselines, tuple):
             baselines = baselines[0] if len(baselines) == 1 else None
         if baselines is None:
             return None
+        options.update(
+            baselines=baselines,
+            n_steps=max(1, min(int(defaults.get("n_steps", 50)), ig_steps)),
+            method=defaults.get("method", "gausslegendre"),
+            multiply_by_inputs=bool(
+                init.get("multiply_by_inputs", defaults.get("multiply_by_inputs", True))
+            ),
+        )
+    kernel = KERNELS[name]
 
-        def integrated_gradients(
-            forward: Callable[..., Tensor], x: Tensor, target: Tensor
-        ) -> Tensor:
-            base = torch.as_tensor(baselines, dtype=x.dtype, device=x.device).expand_as(x)
-            alphas = (torch.arange(n, dtype=x.dtype, device=x.device) + 0.5) / n
-            shape = (n, *([1] * x.dim()))
-            path = base.unsqueeze(0) + alphas.reshape(shape) * (x - base).unsqueeze(0)
-            path = path.reshape(n * x.shape[0], *x.shape[1:])
-            (g,) = torch.autograd.grad(
-                target_logits(forward, path, target.repeat(n)).sum(), path, create_graph=True
-            )
-            mean = g.reshape(n, *x.shape).mean(dim=0)
-            return (x - base) * mean if multiply else mean
+    def surrogate(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
+        return kernel(forward, x, target, create_graph=True, **options)
 
-        return integrated_gradients
-    return None
+    surrogate.__name__ = name
+    return surrogate
 
 
 def spsa_gradient(
@@ -221,44 +207,3 @@ def check_bounds(bounds: Any, x: Tensor) -> tuple[float, float] | None:
             f"{float(x.max()):.4g}); pass the data range, or bounds=None"
         )
     return low, high
-
-
-def step_direction(g: Tensor, norm: str) -> Tensor:
-    """``Normalize_p`` of FAR Algorithm 1: the sign for l_inf, the unit vector for l_2."""
-    if norm == "linf":
-        return g.sign()
-    flat = g.reshape(g.shape[0], -1).norm(dim=1).clamp_min(1e-12)
-    return g / flat.reshape(-1, *([1] * (g.dim() - 1)))
-
-
-def project(
-    x_adv: Tensor, x: Tensor, epsilon: float, norm: str, bounds: tuple[float, float] | None
-) -> Tensor:
-    """``Project_p`` of FAR Algorithm 1: into the ε-ball around ``x`` and the data bounds."""
-    delta = x_adv - x
-    if norm == "linf":
-        delta = delta.clamp(-epsilon, epsilon)
-    else:
-        n = delta.reshape(delta.shape[0], -1).norm(dim=1).clamp_min(1e-12)
-        scale = (epsilon / n).clamp(max=1.0).reshape(-1, *([1] * (x.dim() - 1)))
-        delta = delta * scale
-    out = x + delta
-    if bounds is not None:
-        out = out.clamp(bounds[0], bounds[1])
-    return out
-
-
-def random_start(
-    x: Tensor, epsilon: float, norm: str, generator: torch.Generator, scale: float = 1.0
-) -> Tensor:
-    """A uniform draw from the ε-ball (l_inf: per coordinate; l_2: uniform in the ball)."""
-    if norm == "linf":
-        u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-        return (2 * u - 1) * epsilon * scale
-    d = x[0].numel()
-    v = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-    v = v / v.reshape(x.shape[0], -1).norm(dim=1).clamp_min(1e-12).reshape(
-        -1, *([1] * (x.dim() - 1))
-    )
-    r = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-    return v * (epsilon * scale * r ** (1.0 / d)).reshape(-1, *([1] * (x.dim() - 1)))

@@ -88,7 +88,7 @@ class MonteCarloEnhancer:
         return_samples: also return the per-sample maps: the call returns a
             :class:`~wrapgrad.engine.MonteCarloResult` ``(attributions, samples)``, ``samples``
             of shape ``(S, B, ...)``.
-        progress: show a progress bar (default: no).
+        progress: show a progress bar (default: ``$WRAPGRAD_PROGRESS``, off unless set).
     """
 
     name: ClassVar[str] = "monte_carlo"

@@ -1,6 +1,6 @@
 """Built-in plugin: the state perturbers of neural SDEs (Jha et al. 2022).
 
-``brownian`` (constant Σ) and ``attribution_shaped`` (Σ · |Â(x)|, the model's own normalised
+``brownian`` (constant Σ) and ``attribution_shaped`` (``Σ · |Â(x)|``, the model's own normalised
 attribution map carried to each block), contributed as ``PerturberSpec(target="state")`` and
 used by :func:`wrapgrad.to_sde` by name. Registered through the ``wrapgrad`` entry-point group
 like any third-party plugin.

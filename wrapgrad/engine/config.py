@@ -167,7 +167,8 @@ class MonteCarloConfig:
     noise_layer: str | None = attrs.field(default=None, converter=_noise_layer)
     """Put the input noise on this module's output instead of on the inputs."""
     progress: bool | None = attrs.field(default=None, converter=_optional(check_bool, "progress"))
-    """Show a progress bar: None (default) and False: never; True: always."""
+    """Show a progress bar: True/False; None (default): ``$WRAPGRAD_PROGRESS`` decides (off
+    unless set, see :mod:`wrapgrad.progress`)."""
 
     def __attrs_post_init__(self) -> None:
         check_generator(self.generator, self.seed)

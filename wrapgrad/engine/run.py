@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from wrapgrad.checks import as_input_tuple
 from wrapgrad.errors import WrapgradValueError
+from wrapgrad.progress import progress_bar
 from wrapgrad.records import ExplainerTraits, traits_of
 
 from .batching import tile, tile_kwargs, tile_target
@@ -147,7 +148,9 @@ class MonteCarloRun:
     def _each(self, chunks: list[Chunk], fn: Callable[[Chunk], Any]) -> Iterator[tuple[Chunk, Any]]:
         """``(chunk, fn(chunk))`` in order; on CUDA out-of-memory a chunk is halved and retried."""
         chunks = list(chunks)
-        bar = _progress(len(chunks), self.config.progress, self.traits.name)
+        bar = progress_bar(
+            total=len(chunks), desc=f"enhancing {self.traits.name}", progress=self.config.progress
+        )
         try:
             i = 0
             while i < len(chunks):
@@ -161,12 +164,10 @@ class MonteCarloRun:
                     torch.cuda.empty_cache()
                     continue
                 yield chunks[i], out
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
                 i += 1
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _view(self, chunk: Chunk) -> nn.Module:
         """The model for ``chunk``: stacked weight samples (vmap), one weight sample, or the
@@ -281,11 +282,3 @@ class MonteCarloRun:
                     per_model[k].append(out[i])
         return torch.stack([torch.cat(parts, dim=0) for parts in per_model])
 
-
-def _progress(total: int, progress: bool | None, name: str) -> Any:
-    """A tqdm bar when ``progress`` is True (library calls are quiet by default)."""
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"enhancing {name}", unit="chunk", leave=False)

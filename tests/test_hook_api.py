@@ -1,0 +1,121 @@
+"""Hook API versions: a plugin declares the version it was written for
+(``WRAPGRAD_HOOK_API = "1.0"``); another major version makes it a broken plugin, reported by
+name with both versions (no traceback), while the other plugins load."""
+
+from __future__ import annotations
+
+import pytest
+
+import wrapgrad
+from wrapgrad.cli import main
+from wrapgrad.errors import PluginLoadError, WrapgradWarning
+from wrapgrad.hookspecs import HOOK_API, hook_api_problem, parse_hook_api
+from wrapgrad.registry import Registry, use_registry
+
+PLUGIN = """
+    from wrapgrad import hookimpl
+    from wrapgrad.records import MetricSpec
+    {declaration}
+
+    def l1(a, b):
+        return (a - b).abs().flatten(1).sum(1)
+
+    @hookimpl
+    def wrapgrad_metrics():
+        yield MetricSpec(name="{name}", factory=lambda: l1, summary="l1", higher_is_better=False)
+"""
+
+CURRENT = f"{HOOK_API[0]}.{HOOK_API[1]}"
+
+
+def test_the_hook_api_has_a_version() -> None:
+    assert HOOK_API == (1, 0)
+    assert parse_hook_api("1.0") == parse_hook_api("1") == parse_hook_api((1, 0)) == (1, 0)
+    assert parse_hook_api(" 2.13 ") == (2, 13)
+    with pytest.raises(
+        ValueError, match=r"WRAPGRAD_HOOK_API: expected a version such as '1\.0', got 'one'"
+    ):
+        parse_hook_api("one")
+
+
+def test_an_incompatible_plugin_is_a_broken_row_with_both_versions(install_plugin, capsys) -> None:  # type: ignore[no-untyped-def]
+    install_plugin(
+        "wg-future",
+        "wg_future",
+        PLUGIN.format(declaration='WRAPGRAD_HOOK_API = "2.0"', name="future_l1"),
+        version="3.1",
+    )
+    install_plugin(
+        "wg-fine",
+        "wg_fine",
+        PLUGIN.format(declaration=f'WRAPGRAD_HOOK_API = "{CURRENT}"', name="fine_l1"),
+    )
+    reg = Registry()
+    with pytest.warns(WrapgradWarning, match="'wg_future' from distribution 'wg-future' is broken"):
+        rows = reg.plugins()
+    broken = [r for r in rows if r.broken]
+    assert [(r.name, r.distribution, r.version) for r in broken] == [
+        ("wg_future", "wg-future", "3.1")
+    ]
+    assert broken[0].error == (
+        f"written for wrapgrad hook API 2.0, but this wrapgrad provides {CURRENT} (a different "
+        "major version); install a release of the plugin for hook API 1.x"
+    )
+    names = {r.name for r in rows if r.kind == "metric"}
+    assert "fine_l1" in names
+    assert "future_l1" not in names
+    with pytest.raises(wrapgrad.UnknownNameError, match="future_l1"):
+        reg.get("metric", "future_l1")
+
+    with use_registry(reg):
+        assert main(["plugins", "--kind", "metric"]) == 0
+        assert main(["plugins", "--kind", "metric", "--strict"]) == 1
+    out = capsys.readouterr()
+    assert (
+        "BROKEN plugin 'wg_future' (wg-future 3.1): written for wrapgrad hook API 2.0, but this "
+        f"wrapgrad provides {CURRENT}" in out.out
+    )
+    assert "Traceback" not in out.out + out.err
+
+
+def test_a_newer_minor_version_and_no_declaration_are_accepted(install_plugin) -> None:  # type: ignore[no-untyped-def]
+    install_plugin(
+        "wg-minor",
+        "wg_minor",
+        PLUGIN.format(
+            declaration=f'WRAPGRAD_HOOK_API = "{HOOK_API[0]}.{HOOK_API[1] + 7}"', name="minor_l1"
+        ),
+    )
+    install_plugin("wg-none", "wg_none", PLUGIN.format(declaration="", name="none_l1"))
+    reg = Registry()
+    assert {"minor_l1", "none_l1"} <= set(reg.names("metric"))
+    assert not reg.broken
+
+
+def test_a_malformed_declaration_is_reported_and_strict_mode_raises(install_plugin) -> None:  # type: ignore[no-untyped-def]
+    install_plugin(
+        "wg-bad", "wg_bad", PLUGIN.format(declaration="WRAPGRAD_HOOK_API = 'latest'", name="bad_l1")
+    )
+    with pytest.warns(
+        WrapgradWarning, match="WRAPGRAD_HOOK_API: expected a version such as '1.0', got 'latest'"
+    ):
+        assert "bad_l1" not in Registry().names("metric")
+    with pytest.raises(PluginLoadError, match=r"'wg_bad'.*got 'latest'"):
+        Registry(strict=True).names("metric")
+
+
+def test_plugins_registered_in_code_are_checked_too() -> None:
+    class Future:
+        WRAPGRAD_HOOK_API = (0, 9)
+
+    assert hook_api_problem(Future) is not None
+    reg = Registry(autoload=False)
+    reg.register(Future(), "future_in_code")
+    with pytest.warns(WrapgradWarning, match="hook API 0.9"):
+        assert [b.plugin for b in reg.broken] == ["future_in_code"]
+
+
+def test_the_example_plugin_declares_the_current_version() -> None:
+    import wrapgrad_example_plugin
+
+    assert parse_hook_api(wrapgrad_example_plugin.WRAPGRAD_HOOK_API) == HOOK_API

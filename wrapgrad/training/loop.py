@@ -1,0 +1,501 @@
+"""The one training loop: ``wrapgrad.train(model, data, objective=..., ...)``.
+
+Every training in wrapgrad runs here: robust objectives (PGD-AT, IG-NORM, AAT, ...) and the
+reference models' recipes alike. Per step
+
+.. math:: \\theta \\leftarrow \\mathrm{opt}\\big(\\theta, \\nabla_\\theta\\,
+          \\mathcal{L}_{\\text{objective}}(f_\\theta, x_b, y_b)\\big),
+
+where the objective (a registered :class:`~wrapgrad.protocols.Objective`, e.g. FAR Eqs. 5-6)
+returns the batch's scalar loss and the loop owns the optimiser, the schedule, mixed precision,
+gradient clipping, shuffling, the history and the checkpoints.
+
+Reproducible: the shuffling and the objective draw from their own generators (seeded from
+``seed``); torch's global RNG (dropout) is seeded inside the run and restored afterwards; all of
+it is checkpointed at each epoch's end, so a resumed run gives the weights of an uninterrupted
+one bit for bit (same device and thread count).
+
+Extension points (kept for a distributed loop and iterative procedures):
+
+* batches come from a :class:`~wrapgrad.training.batches.BatchSource`
+  (``epoch_batches(generator)`` and ``len``): tensors
+  (shuffled by the loop's generator) or a ``DataLoader`` (its own sampler); a distributed
+  sampler is another source;
+* checkpoints are written by the process of rank 0 only
+  (:func:`~wrapgrad.training.checkpoint.is_writer`);
+* ``on_epoch_end(record, model)`` runs after each epoch, before its checkpoint is written (so
+  state it changes in the model, e.g. a re-shaped noise buffer, is checkpointed too); returning
+  True stops the run. Calling ``train`` again with ``resume=True`` and more ``epochs`` continues a
+  finished run (with a constant learning rate; a schedule's length is fixed by ``epochs``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from wrapgrad.checks import (
+    check_bool,
+    check_choice,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_seed,
+)
+from wrapgrad.differentiable import check_differentiable
+from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.training.batches import BatchSource, batch_source
+from wrapgrad.training.checkpoint import (
+    architecture,
+    check_identity,
+    checkpoint_path,
+    fingerprint,
+    is_writer,
+    load_checkpoint,
+    save_checkpoint,
+)
+from wrapgrad.training.optim import autocast_context, build_optimizer, build_scheduler
+from wrapgrad.training.records import (
+    AUTOCAST,
+    OPTIMIZERS,
+    SCHEDULERS,
+    EpochRecord,
+    TrainConfig,
+    TrainResult,
+)
+
+__all__ = ["accuracy", "train"]
+
+
+# -- the objective ------------------------------------------------------------------------------------
+def _objective(
+    objective: Any, options: dict[str, Any]
+) -> tuple[Callable[..., Tensor], str, dict[str, Any]]:
+    """``(objective, name, description)`` from a registered name and its options, or from an
+    objective object (then ``options`` must be empty)."""
+    from wrapgrad.registry import get_registry
+
+    if isinstance(objective, str):
+        spec = get_registry().get("objective", objective, argument="objective")
+        names, open_ = spec.option_names()
+        if not open_:
+            for key in options:
+                if key not in names:
+                    raise UnknownNameError(
+                        key,
+                        key,
+                        set(names) | _loop_options(),
+                        what=f"option of wrapgrad.train or of objective {spec.name!r}",
+                    )
+        built = spec.factory(**options)
+        if not callable(built):
+            raise WrapgradTypeError(
+                f"objective: the factory of {spec.name!r} returned a {type(built).__name__}, "
+                f"not a callable objective"
+            )
+        return built, spec.name, _describe(built, spec.name, options)
+    if not callable(objective):
+        raise WrapgradTypeError(
+            f"objective: expected a registered objective name or a callable "
+            f"(model, inputs, target, generator=None) -> loss, got {type(objective).__name__}"
+        )
+    if options:
+        key = next(iter(options))
+        raise WrapgradValueError(
+            f"{key}: options go to a registered objective given by name; this objective is "
+            f"an object ({type(objective).__name__}), so build it with its options yourself"
+        )
+    name = (
+        getattr(objective, "name", None)
+        or getattr(objective, "__name__", None)
+        or type(objective).__name__
+    )
+    return objective, str(name), _describe(objective, str(name), {})
+
+
+def _loop_options() -> set[str]:
+    """The keyword arguments of :func:`train` (an option no objective takes may be a misspelt
+    one of these)."""
+    from wrapgrad.options import accepted
+
+    return set(accepted(train)[0]) - {"model", "data", "objective"}
+
+
+def _describe(objective: Any, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies an objective in a checkpoint: its attrs ``config`` where it has one
+    (defaults and explicit options then agree), else its name and options."""
+    config = getattr(objective, "config", None)
+    if config is not None and attrs.has(type(config)):
+        return {"name": name, "config": attrs.asdict(config)}
+    return {"name": name, "options": {k: repr(v) for k, v in sorted(options.items())}}
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def _device(model: nn.Module, device: Any) -> torch.device:
+    if device is None:
+        for t in model.parameters():
+            return t.device
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (TypeError, RuntimeError) as exc:
+        raise WrapgradValueError(
+            f"device: expected a torch device ('cpu', 'cuda', 'cuda:1', ...), got {device!r}"
+        ) from exc
+
+
+def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``model`` in eval mode on ``(inputs, labels)`` (no gradients; the
+    model's training flags are restored)."""
+    flags = [m.training for m in model.modules()]
+    device = _device(model, None)
+    correct = 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, len(labels), batch_size):
+                xb = inputs[i : i + batch_size].to(device)
+                yb = labels[i : i + batch_size].to(device)
+                correct += int((model(xb).argmax(dim=1) == yb).sum())
+    finally:
+        for m, flag in zip(model.modules(), flags, strict=True):
+            m.training = flag
+    return correct / max(1, len(labels))
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _global_rng_state(device: torch.device) -> dict[str, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_global_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _seed_global_rng(seed: int, device: torch.device) -> None:
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+
+
+class _Meter:
+    """Batch-size-weighted sums of the objective's metrics, kept as tensors (no device
+    synchronisation per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.samples = 0
+
+    def add(self, metrics: Mapping[str, Any], n: int) -> None:
+        for k, v in metrics.items():
+            v = torch.as_tensor(v).detach().to(torch.float64)
+            self.sums[k] = self.sums[k] + v * n if k in self.sums else v * n
+        self.samples += n
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(1, self.samples) for k, v in self.sums.items()}
+
+
+def _batch_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Natural accuracy of a batch for objectives that do not report one: the model in eval
+    mode, without gradients (no dropout draw, no BatchNorm update); flags restored."""
+    flags = [m.training for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for m, flag in zip(model.modules(), flags, strict=True):
+            m.training = flag
+    return (out.argmax(dim=1) == y).to(torch.float32).mean()
+
+
+def _config(**kw: Any) -> TrainConfig:
+    """Check the loop's own arguments and group them."""
+    optimizer = kw["optimizer"]
+    scheduler = kw["scheduler"]
+    return TrainConfig(
+        epochs=check_positive_int(kw["epochs"], "epochs"),
+        batch_size=check_positive_int(kw["batch_size"], "batch_size"),
+        lr=check_positive(kw["lr"], "lr"),
+        optimizer=check_choice(
+            optimizer.lower() if isinstance(optimizer, str) else optimizer, "optimizer", OPTIMIZERS
+        ),
+        weight_decay=check_nonnegative(kw["weight_decay"], "weight_decay"),
+        optimizer_options=kw["optimizer_options"],
+        scheduler=check_choice(
+            scheduler.lower() if isinstance(scheduler, str) else scheduler, "scheduler", SCHEDULERS
+        ),
+        max_grad_norm=None
+        if kw["max_grad_norm"] is None
+        else check_positive(kw["max_grad_norm"], "max_grad_norm"),
+        seed=check_seed(kw["seed"]) if kw["seed"] is not None else 0,
+        autocast=check_choice(kw["autocast"], "autocast", AUTOCAST),
+        checkpoint_dir=kw["checkpoint_dir"],
+        resume=check_bool(kw["resume"], "resume"),
+        progress=check_bool(kw["progress"], "progress"),
+    )
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+def train(
+    model: nn.Module,
+    data: Any,
+    objective: Any = "aat",
+    *,
+    epochs: int = 1,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    optimizer_options: Mapping[str, Any] | None = None,
+    scheduler: str | None = None,
+    max_grad_norm: float | None = None,
+    seed: int = 0,
+    device: Any = None,
+    autocast: str | None = None,
+    checkpoint_dir: Any = None,
+    resume: bool = False,
+    progress: bool = False,
+    eval_data: tuple[Tensor, Tensor] | None = None,
+    on_epoch_end: Callable[[EpochRecord, nn.Module], Any] | None = None,
+    registry: Any = None,
+    **objective_options: Any,
+) -> TrainResult:
+    """Train ``model`` in place with a registered objective (or an objective object).
+
+    Example::
+
+        import wrapgrad
+        result = wrapgrad.train(model, (x, y), objective="adv_aat", epochs=3, lr=1e-4,
+                                lam=0.5, epsilon=0.3, checkpoint_dir="runs/advaat")
+        result.history[-1].metrics      # {'loss': ..., 'ce_adv': ..., 'attribution': ...}
+
+    Args:
+        model: the ``nn.Module`` to train; its parameters change in place (it is moved to
+            ``device``). Its training flags are restored at the end.
+        data: ``(inputs, labels)`` tensors or a ``torch.utils.data.DataLoader`` of such pairs.
+        objective: a registered objective name (``"natural"``, ``"pgd"``, ``"ig_norm"``,
+            ``"ig_sum_norm"``, ``"aat"``, ``"adv_aat"``, or a plugin's), or an object
+            ``objective(model, inputs, target, generator=None) -> loss``.
+        epochs: train until this many epochs are done (counting a resumed checkpoint's).
+        batch_size: for tensor data (a DataLoader batches itself).
+        lr: the learning rate (the schedule's peak).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``; ``weight_decay`` and
+            ``optimizer_options`` (e.g. ``{"momentum": 0.9}``) go to it.
+        scheduler: None (constant), ``"one_cycle"`` or ``"cosine"``, stepped per batch.
+        max_grad_norm: clip the gradients' global norm (None: no clipping).
+        seed: seeds shuffling, the objective's random draws and dropout (module docstring); the
+            caller's global RNG state is left as it was.
+        device: where to train (default: the model's device).
+        autocast: None, ``"bfloat16"`` or ``"float16"`` mixed precision.
+        checkpoint_dir: write ``checkpoint.pt`` there after every epoch (atomically).
+        resume: continue from ``checkpoint_dir``'s checkpoint if there is one (it must be of
+            the same architecture, objective and loop settings); else start afresh.
+        progress: show a progress bar.
+        eval_data: ``(inputs, labels)`` whose natural accuracy is recorded after each epoch.
+        on_epoch_end: ``callback(record, model)`` after each epoch; True stops the run.
+        registry: the registry to look the objective up in (default: the current one).
+        **objective_options: the objective's options (``lam``, ``epsilon``, ``steps``, ...);
+            an unknown one raises an error with the closest names.
+
+    Returns:
+        A :class:`~wrapgrad.training.records.TrainResult` (``.model``, ``.history``, ...).
+    """
+    from wrapgrad.registry import use_registry
+
+    if not isinstance(model, nn.Module):
+        raise WrapgradTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise WrapgradValueError("model: it has no parameters that require gradients to train")
+    config = _config(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        optimizer_options=optimizer_options,
+        scheduler=scheduler,
+        max_grad_norm=max_grad_norm,
+        seed=seed,
+        autocast=autocast,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        progress=progress,
+    )
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise WrapgradTypeError(
+            f"on_epoch_end: expected a callable (record, model), got {type(on_epoch_end).__name__}"
+        )
+    source = batch_source(data, config.batch_size)
+    if eval_data is not None:
+        batch_source(eval_data, config.batch_size)  # same checks
+    with use_registry(registry):
+        obj, name, described = _objective(objective, dict(objective_options))
+    dev = _device(model, device)
+    model.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    identity = {
+        "model": architecture(model),
+        "objective": described,
+        "loop": config.identity(),
+    }
+    identity = {k: {"fingerprint": fingerprint(v), "description": v} for k, v in identity.items()}
+    with torch.random.fork_rng(devices=_rng_devices(dev)):
+        return _run(
+            model, params, source, obj, name, config, dev, identity, eval_data, on_epoch_end
+        )
+
+
+def _run(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    source: BatchSource,
+    objective: Callable[..., Tensor],
+    name: str,
+    config: TrainConfig,
+    device: torch.device,
+    identity: dict[str, Any],
+    eval_data: tuple[Tensor, Tensor] | None,
+    on_epoch_end: Callable[[EpochRecord, nn.Module], Any] | None,
+) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    start_time = time.perf_counter()
+    steps_per_epoch = len(source)
+    opt = build_optimizer(params, config)
+    sched = build_scheduler(opt, config, config.epochs * steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.autocast == "float16")
+    shuffle = torch.Generator().manual_seed(config.seed)
+    draws = torch.Generator().manual_seed(config.seed + 1)
+    _seed_global_rng(config.seed + 2, device)
+    history: list[EpochRecord] = []
+    path = None if config.checkpoint_dir is None else checkpoint_path(config.checkpoint_dir)
+    done = 0
+    if path is not None and config.resume and path.exists():
+        state = load_checkpoint(path)
+        check_identity(state.get("identity", {}), identity, path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        shuffle.set_state(state["generators"]["shuffle"])
+        draws.set_state(state["generators"]["objective"])
+        _set_global_rng_state(state["rng"], device)
+        if state.get("objective_state") is not None and hasattr(objective, "load_state_dict"):
+            objective.load_state_dict(state["objective_state"])
+        history = [EpochRecord.from_dict(d) for d in state["history"]]
+        done = int(state["epoch"])
+    resumed_from = done
+    flags = [m.training for m in model.modules()]
+    bar = tqdm(
+        total=(config.epochs - done) * steps_per_epoch,
+        desc=f"train {name}",
+        disable=not config.progress,
+        leave=False,
+    )
+    unchecked = bool(getattr(objective, "needs_input_gradients", False))
+    try:
+        for epoch in range(done + 1, config.epochs + 1):
+            model.train()
+            epoch_start = time.perf_counter()
+            meter = _Meter()
+            for xb, yb in source.epoch_batches(shuffle):
+                xb = xb.to(device, non_blocking=True)
+                yb = yb.to(device, non_blocking=True)
+                if unchecked:  # before the first step: a model without input gradients
+                    check_differentiable(model, xb, argument="model")
+                    unchecked = False
+                with autocast_context(config, device):
+                    loss = objective(model, xb, yb, generator=draws)
+                if not isinstance(loss, Tensor) or loss.dim() != 0:
+                    raise WrapgradTypeError(
+                        f"objective: {name!r} must return a scalar loss tensor, got "
+                        f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}"
+                    )
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.max_grad_norm is not None:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                scaler.step(opt)
+                scaler.update()
+                if sched is not None:
+                    sched.step()
+                metrics = dict(getattr(objective, "metrics", None) or {})
+                metrics.setdefault("loss", loss.detach())
+                if "accuracy" not in metrics:
+                    metrics["accuracy"] = _batch_accuracy(model, xb, yb)
+                meter.add(metrics, len(yb))
+                bar.update(1)
+                if config.progress:
+                    bar.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}", refresh=False)
+            means = meter.means()
+            if not math.isfinite(means.get("loss", 0.0)):
+                raise WrapgradValueError(
+                    f"lr: the loss of objective {name!r} became {means['loss']} in epoch {epoch} "
+                    f"(the checkpoint of epoch {epoch - 1} is kept); lower lr or set "
+                    f"max_grad_norm"
+                )
+            record = EpochRecord(
+                epoch=epoch,
+                metrics=means,
+                eval_accuracy=None if eval_data is None else accuracy(model, *eval_data),
+                lr=float(opt.param_groups[0]["lr"]),
+                seconds=time.perf_counter() - epoch_start,
+                samples=meter.samples,
+            )
+            history.append(record)
+            stop = bool(on_epoch_end(record, model)) if on_epoch_end is not None else False
+            if path is not None and is_writer():
+                save_checkpoint(
+                    path,
+                    {
+                        "epoch": epoch,
+                        "identity": identity,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": None if sched is None else sched.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "generators": {
+                            "shuffle": shuffle.get_state(),
+                            "objective": draws.get_state(),
+                        },
+                        "rng": _global_rng_state(device),
+                        "objective_state": objective.state_dict()
+                        if hasattr(objective, "state_dict")
+                        else None,
+                        "history": [r.to_dict() for r in history],
+                    },
+                )
+            if stop:
+                break
+    finally:
+        bar.close()
+        for m, flag in zip(model.modules(), flags, strict=True):
+            m.training = flag
+        for p in params:
+            p.grad = None
+    return TrainResult(
+        model=model,
+        history=tuple(history),
+        objective=name,
+        config=config,
+        checkpoint=path,
+        resumed_from=resumed_from,
+        seconds=time.perf_counter() - start_time,
+    )
