@@ -154,7 +154,14 @@ class CompareStep:
         for method in context.scores:
             for e in enhancers:
                 for m in metrics:
-                    rows.append(self._row(table, context, groups, seeds, method, e, m))
+                    scored = all(
+                        m["key"] in context.scores[method][label]
+                        for (_, g), by_seed in groups.items()
+                        if g == e
+                        for label in by_seed.values()
+                    )  # a metric may score some methods only ([[evaluate.metrics]].methods)
+                    if scored:
+                        rows.append(self._row(table, context, groups, seeds, method, e, m))
         if len(seeds) > 1:
             self._pool(context, groups, seeds, enhancers)
         saturation = self._saturation(table, context, seeds)

@@ -195,13 +195,16 @@ class SDEStep:
         extra = dict(data_table.options)
         if table.limit is not None:
             extra["limit"] = table.limit
-        train_set = load_dataset(data_table.dataset, split="train", seed=data_table.seed, **extra)
+        # the train part of the split the run evaluates on ([data].split_seed, resolved by the
+        # data step): no evaluated item is a training item
+        split_seed = 0 if data_table.split_seed is None else int(data_table.split_seed)
+        train_set = load_dataset(data_table.dataset, split="train", seed=split_seed, **extra)
         x, y = train_set.inputs, train_set.labels
         options = {**preset(table.preset), **dict(table.train)}
         description = {
             "model": table.model,
             "dataset": data_table.dataset,
-            "data_seed": data_table.seed,
+            "data_seed": split_seed,
             "data_options": extra,
             "items": len(y),
         }
@@ -245,6 +248,7 @@ class SDEStep:
                     "kind": kind,
                     "kind_label": LABELS[kind],
                     "seed": seed,
+                    "split_seed": split_seed,
                     "noise": KINDS[kind]["noise"],
                     "sigma": 0.0 if kind == "resnet" else table.sigma,
                     "source": "cached (train_sde)" if run.cached else "trained (train_sde)",
