@@ -19,6 +19,7 @@ from wrapgrad.distributed import (
     RankFailedError,
     World,
     agree,
+    alone,
     any_rank,
     broadcast_object,
     derived_seed,
@@ -99,6 +100,14 @@ def _worker(rank: int, folder: Path) -> None:
     out["broadcast"] = broadcast_object({"from": rank})
     out["any"] = (any_rank(rank == 1), any_rank(False))
     out["sum"] = sum_over_ranks(torch.tensor([1.0, rank])).tolist()
+    # alone(): rank 0 trains as a single process on the full data while rank 1 does not train
+    # (without alone() rank 0 would wait for rank 1 in DDP's collectives)
+    with alone():
+        out["alone_world"] = world()
+        if rank == 0:
+            model = net(3)
+            wrapgrad.train(model, (x, y), objective="natural", epochs=1, batch_size=4, lr=0.1)
+            out["alone"] = state(model)
     torch.save(out, folder / f"out{rank}.pt")
 
 
@@ -183,6 +192,15 @@ def test_the_control_collectives(two_ranks) -> None:
         assert out["broadcast"] == {"from": 0}
         assert out["any"] == (True, False)
         assert out["sum"] == [2.0, 1.0]
+
+
+def test_alone_makes_a_rank_a_single_process(two_ranks) -> None:
+    _, outs = two_ranks
+    x, y = samples()
+    model = net(3)
+    wrapgrad.train(model, (x, y), objective="natural", epochs=1, batch_size=4, lr=0.1)
+    assert all(out["alone_world"] == World() for out in outs)
+    assert close(outs[0]["alone"], state(model))
 
 
 # -- in one process: the arithmetic and the single-process behaviour ---------------------------------

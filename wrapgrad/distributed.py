@@ -19,7 +19,10 @@ that the training loop and the pipeline need on top:
   on a gloo *control group* of CPU tensors, created once beside the default group (so the same
   calls work when the default group is NCCL);
 * :func:`derived_seed` -- seeds derived from a base seed and keys (an epoch, a rank, a batch's
-  global index), the same on every rank and for every number of ranks.
+  global index), the same on every rank and for every number of ranks;
+* :func:`alone` -- a context in which this process behaves as a single process (``world()`` is
+  rank 0 of 1, ``wrapgrad.train`` does not use DDP): for work every rank repeats, or that rank 0
+  does while the others wait.
 
 A rank that *dies* (killed, out of memory) cannot report: its peers' next collective fails (gloo
 sees the connection close) or times out, and ``torchrun`` stops the other workers and names the
@@ -29,6 +32,7 @@ failed rank and its exit code.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import hashlib
 import os
@@ -45,6 +49,7 @@ __all__ = [
     "RankFailedError",
     "World",
     "agree",
+    "alone",
     "any_rank",
     "barrier",
     "broadcast_object",
@@ -103,14 +108,17 @@ def _initialised() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+_ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("wrapgrad_alone", default=False)
+
+
 def world() -> World:
-    """This process's :class:`World`: from the initialised default process group, else rank 0
-    of 1.
+    """This process's :class:`World`: from the initialised default process group, else (or
+    inside :func:`alone`) rank 0 of 1.
 
     >>> world()
     World(rank=0, size=1, local_rank=0, backend=None)
     """
-    if not _initialised():
+    if not _initialised() or _ALONE.get():
         return World()
     dist = torch.distributed
     local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
@@ -199,6 +207,17 @@ def process_group(backend: str | None = None, *, timeout_s: float | None = None)
         if mine and _initialised():
             _CONTROL.clear()
             torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[World]:
+    """Inside, this process is rank 0 of 1 for wrapgrad (:func:`world`, the training loop, the
+    helpers below); the process group itself is untouched."""
+    token = _ALONE.set(True)
+    try:
+        yield World()
+    finally:
+        _ALONE.reset(token)
 
 
 # -- the control group ------------------------------------------------------------------------------
