@@ -51,10 +51,11 @@ def _entry(fn: Callable[..., Any], rank: int, size: int, folder: str, args: tupl
         out.flush()
 
 
-def run_ranks(
+def spawn_ranks(
     fn: Callable[..., Any], size: int, folder: Path, *args: Any, timeout: float = 120
-) -> None:
-    """Run ``fn(rank, folder, *args)`` on ``size`` gloo ranks; fail the test if any fails."""
+) -> tuple[list[int | None], list[int], dict[int, str]]:
+    """Run ``fn(rank, folder, *args)`` on ``size`` gloo ranks; ``(exit codes, hung ranks, rank
+    -> its output)`` (a rank still running after ``timeout`` seconds is killed)."""
     folder.mkdir(parents=True, exist_ok=True)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_entry, args=(fn, r, size, str(folder), args)) for r in range(size)]
@@ -67,11 +68,19 @@ def run_ranks(
         if p.is_alive():
             p.kill()
             p.join()
-    codes = [p.exitcode for p in procs]
+    logs = {
+        r: (folder / f"rank{r}.log").read_text()
+        for r in range(size)
+        if (folder / f"rank{r}.log").exists()
+    }
+    return [p.exitcode for p in procs], hung, logs
+
+
+def run_ranks(
+    fn: Callable[..., Any], size: int, folder: Path, *args: Any, timeout: float = 120
+) -> None:
+    """Run ``fn(rank, folder, *args)`` on ``size`` gloo ranks; fail the test if any fails."""
+    codes, hung, logs = spawn_ranks(fn, size, folder, *args, timeout=timeout)
     if hung or any(codes):
-        logs = "\n".join(
-            f"--- rank {r} (exit {codes[r]}) ---\n{(folder / f'rank{r}.log').read_text()}"
-            for r in range(size)
-            if (folder / f"rank{r}.log").exists()
-        )
-        pytest.fail(f"ranks hung: {hung}, exit codes: {codes}\n{logs}")
+        shown = "\n".join(f"--- rank {r} (exit {codes[r]}) ---\n{text}" for r, text in logs.items())
+        pytest.fail(f"ranks hung: {hung}, exit codes: {codes}\n{shown}")

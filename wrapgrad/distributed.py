@@ -36,6 +36,7 @@ import contextvars
 import datetime
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ __all__ = [
     "broadcast_object",
     "default_backend",
     "derived_seed",
+    "gather_objects",
     "init_process_group",
     "launched",
     "process_group",
@@ -191,6 +193,7 @@ def init_process_group(
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank or 0)))
     torch.distributed.init_process_group(**kwargs)
+    _control()  # made now, while every rank is here (a rank that dies later cannot block it)
     return world()
 
 
@@ -251,13 +254,18 @@ def agree(error: BaseException | None, what: str) -> None:
             raise error
         return
     dist = torch.distributed
-    group = _control()
-    flag = torch.tensor([0 if error is None else 1], dtype=torch.int64)
-    dist.all_reduce(flag, group=group)
-    if int(flag) == 0:
-        return
-    gathered: list[Any] = [None] * w.size
-    dist.all_gather_object(gathered, None if error is None else _describe(error), group=group)
+    try:
+        group = _control()
+        flag = torch.tensor([0 if error is None else 1], dtype=torch.int64)
+        dist.all_reduce(flag, group=group)
+        if int(flag) == 0:
+            return
+        gathered: list[Any] = [None] * w.size
+        dist.all_gather_object(gathered, None if error is None else _describe(error), group=group)
+    except RuntimeError as exc:  # a peer is gone: its connection closed, or the timeout passed
+        raise RankFailedError(
+            f"{what}: a rank stopped answering (seen on rank {w.rank}: {_describe(exc)})"
+        ) from (error or exc)
     errors = {r: e for r, e in enumerate(gathered) if e is not None}
     shown = "; ".join(f"rank {r} of {w.size} failed: {e}" for r, e in errors.items())
     message = f"{what}: {shown}"
@@ -268,16 +276,37 @@ def agree(error: BaseException | None, what: str) -> None:
 
 def barrier(what: str, timeout_s: float | None = None) -> None:
     """Wait for every rank (a gloo ``monitored_barrier``): a rank that does not arrive within the
-    timeout is named in the :class:`RankFailedError` raised on rank 0 (the others see their
-    collective fail or time out)."""
-    if not world().distributed:
+    timeout, or whose process is gone, is named in the :class:`RankFailedError` raised on rank 0
+    (the others see their collective fail or time out, also as :class:`RankFailedError`)."""
+    w = world()
+    if not w.distributed:
         return
     try:
         torch.distributed.monitored_barrier(
             group=_control(), timeout=timeout(timeout_s), wait_all_ranks=True
         )
     except RuntimeError as exc:
-        raise RankFailedError(f"{what}: {_describe(exc)}") from exc
+        found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(exc))
+        ranks = sorted({int(r) for r in found.group(1).split(",")}) if found else []
+        if ranks:
+            names = ", ".join(str(r) for r in ranks)
+            message = (
+                f"{what}: rank {names} of {w.size} stopped (its process died or hung past the "
+                f"{timeout(timeout_s).total_seconds():g} s timeout)"
+            )
+        else:
+            message = f"{what}: a rank stopped answering (seen on rank {w.rank}: {_describe(exc)})"
+        raise RankFailedError(message, ranks) from exc
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Collective: every rank's ``obj`` (pickled through the control group), in rank order."""
+    w = world()
+    if not w.distributed:
+        return [obj]
+    out: list[Any] = [None] * w.size
+    torch.distributed.all_gather_object(out, obj, group=_control())
+    return out
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
