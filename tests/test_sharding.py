@@ -75,7 +75,9 @@ def two_ranks(tmp_path_factory) -> tuple[Path, list[dict]]:
 
 
 def same(a: list[dict], b: list[dict]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x["maps"], y["maps"]) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        torch.equal(x["maps"], y["maps"]) for x, y in zip(a, b, strict=True)
+    )
 
 
 def test_two_ranks_give_the_single_process_results_each_unit_once(two_ranks) -> None:
@@ -85,7 +87,8 @@ def test_two_ranks_give_the_single_process_results_each_unit_once(two_ranks) -> 
     for out in outs:
         assert same(out["results"], single)
         assert [int(r["rank"]) for r in out["results"]] == [0, 1, 0, 1]  # round robin
-    assert outs[0]["calls"] == [0, 2] and outs[1]["calls"] == [1, 3]  # none twice, none dropped
+    assert outs[0]["calls"] == [0, 2]
+    assert outs[1]["calls"] == [1, 3]
     store = ShardStore(folder / "shards", "k1")
     assert store.names() == [f"batch-{i:06d}" for i in range(4)]
     # a rerun in one process reads every shard and computes nothing
@@ -106,7 +109,8 @@ def test_a_rank_that_raises_fails_every_rank_naming_it(two_ranks) -> None:
 def test_a_killed_rank_fails_the_run_naming_it_and_a_rerun_completes(tmp_path) -> None:
     codes, hung, logs = spawn_ranks(_dies, 2, tmp_path, timeout=60)
     assert hung == []  # bounded: the survivor does not wait for the dead rank
-    assert codes[1] == 3 and codes[0] != 0
+    assert codes[1] == 3
+    assert codes[0] != 0
     assert "RankFailedError" in logs[0]
     assert "rank 1 of 2 stopped" in logs[0]
     store = ShardStore(tmp_path / "shards", "k1")
@@ -133,7 +137,9 @@ def test_rank_shares_cover_every_global_batch_once(n, batch, size) -> None:
 def test_unit_seeds_and_limits() -> None:
     a, b = Unit(3, 6, 8), Unit(4, 8, 10)
     assert a.seed(1) == Unit(3, 0, 0).seed(1) != b.seed(1) != a.seed(2)
-    assert a.take(7) == slice(0, 1) and a.take(100) == slice(0, 2) and b.take(5) == slice(0, 0)
+    assert a.take(7) == slice(0, 1)
+    assert a.take(100) == slice(0, 2)
+    assert b.take(5) == slice(0, 0)
 
 
 def test_the_store_ignores_other_keys_and_broken_files(tmp_path) -> None:

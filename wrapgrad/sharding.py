@@ -76,7 +76,8 @@ def global_batches(n: int, batch_size: int) -> tuple[Unit, ...]:
     check_positive_int(n, "n", minimum=0)
     check_positive_int(batch_size, "batch_size")
     return tuple(
-        Unit(i, start, min(start + batch_size, n)) for i, start in enumerate(range(0, n, batch_size))
+        Unit(i, start, min(start + batch_size, n))
+        for i, start in enumerate(range(0, n, batch_size))
     )
 
 
