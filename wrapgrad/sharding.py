@@ -66,9 +66,10 @@ class Unit:
         return slice(0, max(0, min(self.stop, limit) - self.start))
 
     def seed(self, seed: int, *keys: Any) -> int:
-        """The seed of this unit's draws: derived from ``seed``, ``keys`` and the unit's global
-        index (:func:`wrapgrad.distributed.derived_seed`), so the same on every rank."""
-        return derived_seed(seed, *keys, "batch", self.index)
+        """The seed of this unit's draws, in ``[0, 2**31)`` (a seed for torch, NumPy and Quantus
+        alike): derived from ``seed``, ``keys`` and the unit's global index
+        (:func:`wrapgrad.distributed.derived_seed`), so the same on every rank."""
+        return derived_seed(seed, *keys, "batch", self.index) % 2**31
 
 
 def global_batches(n: int, batch_size: int) -> tuple[Unit, ...]:
