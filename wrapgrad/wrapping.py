@@ -570,7 +570,7 @@ def _calibrate_auto(
     Which options are noise levels, of which perturber, and which calibrator chooses them
     together is declared by the enhancer's spec (:class:`~wrapgrad.records.EnhancerSpec`
     ``levels`` and ``calibrator``)."""
-    from wrapgrad.calibration import calibrate
+    from wrapgrad.calibration import calibrate, levels_of
 
     targets = spec.level_targets()
     auto_keys = [k for k, v in enhancer_options.items() if isinstance(v, str) and v == "auto"]
@@ -593,11 +593,11 @@ def _calibrate_auto(
         # The levels are chosen together (e.g. FusionGrad's halving heuristic), also when only
         # one of them is "auto"; the other keeps the value given.
         record = calibrate(model, auto.data, calibrator=calibrator, **opts)
-        found = {"weight": record.sigma, "input": record.alpha}
+        found = levels_of(record)
     else:
         ((key, target),) = targets.items()
         record = calibrate(model, auto.data, perturber=target, calibrator=calibrator, **opts)
-        found = {target: record.sigma}
+        found = levels_of(record)
     for key in auto_keys:
         if found.get(targets[key]) is None:
             raise WrapgradValueError(
