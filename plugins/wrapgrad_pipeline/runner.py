@@ -43,12 +43,14 @@ from typing import Any
 import attrs
 import torch
 
+from wrapgrad.distributed import world
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.registry import Registry, use_registry
 from wrapgrad_pipeline.context import RunContext
 from wrapgrad_pipeline.plan import PipelineConfig, installed_steps, validate
 from wrapgrad_pipeline.report import RESULTS_FORMAT
 from wrapgrad_pipeline.schema import PipelineError
+from wrapgrad_pipeline.sharded import is_sharded, on_main
 
 try:
     import tomllib
@@ -185,7 +187,7 @@ class Pipeline:
                 out_dir=Path(out_dir),
                 source_dir=self.path.parent if self.path else Path.cwd(),
                 smoke=smoke,
-                progress=progress,
+                progress=progress and world().main,
             )
             _run_steps(self, context)
         if context.written is None or context.results_path is None or context.report_path is None:
@@ -224,6 +226,7 @@ def _run_steps(pipeline: Pipeline, context: RunContext) -> None:
             },
             "versions": _versions(),
             "seeds": {"pipeline": config.seed},
+            "world_size": world().size,
             "timings_s": {},
             "errors": [],
         }
@@ -237,7 +240,14 @@ def _run_steps(pipeline: Pipeline, context: RunContext) -> None:
             last = time.perf_counter()
             for name in config.steps:
                 spec, step = steps[name]
-                step.run(config.tables[name], context)
+                if is_sharded(step):  # every rank, each its share of the global batches
+                    step.run(config.tables[name], context)
+                else:  # once, on rank 0, which then sends its context to every rank
+                    on_main(
+                        lambda: step.run(config.tables[name], context),  # noqa: B023
+                        context,
+                        f"step {name!r}",
+                    )
                 for entry in spec.provides:
                     if not context.has(entry):
                         raise WrapgradValueError(
