@@ -274,13 +274,32 @@ def agree(error: BaseException | None, what: str) -> None:
     raise RankFailedError(message, sorted(errors), errors) from error
 
 
+_BARRIERS = [0]
+
+
+def _store() -> Any:
+    """The default group's key-value store (torchrun's, or the rendezvous file), or None."""
+    try:
+        return torch.distributed.distributed_c10d._get_default_store()
+    except Exception:  # pragma: no cover - a backend without one
+        return None
+
+
 def barrier(what: str, timeout_s: float | None = None) -> None:
     """Wait for every rank (a gloo ``monitored_barrier``): a rank that does not arrive within the
     timeout, or whose process is gone, is named in the :class:`RankFailedError` raised on rank 0
-    (the others see their collective fail or time out, also as :class:`RankFailedError`)."""
+    (the others see their collective fail or time out, also as :class:`RankFailedError`).
+
+    Each rank also notes its arrival in the process group's store, so that where gloo only
+    reports a closed connection, the ranks that never arrived are still named."""
     w = world()
     if not w.distributed:
         return
+    _BARRIERS[0] += 1
+    key = f"wrapgrad/barrier/{_BARRIERS[0]}/"
+    store = _store()
+    if store is not None:
+        store.set(key + str(w.rank), "1")
     try:
         torch.distributed.monitored_barrier(
             group=_control(), timeout=timeout(timeout_s), wait_all_ranks=True
@@ -288,15 +307,24 @@ def barrier(what: str, timeout_s: float | None = None) -> None:
     except RuntimeError as exc:
         found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(exc))
         ranks = sorted({int(r) for r in found.group(1).split(",")}) if found else []
+        if not ranks and store is not None:
+            ranks = [r for r in range(w.size) if not _has(store, key + str(r))]
         if ranks:
             names = ", ".join(str(r) for r in ranks)
             message = (
-                f"{what}: rank {names} of {w.size} stopped (its process died or hung past the "
+                f"{what}: rank {names} of {w.size} stopped (its process died, or hung past the "
                 f"{timeout(timeout_s).total_seconds():g} s timeout)"
             )
         else:
             message = f"{what}: a rank stopped answering (seen on rank {w.rank}: {_describe(exc)})"
         raise RankFailedError(message, ranks) from exc
+
+
+def _has(store: Any, key: str) -> bool:
+    try:
+        return bool(store.check([key]))
+    except Exception:  # pragma: no cover - the store is gone too
+        return True
 
 
 def gather_objects(obj: Any) -> list[Any]:
