@@ -171,6 +171,12 @@ class Pipeline:
     ) -> PipelineRun:
         """Run every step and write the report into ``out_dir`` (created if needed).
 
+        Inside an initialised process group (``torchrun``), the ``explain`` and ``evaluate``
+        steps split their global batches over the ranks, the others run once on rank 0, and
+        rank 0 writes the same report one process writes (``results.json`` says
+        ``world_size``); every rank returns it (:mod:`wrapgrad_pipeline.sharded`,
+        ``docs/distributed.md``).
+
         Args:
             out_dir: the output directory; every file goes inside it.
             smoke: shrink every size first (CI).

@@ -178,11 +178,15 @@ def _device(model: nn.Module, device: Any) -> torch.device:
             return t.device
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        out = torch.device(device)
     except (TypeError, RuntimeError) as exc:
         raise WrapgradValueError(
             f"device: expected a torch device ('cpu', 'cuda', 'cuda:1', ...), got {device!r}"
         ) from exc
+    if out.type == "cuda" and out.index is None and torch.cuda.is_available():
+        # "cuda" is the current device: cuda:LOCAL_RANK in a process group on NCCL
+        out = torch.device("cuda", torch.cuda.current_device())
+    return out
 
 
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = 500) -> float:
