@@ -299,7 +299,7 @@ def method_parts(
     """``(method_options, layer, interpolate)`` of ``method`` as the explain step runs it:
     references resolved, and the method's own absolute value (Saliency's ``abs``, Captum's
     default True) off unless the file sets it, since ``[explain].absolute`` decides (and an
-    enhancer's average would otherwise come after |.| only by accident)."""
+    enhancer's average would otherwise come after the absolute value only by accident)."""
     options = resolve_options(
         table.method_options.get(method, {}), levels, f"[explain].method_options.{method}"
     )
@@ -315,7 +315,7 @@ def enhancer_defaults(
 ) -> dict[str, Any]:
     """An enhancer's options with the pipeline's defaults for those it takes: no progress bar,
     and with ``absolute`` the absolute value of every draw before the average
-    (``abs_per_sample``, the NoiseGrad reference code's mean |E|)."""
+    (``abs_per_sample``, the NoiseGrad reference code's mean of ``abs(E)``)."""
     out = dict(options)
     if enhancer is None:
         return out
