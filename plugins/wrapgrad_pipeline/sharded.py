@@ -84,7 +84,8 @@ def units(context: RunContext, n: int) -> tuple[Unit, ...]:
 def shard_store(context: RunContext, step: str) -> ShardStore | None:
     """Where step ``step`` keeps its shards: under torchrun, or where an interrupted run left
     some; None for a plain single-process run (which writes none)."""
-    folder = context.output(f"{SHARDS}/{step}")
+    safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in step)
+    folder = context.output(f"{SHARDS}/{safe}")
     if not world().distributed and not folder.is_dir():
         return None
     key = fingerprint(
