@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from wrapgrad.distributed import process_group, world
+    from wrapgrad.distributed import process_group
 
     try:
         # Under torchrun (WORLD_SIZE > 1) every command runs inside the process group; ranks
@@ -110,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with process_group() as w, _stdout_unless(w.main):
             return int(actions[args.command](args) or 0)  # type: ignore[operator]
     except WrapgradError as exc:
-        w = world()
-        where = f" (rank {w.rank} of {w.size})" if launched_size() > 1 else ""
+        size = launched_size()  # the group is gone here: torchrun's environment names the rank
+        where = f" (rank {os.environ.get('RANK')} of {size})" if size > 1 else ""
         print(f"wrapgrad: error{where}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
