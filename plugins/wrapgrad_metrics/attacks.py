@@ -42,17 +42,18 @@ from wrapgrad_metrics.functional import (
     topk_intersection,
     topk_mask,
 )
-from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
+    ascent_forward,
     check_bounds,
     check_epsilon,
+    check_surrogate,
     explain_map,
     first_map,
     grad_or_zeros,
-    make_surrogate,
     predict,
     project,
     random_start,
+    resolve_surrogate,
     resolve_target,
     spsa_gradient,
     step_direction,
@@ -197,11 +198,7 @@ class IFIA:
                 "the map's spatial shape)"
             )
         self.channel_reduction = channel_reduction
-        if not (callable(surrogate) or surrogate in ("auto", "spsa")):
-            raise WrapgradValueError(
-                f"surrogate: expected 'auto', 'spsa' or a callable, got {surrogate!r}"
-            )
-        self.surrogate = surrogate
+        self.surrogate = check_surrogate(surrogate)
         self.spsa_samples = spsa_samples
         self.seed = seed
         self.progress = progress
@@ -209,13 +206,6 @@ class IFIA:
     # ------------------------------------------------------------------------------------------
     def _extra_loss(self, model: Callable[..., Tensor], x: Tensor, t: Tensor) -> Tensor | None:
         return None
-
-    def _map_fn(self, explain: Any) -> Callable[..., Tensor] | None:
-        if callable(self.surrogate):
-            return self.surrogate
-        if self.surrogate == "spsa":
-            return None
-        return make_surrogate(explain)
 
     def __call__(
         self, model: Callable[..., Tensor], inputs: Tensor, target: Any, explain: Callable[..., Any]
@@ -244,14 +234,9 @@ class IFIA:
                 extra = self._extra_loss(model, xa, t)
             return v if extra is None else extra.detach().to(torch.float64) + self.lam * v
 
-        map_fn = self._map_fn(explain)
+        map_fn = resolve_surrogate(self.surrogate, explain)
         generator = torch.Generator().manual_seed(self.seed)
-
-        def forward(z: Tensor) -> Tensor:
-            if self.beta is None:
-                return model(z)
-            with SoftplusMode(self.beta):
-                return model(z)
+        forward = ascent_forward(model, self.beta)
 
         def gradient(xa: Tensor) -> Tensor:
             if map_fn is not None:

@@ -10,18 +10,18 @@ import torch
 from torch import Tensor
 
 from wrapgrad.checks import check_positive_int
-from wrapgrad.errors import WrapgradValueError
 from wrapgrad.progress import progress_bar
-from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
+    ascent_forward,
     check_bounds,
     check_epsilon,
+    check_surrogate,
     explain_map,
     grad_or_zeros,
-    make_surrogate,
     predict,
     project,
     random_start,
+    resolve_surrogate,
     resolve_target,
     spsa_gradient,
     step_direction,
@@ -85,11 +85,7 @@ class Sensitivity:
             check_epsilon(beta, "beta")
         self.beta = beta
         self.bounds = check_bounds(bounds, torch.zeros(0))
-        if not (callable(surrogate) or surrogate in ("auto", "spsa")):
-            raise WrapgradValueError(
-                f"surrogate: expected 'auto', 'spsa' or a callable, got {surrogate!r}"
-            )
-        self.surrogate = surrogate
+        self.surrogate = check_surrogate(surrogate)
         self.spsa_samples = check_positive_int(spsa_samples, "spsa_samples")
         self.seed = seed
         self.progress = progress
@@ -110,18 +106,9 @@ class Sensitivity:
             diff = a.reshape(a.shape[0], -1).to(torch.float64) - flat0
             return diff.norm(dim=1) / n0.clamp_min(1e-300)
 
-        map_fn = (
-            self.surrogate
-            if callable(self.surrogate)
-            else (make_surrogate(explain) if self.surrogate == "auto" else None)
-        )
+        map_fn = resolve_surrogate(self.surrogate, explain)
         generator = torch.Generator().manual_seed(self.seed)
-
-        def forward(z: Tensor) -> Tensor:
-            if self.beta is None:
-                return model(z)
-            with SoftplusMode(self.beta):
-                return model(z)
+        forward = ascent_forward(model, self.beta)
 
         s0 = None
         if map_fn is not None:
