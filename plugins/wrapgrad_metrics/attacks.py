@@ -57,6 +57,7 @@ from wrapgrad_metrics.surrogate import (
     resolve_target,
     spsa_gradient,
     step_direction,
+    where_label_kept,
 )
 
 __all__ = ["IFIA", "AdversarialIFIA", "check_norm", "importance_of"]
@@ -276,8 +277,7 @@ class IFIA:
                         self.norm,
                         self.bounds,
                     )
-                    ok = predict(model, start) == labels0
-                    xa = torch.where(ok.reshape(shape), start, x)
+                    xa, _ = where_label_kept(model, start, x, labels0)
                 eta = torch.full((x.shape[0],), self.step_size, dtype=x.dtype, device=x.device)
                 for _ in range(self.steps):
                     g = gradient(xa)
@@ -289,8 +289,7 @@ class IFIA:
                         self.bounds,
                     )
                     if self.reject_label_flips:
-                        keep = predict(model, cand) == labels0
-                        xa = torch.where(keep.reshape(shape), cand, xa)
+                        xa, keep = where_label_kept(model, cand, xa, labels0)
                         eta = torch.where(keep, eta, eta / 2)
                     else:
                         xa = cand

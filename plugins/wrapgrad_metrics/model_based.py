@@ -25,6 +25,7 @@ from wrapgrad_metrics.surrogate import (
     resolve_target,
     spsa_gradient,
     step_direction,
+    where_label_kept,
 )
 
 __all__ = ["CaptumInfidelity", "CaptumSensitivityMax", "Sensitivity"]
@@ -136,8 +137,7 @@ class Sensitivity:
                 start = project(
                     x + random_start(x, self.r, "linf", generator), x, self.r, "linf", self.bounds
                 )
-                ok = predict(model, start) == labels0
-                xa = torch.where(ok.reshape(shape), start, x)
+                xa, ok = where_label_kept(model, start, x, labels0)
                 best = torch.maximum(best, torch.where(ok, measure(xa), best))
                 eta = torch.full((x.shape[0],), self.step_size, dtype=x.dtype, device=x.device)
                 for _ in range(self.steps):
@@ -149,8 +149,7 @@ class Sensitivity:
                         "linf",
                         self.bounds,
                     )
-                    keep = predict(model, cand) == labels0
-                    xa = torch.where(keep.reshape(shape), cand, xa)
+                    xa, keep = where_label_kept(model, cand, xa, labels0)
                     eta = torch.where(keep, eta, eta / 2)
                     best = torch.maximum(best, torch.where(keep, measure(xa), best))
                     bar.update(1)

@@ -44,6 +44,7 @@ __all__ = [
     "spsa_gradient",
     "step_direction",
     "target_logits",
+    "where_label_kept",
 ]
 
 #: ``map_fn(forward, x, target) -> map``: a differentiable attribution map.
@@ -77,6 +78,17 @@ def predict(model: Callable[..., Tensor], x: Tensor) -> Tensor:
     with torch.no_grad():
         out = model(x)
     return out.reshape(out.shape[0], -1).argmax(dim=1)
+
+
+def where_label_kept(
+    model: Callable[..., Tensor], candidate: Tensor, fallback: Tensor, labels: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(points, kept)``: ``candidate`` for the samples whose predicted class is still
+    ``labels`` (``kept``), ``fallback`` for the others (how the label-preserving ascents of S_r
+    and IFIA reject a start or a step that flips the prediction)."""
+    kept = predict(model, candidate) == labels
+    mask = kept.reshape(-1, *([1] * (candidate.dim() - 1)))
+    return torch.where(mask, candidate, fallback), kept
 
 
 def resolve_target(model: Callable[..., Tensor], inputs: Tensor, target: Any) -> Tensor:
