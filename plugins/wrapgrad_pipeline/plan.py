@@ -98,6 +98,8 @@ class Plan:
         levels: names of the noise-level calibrations (the calibration step).
         masks: ground-truth mask names some step needs, with the field that names each (the
             data step checks them against the data set once it is loaded).
+        groups: group label -> the labels of its models (replicates, e.g. one objective's
+            training seeds; :meth:`add_model`); the report aggregates each group.
     """
 
     def __init__(self, file: str, pipeline: PipelineTable) -> None:
@@ -111,6 +113,7 @@ class Plan:
         self.scores: list[ScoreColumn] = []
         self.levels: list[str] = []
         self.masks: dict[str, str] = {}
+        self.groups: dict[str, list[str]] = {}
 
     @property
     def seed(self) -> int:
@@ -145,11 +148,14 @@ class Plan:
                     f"{field}.{key}", key, names, f"option of {spec.kind} {spec.name}"
                 )
 
-    def add_model(self, label: str, field: str) -> None:
-        """Declare a model the run will have (labels are distinct)."""
+    def add_model(self, label: str, field: str, *, group: str | None = None) -> None:
+        """Declare a model the run will have (labels are distinct), optionally as a replicate
+        of ``group`` (its info then says ``"group": group``)."""
         if label in self.models:
             raise self.fail(field, f"expected a model label not used yet, got {label!r}")
         self.models.append(label)
+        if group is not None:
+            self.groups.setdefault(group, []).append(label)
 
 
 @attrs.frozen(kw_only=True)

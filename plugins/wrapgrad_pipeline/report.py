@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from wrapgrad.errors import WrapgradValueError
+from wrapgrad_pipeline import groups
 from wrapgrad_pipeline.stats import check_expectation, mean_ci
 
 __all__ = [
@@ -111,6 +112,9 @@ def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     metrics = metric_keys(results)
     for exp in results.get("expectations", []):
+        named = [*exp.get("order", []), *([exp["best"]] if exp.get("best") else [])]
+        if not set(named) <= set(results["enhancers"]):
+            continue  # names groups of models: judged over seeds (wrapgrad_pipeline.groups)
         keys = [m for m in metrics if m["key"] == exp["metric"] or m["label"] == exp["metric"]]
         for method in results["methods"]:
             for m in keys:
@@ -305,9 +309,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         ]
     lines += _section("Run", _run(results))
     lines += _section("Calibration", _calibration(results))
+    lines += _section("Groups over seeds", groups.table_lines(results))
     for method in results["methods"]:
         lines += _section(method, _method_table(results, method))
     lines += _section("Expectations", _expectations(results))
+    lines += _section("Expectations over seeds", groups.expectation_lines(results))
     lines += _section("Attacks", _attacks(results))
     lines += _section("Errors", _errors(results))
     lines += _section("Figures", _figures(results))
