@@ -150,6 +150,11 @@ def test_weight_calibration_record(weight_result, heldout):
     assert list(r.levels) == sorted(r.levels)
     assert "sigma" in str(r)
     assert r.to_dict()["sigma"] == r.sigma
+    # One name per quantity: a weight calibration sets sigma (sigma_NG) and no noise_level.
+    assert r.noise_level is None
+    assert r.to_dict()["noise_level"] is None
+    assert r.level == r.sigma
+    assert "alpha" not in r.to_dict()
 
 
 def test_fresh_draws_at_the_returned_sigma_land_in_the_interval(trained, heldout, weight_result):
@@ -203,22 +208,40 @@ def test_dataloader_data_gives_the_same_result(trained, heldout, weight_result):
 def test_input_calibration(trained, heldout):
     r = wrapgrad.calibrate(trained, heldout, perturber="input", target_drop=0.1, **FAST)
     assert r.perturber == "input"
-    assert r.sigma > 0
+    # alpha_SG is the record's noise_level (the enhancers' option name), never its sigma.
+    assert r.noise_level > 0
+    assert r.sigma is None
+    assert r.level == r.noise_level
+    assert "noise_level" in str(r)
+    assert "sigma" not in str(r)
     assert r.drop_ci[0] <= 0.1 <= r.drop_ci[1]
     fresh = NoisyAccuracy(trained, *heldout, draws=24, seed=999)
-    drop = relative_drop(float(fresh.correct(alpha=r.sigma).float().mean()), r.acc_clean, 0.1)
+    acc = float(fresh.correct(noise_level=r.noise_level).float().mean())
+    drop = relative_drop(acc, r.acc_clean, 0.1)
     assert r.drop_ci[0] <= drop <= r.drop_ci[1]
+    # The names before 0.1 still work, with a DeprecationWarning.
+    with pytest.warns(DeprecationWarning, match="noise_level"):
+        assert r.alpha == r.noise_level
+    with pytest.warns(DeprecationWarning, match="noise_level"):
+        old = fresh.correct(alpha=r.noise_level)
+    assert torch.equal(old, fresh.correct(noise_level=r.noise_level))
 
 
 def test_noisegrad_plus_plus_fixes_alpha_and_hits_the_joint_drop(trained, heldout, weight_result):
     r = wrapgrad.calibrate(trained, heldout, calibrator="noisegrad++", target_drop=0.1, **FAST)
     assert r.perturber == "fusion"
-    assert r.alpha == 0.1
+    assert r.noise_level == 0.1
     assert r.drop_ci[0] <= 0.1 <= r.drop_ci[1]
-    # The joint drop at (alpha, sigma) is the reported one, re-measured with the same draws.
+    # The joint drop at (noise_level, sigma) is the reported one, re-measured with the same draws.
     ev = NoisyAccuracy(trained, *heldout, draws=6, seed=0)
-    acc = float(ev.correct(sigma=r.sigma, alpha=0.1).float().mean())
+    acc = float(ev.correct(sigma=r.sigma, noise_level=0.1).float().mean())
     assert math.isclose(relative_drop(acc, r.acc_clean, 0.1), r.drop, abs_tol=1e-9)
+    with pytest.warns(DeprecationWarning, match="alpha= is deprecated"):
+        old = wrapgrad.calibrate(
+            trained, heldout, calibrator="noisegrad++", target_drop=0.1, alpha=0.1, **FAST
+        )
+    assert old.sigma == r.sigma
+    assert old.noise_level == 0.1
 
 
 def test_halve_halves_both_calibrated_levels(trained, heldout):
@@ -227,16 +250,19 @@ def test_halve_halves_both_calibrated_levels(trained, heldout):
     assert weight.perturber == "weight"
     assert inp.perturber == "input"
     assert r.sigma == weight.sigma / 2
-    assert r.alpha == inp.sigma / 2
+    assert r.noise_level == inp.noise_level / 2
     assert r.drop < max(weight.drop, inp.drop) + 0.05
     # The reported drop is the joint one at both halved levels (same draws), with its interval.
-    fixed = wrapgrad.calibrate(trained, heldout, calibrator="halve", input_alpha=0.2, **FAST)
+    fixed = wrapgrad.calibrate(trained, heldout, calibrator="halve", noise_level=0.2, **FAST)
     assert fixed.perturber == "fusion"
-    assert fixed.alpha == 0.1
+    assert fixed.noise_level == 0.1
     assert len(fixed.components) == 1
     assert fixed.sigma == weight.sigma / 2
+    with pytest.warns(DeprecationWarning, match="input_alpha= is deprecated"):
+        old = wrapgrad.calibrate(trained, heldout, calibrator="halve", input_alpha=0.2, **FAST)
+    assert (old.sigma, old.noise_level) == (fixed.sigma, fixed.noise_level)
     ev = NoisyAccuracy(trained, *heldout, draws=6, seed=0)
-    correct = ev.correct(sigma=fixed.sigma, alpha=0.1)
+    correct = ev.correct(sigma=fixed.sigma, noise_level=0.1)
     assert fixed.accuracy == float(correct.float().mean())
     assert math.isclose(
         fixed.drop, relative_drop(fixed.accuracy, fixed.acc_clean, 0.1), abs_tol=1e-9
@@ -387,7 +413,7 @@ class _Threshold(nn.Module):
         return torch.stack([score, torch.zeros_like(score)], dim=1)
 
 
-@pytest.mark.parametrize("kind", ["sigma", "alpha"])
+@pytest.mark.parametrize("kind", ["sigma", "noise_level"])
 def test_the_same_noise_draws_are_reused_at_every_level(kind):
     # Draw k at level s is right iff 1 + s * eps_k > 0.5: once a draw is wrong it stays wrong
     # at every larger level only if eps_k is the same draw at every level.

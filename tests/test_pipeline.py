@@ -20,7 +20,7 @@ from wrapgrad import hookimpl
 from wrapgrad.cli import main
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.records import EnhancerSpec, ExplainerSpec, MetricSpec, PipelineStepSpec
-from wrapgrad.registry import get_registry
+from wrapgrad.registry import Registry, get_registry, use_registry
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
 
@@ -464,7 +464,11 @@ def test_smoke_shrinks_every_size() -> None:
     assert robustness.params["nr_samples"] <= 2
     assert robustness.samples <= 6
     faithfulness = next(m for m in t["evaluate"].metrics if m.label == "faithfulness")
-    assert faithfulness.params == {"nr_runs": 2, "subset_size": 16}
+    assert faithfulness.params["nr_runs"] == 2
+    assert faithfulness.params["subset_size"] == 16
+    assert t["explain"].replicates == 2 < config.tables["explain"].replicates
+    assert t["sweep"].samples <= 6
+    assert all(len(c.scales) <= 2 for c in t["sweep"].curves)
     reg = get_registry()
     # Every component's declared caps hold, whoever declares them.
     for e in t["explain"].enhancers:
@@ -602,7 +606,10 @@ def test_weights_file_is_loaded_safely(tmp_path: Path) -> None:
     pipe = Pipeline.from_dict(raw)
     pipe.path = path  # weights are relative to the pipeline file
     results = pipe.run(tmp_path / "out", progress=False).results
-    test = load_dataset("digits8x8", split="test", seed=3)  # [pipeline].seed = 3
+    # The split is not the pipeline seed's (3) but the one the weights are taken to be trained
+    # on: [data].split_seed, default 0 (recipe-trained models declare theirs).
+    assert results["data"]["split_seed"] == 0
+    test = load_dataset("digits8x8", split="test", seed=0)
     with torch.no_grad():
         expected = float((model.eval()(test.inputs).argmax(1) == test.labels).float().mean())
     assert results["model"]["test_accuracy"] == pytest.approx(expected)
@@ -628,21 +635,32 @@ def test_report_command_prints_the_same_report(
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_example_runs_in_smoke_mode(example: Path, tmp_path: Path, shared_cache: Path) -> None:
+def test_example_runs_in_smoke_mode(
+    example: Path, tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the README's set-up alone: built-in plugins only, none of the test-only ones (the
+    # example plugin under examples/plugin is installed for its own tests).
+    monkeypatch.setenv("WRAPGRAD_DISABLE_PLUGIN_AUTOLOAD", "1")
     out = tmp_path / "out"
-    assert main(["run", str(example), "--smoke", "--out", str(out), "--quiet"]) == 0
+    with use_registry(Registry()):
+        assert main(["run", str(example), "--smoke", "--out", str(out), "--quiet"]) == 0
     results = load_results(out)
     assert results["smoke"] is True
     assert (out / "report.md").read_text(encoding="utf-8") == render_markdown(results)
     n = results["data"]["samples"]
-    keys = [m["key"] for m in results["metrics"]]
-    assert keys, "every example evaluates something"
+    assert results["metrics"], "every example evaluates something"
     cells = finite = 0
     for method in results["methods"]:
         for label in results["enhancers"]:
-            for key in keys:
-                vals = results["scores"][method][label][key]
+            for m in results["metrics"]:
+                if m.get("methods") and method not in m["methods"]:
+                    assert m["key"] not in results["scores"][method][label]
+                    continue
+                vals = results["scores"][method][label][m["key"]]
                 assert 0 < len(vals) <= n
+                # the seed-averaged scores are the mean of the per-seed ones
+                rows = results["scores_by_seed"][method][label][m["key"]]
+                assert all(len(r) == len(vals) for r in rows)
                 cells += 1
                 finite += any(v is not None for v in vals)
     # A one-epoch smoke model gives some degenerate (e.g. all-zero) maps that a metric cannot

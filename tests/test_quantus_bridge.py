@@ -263,3 +263,57 @@ def test_seed_fixes_quantus_perturbations_and_restores_numpy(data) -> None:
     after = np.random.get_state()
     assert after[0] == state[0]
     np.testing.assert_array_equal(after[1], state[1])  # numpy's global RNG left as it was
+
+
+class _Counting(nn.Module):
+    """TinyNet counting the inputs its forward sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyNet()
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return self.net(x)
+
+
+def test_shared_predictions_are_exact_and_run_each_forward_pass_once(data) -> None:
+    from wrapgrad_quantus.memo import MemoModel
+
+    _, x, _, _ = data
+    model = _Counting().eval()
+    y = model(x).argmax(1)
+    params = {"nr_runs": 6, "subset_size": 10, "seed": 3}
+    plain = wrapgrad.wrap(model, "saliency")
+    noisy = wrapgrad.wrap(model, "saliency", "noisegrad", sigma=0.3, n_samples=3, seed=0)
+    reference = {
+        name: quantus_metric("FaithfulnessCorrelation", **params)(model, x, y, e)
+        for name, e in (("plain", plain), ("noisy", noisy))
+    }
+    model.seen = 0
+    shared = quantus_metric("FaithfulnessCorrelation", share_predictions=True, **params)
+    first = shared(model, x, y, plain)
+    after_first = model.seen
+    second = shared(model, x, y, noisy)  # other maps, the same inputs and subsets
+    # exactly Quantus' scores, and the second explanation needed no new forward pass of the
+    # perturbed copies (only its own explanation's)
+    assert torch.equal(first, reference["plain"])
+    assert torch.equal(second, reference["noisy"])
+    assert after_first >= 6 * 3
+    assert model.seen - after_first < after_first
+    # The memory is per model state: an in-place change is a new state, never a stale answer.
+    memo = MemoModel(model)
+    with torch.no_grad():
+        before = memo(x)  # x itself was predicted by the calls above: remembered
+        assert memo.hits == 1
+        model.net.fc.bias.add_(1.0)
+        after = memo(x)
+        assert memo.misses == 1
+    assert torch.allclose(after, before + 1.0)
+    with torch.no_grad():
+        assert torch.equal(memo(x), after)
+    assert memo.hits == 2
+    with torch.enable_grad():  # gradients: always the model itself
+        out = memo(x.requires_grad_(True))
+    assert out.requires_grad

@@ -155,3 +155,97 @@ def test_several_models_are_listed_by_label() -> None:
     md = render_markdown(results)
     assert "- model: Nat: `small_cnn` (trained), seed 0, test accuracy 0.9000" in md
     assert "- model: AAT: `small_cnn` (trained), seed 0, test accuracy 0.8500" in md
+
+
+# -- statistics that count the Monte-Carlo draws ----------------------------------------------
+def _seeded_results(offsets: list[float]) -> dict:
+    """Hand-made results: NG beats Baseline by ``offsets[r]`` on every sample at seed ``r``."""
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.4, 0.6, 40)
+    by_seed = [(base + d + rng.normal(0, 0.002, 40)).tolist() for d in offsets]
+    results = _results()
+    results["data"]["samples"] = 40
+    results["replicates"] = len(offsets)
+    results["metrics"] = [
+        {"key": "auc[square]", "label": "auc", "mask": "square", "higher_is_better": True}
+    ]
+    results["scores"] = {
+        "saliency": {
+            "Baseline": {"auc[square]": base.tolist()},
+            "NG": {"auc[square]": np.mean(by_seed, axis=0).tolist()},
+        }
+    }
+    results["scores_by_seed"] = {
+        "saliency": {"Baseline": {"auc[square]": [base.tolist()]}, "NG": {"auc[square]": by_seed}}
+    }
+    results["expectations"] = [{"metric": "auc", "order": ["Baseline", "NG"], "alpha": 0.05}]
+    return results
+
+
+def test_a_difference_that_flips_sign_across_seeds_is_never_significant() -> None:
+    from wrapgrad_pipeline.report import expectation_rows
+
+    # Two seeds say +0.05, one says -0.01: the seed-averaged difference is +0.03 on every one of
+    # 40 samples (Wilcoxon p ~ 1e-12), and a bootstrap over seeds still puts most of its mass
+    # above zero, but the sign flips across seeds: not significant.
+    flips = _seeded_results([0.05, 0.05, -0.01])
+    (row,) = expectation_rows(flips)
+    (step,) = row["steps"]
+    assert row["held"]
+    assert step["p"] < 1e-6
+    assert step["seed_differences"] == pytest.approx([0.05, 0.05, -0.01], abs=2e-3)
+    assert not step["consistent"]
+    assert not step["significant"]
+    assert not row["significant"]
+    md = render_markdown(flips)
+    assert "sign flips across seeds (not significant)" in md
+    assert "**held** in the means (not every step significant)" in md
+    # The same gain at every seed is significant.
+    steady = _seeded_results([0.03, 0.03, 0.03])
+    (row,) = expectation_rows(steady)
+    assert row["significant"]
+    assert row["steps"][0]["p_bootstrap"] < 0.01
+    # One seed, as before: the Wilcoxon test alone (sign consistency is trivially met).
+    single = check_expectation(
+        {"Baseline": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "NG": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
+        ["Baseline", "NG"],
+        None,
+        True,
+    )
+    assert single["seeds"] == 1
+    assert single["steps"][0]["p"] == pytest.approx(1 / 64)
+    assert single["significant"]
+
+
+def test_seed_and_sample_interval_counts_the_spread_across_seeds() -> None:
+    from wrapgrad_pipeline.stats import bootstrap_means, seeded_mean_ci
+
+    # No spread over samples at all, only across seeds: a Student-t interval per seed would be
+    # zero-width, the bootstrap over seeds is not.
+    by_seed = [[0.5] * 30, [0.6] * 30, [0.7] * 30]
+    mean, lo, hi, n = seeded_mean_ci(by_seed)
+    assert mean == pytest.approx(0.6)
+    assert n == 30
+    assert lo < 0.6 < hi
+    assert lo >= 0.5 - 1e-12
+    assert hi <= 0.7 + 1e-12
+    # resampling seeds only: every replicate mean is an average of 3 of the seed means
+    boot = bootstrap_means(np.asarray(by_seed))
+    assert set(np.round(boot, 6)) <= {
+        round(v, 6) for v in (0.5, 0.5333333, 0.5666667, 0.6, 0.6333333, 0.6666667, 0.7)
+    }
+    assert np.array_equal(boot, bootstrap_means(np.asarray(by_seed)))  # seeded
+    # one seed: the Student-t interval over samples
+    x = np.random.default_rng(3).normal(0.3, 0.1, 25).tolist()
+    assert seeded_mean_ci([x]) == mean_ci(x)
+    with pytest.raises(WrapgradValueError, match="by_seed"):
+        seeded_mean_ci([[1.0, 2.0], [1.0]])
+
+
+def test_deviation_texts_are_filled_in_from_the_results() -> None:
+    from wrapgrad_pipeline.report import fill_in
+
+    results = {"calibration": {"sg": {"noise_level": 0.0771}}, "sweep": {"points": [{"d": 0.8}]}}
+    text = "alpha {calibration.sg.noise_level:.3f}, drop {sweep.points.0.d:.0%}, {missing.x}"
+    assert fill_in(text, results) == "alpha 0.077, drop 80%, n/a"
+    assert fill_in("{calibration.sg:.2f} {x", results) == "n/a {x"

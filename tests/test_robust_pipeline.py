@@ -125,7 +125,8 @@ def test_models_train_on_the_train_part_of_their_split_and_are_scored_on_its_tes
     raw["evaluate"]["metrics"] = raw["evaluate"]["metrics"][:1]
     del raw["evaluate"]["attacks"], raw["report"]
     config = Pipeline.from_dict(raw).config
-    (job,) = TrainStep().jobs(config.tables["train"], split_seed=config.tables["data"].seed)
+    assert config.tables["data"].split_seed == 0  # scratch models: [data].split_seed, else 0
+    (job,) = TrainStep().jobs(config.tables["train"], split_seed=config.tables["data"].split_seed)
     seen: dict[str, torch.Tensor] = {}
     import wrapgrad.training as training
 
@@ -147,7 +148,18 @@ def test_models_train_on_the_train_part_of_their_split_and_are_scored_on_its_tes
 
 
 @pytest.mark.usefixtures("no_training")
-def test_evaluating_on_training_items_is_refused() -> None:
+def test_the_models_declare_their_split_and_the_evaluation_takes_its_test_part() -> None:
+    raw = example()
+    raw["train"]["recipe"] = {"data_seed": 3}
+    config = Pipeline.from_dict(raw).config
+    assert config.tables["data"].split_seed == 3  # the data step evaluates split seed 3
+    jobs = TrainStep().jobs(config.tables["train"], split_seed=config.tables["data"].split_seed)
+    assert {j.split_seed for j in jobs} == {3}
+    assert all(j.recipe == {"data_seed": 3} for j in jobs)  # so is the initial model's
+    # another split seed for the evaluation would put training digits among the test samples
+    raw["data"]["split_seed"] = 5
+    with pytest.raises(PipelineError, match=r"\[data\]\.split_seed: expected 3"):
+        Pipeline.from_dict(raw)
     raw = example()
     raw["data"]["split"] = "train"
     with pytest.raises(PipelineError, match=r"\[data\]\.split: the models train on the train part"):
@@ -341,7 +353,7 @@ def test_groups_pool_seeds_and_samples() -> None:
         "Nat": [(0, "Nat@0/Baseline"), (1, "Nat@1/Baseline")],
         "AAT": [(0, "AAT@0/Baseline"), (1, "AAT@1/Baseline")],
     }
-    mean, lo, hi, n, seeds = groups.group_stats(nat)
+    mean, lo, hi, n, seeds = groups.group_stats(nat.tolist())
     assert mean == pytest.approx(nat.mean())
     assert lo < mean < hi
     assert (n, seeds) == (30, 2)

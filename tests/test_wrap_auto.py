@@ -58,7 +58,8 @@ def test_smoothgrad_auto_noise_level_and_fusiongrad_halves_both(trained, heldout
         calibration_options=FAST,
     )
     assert sg.calibration.perturber == "input"
-    assert sg.enhancer.input_noise.noise_level == sg.calibration.sigma > 0
+    assert sg.enhancer.input_noise.noise_level == sg.calibration.noise_level > 0
+    assert sg.calibration.sigma is None  # sigma is only ever the weight level
     fg = wrapgrad.wrap(
         trained,
         "saliency",
@@ -70,7 +71,7 @@ def test_smoothgrad_auto_noise_level_and_fusiongrad_halves_both(trained, heldout
     )
     assert fg.calibration.calibrator == "halve"
     assert fg.enhancer.weight_noise.sigma == fg.calibration.sigma
-    assert fg.enhancer.input_noise.noise_level == fg.calibration.alpha
+    assert fg.enhancer.input_noise.noise_level == fg.calibration.noise_level
     ng_sigma = wrapgrad.calibrate(trained, heldout, perturber="weight", **FAST).sigma
     assert fg.calibration.sigma == pytest.approx(ng_sigma / 2, rel=0.25)
 
@@ -84,3 +85,21 @@ def test_auto_without_data_or_data_without_auto_is_refused(trained, heldout) -> 
         wrapgrad.wrap(
             trained, "saliency", enhancer="noisegrad", n_samples="auto", calibration=heldout
         )
+
+
+class _OldRecord:
+    """A third-party calibrator's record in the form before 0.1: alpha_SG in ``sigma`` for an
+    input calibration, ``alpha`` beside a weight ``sigma`` for a joint one."""
+
+    def __init__(self, perturber: str, sigma: float, alpha: float | None = None) -> None:
+        self.perturber, self.sigma, self.alpha, self.drop = perturber, sigma, alpha, 0.05
+
+
+def test_records_in_the_old_form_are_read_with_a_deprecation_warning() -> None:
+    from wrapgrad.calibration import levels_of
+
+    with pytest.warns(DeprecationWarning, match="noise_level"):
+        assert levels_of(_OldRecord("input", 0.07)) == {"weight": None, "input": 0.07}
+    with pytest.warns(DeprecationWarning, match="noise_level"):
+        assert levels_of(_OldRecord("fusion", 0.03, 0.05)) == {"weight": 0.03, "input": 0.05}
+    assert levels_of(_OldRecord("weight", 0.06)) == {"weight": 0.06, "input": None}

@@ -9,16 +9,23 @@ AD(σ_NG) ≈ 5%. The calibrators themselves are plugins (``wrapgrad_calibrators
 ``accuracy_drop``, ``halve``, ``noisegrad++`` in ``wrapgrad_calibration``); this module holds the
 front-end, the result record and the checks of the user's data.
 
+One name per quantity: a record's ``sigma`` is always σ_NG, the multiplicative weight-noise level,
+and its ``noise_level`` always α_SG, the input-noise level relative to each sample's range (the
+enhancers' option names); ``level`` is the one the calibration chose, whichever it is.
+
 Example::
 
     result = wrapgrad.calibrate(model, (x_val, y_val), perturber="weight", target_drop=0.05)
     explain = wrapgrad.wrap(model, "saliency", enhancer="noisegrad", sigma=result.sigma)
+    sg = wrapgrad.calibrate(model, (x_val, y_val), perturber="input")
+    explain = wrapgrad.wrap(model, "saliency", enhancer="smoothgrad", noise_level=sg.noise_level)
 """
 
 from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -36,7 +43,10 @@ __all__ = [
     "calibrate",
     "check_target_drop",
     "evaluation_mode",
+    "levels_of",
+    "noisy_correct",
     "prepare_data",
+    "relative_drop",
 ]
 
 
@@ -44,28 +54,33 @@ def _floats(value: Iterable[Any]) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+def _level(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 @attrs.frozen(kw_only=True)
 class CalibrationResult:
     """What a calibration found. ``str(result)`` is a readable summary.
 
-    ``sigma`` is the level to pass on: for ``perturber="weight"`` (and the FusionGrad heuristics)
-    σ_NG of the multiplicative weight noise W ⊙ η, η ~ N(1, σ²); for ``perturber="input"``
-    α_SG, the input-noise level relative to each sample's range (σ_SG = α_SG (max x − min x),
-    the paper's Eq. 4).
+    One name per quantity, as the enhancers' options: ``sigma`` is σ_NG of the multiplicative
+    weight noise W ⊙ η, η ~ N(1, σ²) (``perturber="weight"`` and the FusionGrad heuristics), and
+    ``noise_level`` is α_SG, the input-noise level relative to each sample's range
+    (σ_SG = α_SG (max x − min x), the paper's Eq. 4; ``perturber="input"`` and the FusionGrad
+    heuristics). A level the calibration does not set is None; :attr:`level` is the one it chose.
     """
 
     calibrator: str
     """The calibrator's registered name."""
     perturber: str
     """``"weight"``, ``"input"`` or ``"fusion"`` (both noises)."""
-    sigma: float
-    """The calibrated level (see the class docstring)."""
-    alpha: float | None = None
-    """For FusionGrad heuristics: the input-noise level α_SG to use together with ``sigma``."""
+    sigma: float | None = attrs.field(default=None, converter=_level)
+    """σ_NG, the weight-noise level (None for an input calibration)."""
+    noise_level: float | None = attrs.field(default=None, converter=_level)
+    """α_SG, the input-noise level (None for a weight calibration)."""
     target_drop: float
     """The relative accuracy drop asked for."""
     drop: float
-    """The relative accuracy drop measured at ``sigma`` (and ``alpha``)."""
+    """The relative accuracy drop measured at the calibrated level(s)."""
     drop_ci: tuple[float, float] = attrs.field(converter=_floats)
     """Bootstrap confidence interval of ``drop`` (over noise draws and samples)."""
     confidence: float = 0.95
@@ -93,6 +108,32 @@ class CalibrationResult:
     components: tuple[CalibrationResult, ...] = ()
     """Sub-calibrations (the ``halve`` heuristic holds the weight and the input one)."""
 
+    def __attrs_post_init__(self) -> None:
+        if self.sigma is None and self.noise_level is None:
+            raise WrapgradValueError(
+                "sigma: expected a weight-noise level sigma or an input-noise level noise_level "
+                "(or both), got neither"
+            )
+
+    @property
+    def level(self) -> float:
+        """The level this calibration chose: ``noise_level`` for an input calibration, else
+        ``sigma`` (the curve ``levels`` are of this quantity)."""
+        if self.perturber == "input":
+            return float(self.noise_level)  # type: ignore[arg-type]
+        return float(self.sigma if self.sigma is not None else self.noise_level)  # type: ignore[arg-type]
+
+    @property
+    def alpha(self) -> float | None:
+        """Deprecated at 0.1: the input-noise level is ``noise_level`` (the enhancers' name)."""
+        warnings.warn(
+            "CalibrationResult.alpha is deprecated and will be removed; use .noise_level (the "
+            "input-noise level α_SG, as the enhancers' option noise_level)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.noise_level
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (components included)."""
         out = attrs.asdict(self, recurse=False)
@@ -103,11 +144,14 @@ class CalibrationResult:
         return out
 
     def __str__(self) -> str:
-        name = "alpha" if self.perturber == "input" else "sigma"
+        levels = [
+            f"  {name:<11} {value:.6g}"
+            for name, value in (("sigma", self.sigma), ("noise_level", self.noise_level))
+            if value is not None
+        ]
         lines = [
             f"{self.calibrator} calibration ({self.perturber} noise)",
-            f"  {name:<11} {self.sigma:.6g}"
-            + (f"   (input alpha {self.alpha:.6g})" if self.alpha is not None else ""),
+            *levels,
             f"  drop        {self.drop:.4f}  (target {self.target_drop:.4f}, "
             f"{100 * self.confidence:.0f}% CI [{self.drop_ci[0]:.4f}, {self.drop_ci[1]:.4f}])",
             f"  accuracy    {self.accuracy:.4f}  (clean {self.acc_clean:.4f}, chance "
@@ -117,6 +161,82 @@ class CalibrationResult:
             + ("" if self.converged else "  [NOT converged]"),
         ]
         return "\n".join(lines)
+
+
+def levels_of(record: Any) -> dict[str, float | None]:
+    """``{"weight": σ_NG, "input": α_SG}`` of a calibration record (None where it set none).
+
+    Reads :class:`CalibrationResult`'s ``sigma`` and ``noise_level``; a third-party record in
+    the form before 0.1 (``alpha`` for the input level beside a weight ``sigma``, or ``sigma``
+    holding α_SG for ``perturber="input"``) is read too, with a :class:`DeprecationWarning`."""
+    if isinstance(record, CalibrationResult):
+        return {"weight": record.sigma, "input": record.noise_level}
+    sigma = getattr(record, "sigma", None)
+    noise = getattr(record, "noise_level", None)
+    if noise is None and (
+        getattr(record, "alpha", None) is not None or getattr(record, "perturber", None) == "input"
+    ):
+        warnings.warn(
+            f"{type(record).__name__}: a calibration record names the input-noise level "
+            f"noise_level (not alpha, nor sigma for perturber='input') since 0.1",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if getattr(record, "perturber", None) == "input":
+            return {"weight": None, "input": _level(sigma)}
+        noise = record.alpha
+    return {"weight": _level(sigma), "input": _level(noise)}
+
+
+def relative_drop(
+    acc: float | Tensor, acc_clean: float | Tensor, acc_chance: float
+) -> float | Tensor:
+    """AD = 1 − (ACC(σ) − ACC(∞)) / (ACC(0) − ACC(∞)) (Bykov et al. 2022, Eq. 5; Eq. 6 for the
+    joint FusionGrad drop AD₊₊ with ACC₊₊)."""
+    return 1.0 - (acc - acc_chance) / (acc_clean - acc_chance)
+
+
+def noisy_correct(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    sigma: float = 0.0,
+    noise_level: float = 0.0,
+    draws: int = 8,
+    seed: int = 0,
+    max_batch: int | None = None,
+) -> Tensor:
+    """bool ``(K, N)``: noise draw ``k`` classifies sample ``n`` correctly.
+
+    Draw ``k`` perturbs the weights as W ⊙ (1 + σ ε_k) and the inputs as x + α (max x − min x) ξ_k
+    (the registered ``weight_multiplicative`` and ``input_gaussian`` perturbers, through the
+    batched engine), every draw from ``seed`` alone: the same seed gives the same ε_k and ξ_k at
+    every level (common random numbers), so accuracy curves are smooth in the level. With no
+    noise the ``K`` rows are the clean predictions. The model is evaluated as it is (use
+    :func:`evaluation_mode`) and never changed.
+    """
+    from wrapgrad.engine import noisy_forward
+    from wrapgrad.registry import get_registry
+
+    if sigma == 0.0 and noise_level == 0.0:
+        with torch.no_grad():
+            clean = torch.cat([model(xb).argmax(dim=1) for xb in inputs.split(512)]) == labels
+        return clean.unsqueeze(0).expand(int(draws), -1)
+    reg = get_registry()
+    weight = reg.get("perturber", "weight_multiplicative").factory
+    noise = reg.get("perturber", "input_gaussian").factory
+    logits = noisy_forward(
+        model,
+        inputs,
+        weight_sampler=weight(sigma=sigma) if sigma > 0 else None,
+        input_sampler=noise(noise_level=noise_level) if noise_level > 0 else None,
+        n_models=int(draws),
+        n_inputs=1,
+        seed=int(seed),
+        max_batch=max_batch,
+    )  # (K, 1, N, C)
+    return logits[:, 0].argmax(dim=-1) == labels
 
 
 @contextlib.contextmanager
@@ -256,7 +376,8 @@ def calibrate(
             or a number), ``tol``, ``progress``. See ``wrapgrad_calibration.AccuracyDrop``.
 
     Returns:
-        A :class:`CalibrationResult` (``.sigma``, ``.drop``, ``.drop_ci``, the curve, ...).
+        A :class:`CalibrationResult` (``.sigma`` for weight noise, ``.noise_level`` for input
+        noise, ``.level``, ``.drop``, ``.drop_ci``, the curve, ...).
     """
     from wrapgrad.registry import get_registry, use_registry
 

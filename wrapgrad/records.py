@@ -243,7 +243,7 @@ class EnhancerSpec(Spec):
     """The registered calibrator for this enhancer's ``"auto"`` levels (None: wrapgrad's
     default, ``"accuracy_drop"``). It is called with ``perturber=`` the target when one level is
     auto; when several are, it must return them all (``.sigma`` for the weight level,
-    ``.alpha`` for the input level)."""
+    ``.noise_level`` for the input level)."""
 
     def level_targets(self) -> dict[str, str]:
         """:attr:`levels` as a dict."""
@@ -280,7 +280,8 @@ class ObjectiveSpec(Spec):
 @attrs.frozen(kw_only=True)
 class CalibratorSpec(Spec):
     """A noise-level calibrator; ``factory(**params)`` returns a callable
-    ``(model, data, **options) -> record`` with at least ``.sigma`` and ``.drop``."""
+    ``(model, data, **options) -> record`` with at least ``.drop`` and ``.sigma`` (weight noise)
+    or ``.noise_level`` (input noise)."""
 
     kind: ClassVar[str] = "calibrator"
 

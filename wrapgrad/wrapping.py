@@ -52,6 +52,12 @@ def _method_part(method: Any) -> Part:
     """The options a method takes (constructor and ``attribute`` options for Captum methods)."""
     from captum.attr import Attribution
 
+    if isinstance(method, _DifferentiableMethod):
+        from wrapgrad.differentiable import KERNELS
+
+        names, open_ = accepted(KERNELS[method.name])
+        exclude = {"model", "inputs", "target", "create_graph"}
+        return Part(f"method {method.name!r}", names - exclude, open_)
     if isinstance(method, str):
         spec = get_registry().get("explainer", method, argument="method")
         names, open_ = spec.option_names()
@@ -86,6 +92,10 @@ def build_explainer(
     from captum.attr import Attribution
 
     options = dict(options or {})
+    if isinstance(method, _DifferentiableMethod):
+        from wrapgrad.differentiable import DifferentiableExplainer
+
+        return DifferentiableExplainer(method.name, **options)
     with use_registry(registry):
         if isinstance(method, str):
             spec = get_registry().get("explainer", method, argument="method")
@@ -314,6 +324,7 @@ def wrap(
     method_options: dict[str, Any] | None = None,
     enhancer_options: dict[str, Any] | None = None,
     output: Any = None,
+    create_graph: bool = False,
     registry: Registry | None = None,
     **options: Any,
 ) -> Explain:
@@ -360,6 +371,13 @@ def wrap(
             dicts, tuples): ``None`` (default: a tensor as it is, else ``"logits"`` when present,
             else a tuple's first element), a key, an index, or a callable ``out -> tensor``
             (see :mod:`wrapgrad.adapters`).
+        create_graph: return maps that keep the autograd graph to the inputs and the parameters,
+            so a loss on them can be backpropagated (robust training, attacks). Needs a method
+            with a differentiable kernel (``"saliency"``, ``"input_x_gradient"``,
+            ``"integrated_gradients"``, see :mod:`wrapgrad.differentiable`, or any explainer whose
+            traits say ``differentiable=True``) and, with an enhancer, one that takes
+            ``create_graph`` (SmoothGrad, NoiseGrad, FusionGrad, VarGrad). Memory: the graph of
+            every Monte-Carlo sample is kept until the backward pass.
         registry: the plugin registry to resolve every name in, calibration included (default:
             the current one, see :func:`wrapgrad.registry.use_registry`).
         **options: each goes to the part that takes it: the enhancer (``n_samples``, ``sigma``,
@@ -389,7 +407,7 @@ def wrap(
             method,
             enhancer,
             _Routing(options, method_options or {}, enhancer_options or {}),
-            _WrapSettings(layer, interpolate, guard, validate, output),
+            _WrapSettings(layer, interpolate, guard, validate, output, bool(create_graph)),
             _AutoCalibration(calibration, calibrator, calibration_options),
         )
 
@@ -408,6 +426,7 @@ class _WrapSettings:
     guard: str
     validate: bool
     output: Any
+    create_graph: bool = False
 
 
 @attrs.frozen
@@ -440,6 +459,17 @@ def _wrap(
         if routing.enhancer:
             raise WrapgradValueError(
                 "enhancer_options: options for an enhancer need enhancer= a registered name"
+            )
+    if settings.create_graph:
+        method = _differentiable_method(method, settings)
+        if spec is not None:
+            if "create_graph" not in spec.option_names()[0]:
+                raise WrapgradValueError(
+                    f"create_graph: the enhancer {spec.name!r} cannot keep a graph (it takes no "
+                    f"create_graph option)"
+                )
+            routing = _Routing(
+                routing.options, routing.method, {**routing.enhancer, "create_graph": True}
             )
     method_part = _method_part(method)
     routed = route(
@@ -491,6 +521,47 @@ def _wrap(
     return explain
 
 
+def _differentiable_method(method: Any, settings: _WrapSettings) -> Any:
+    """The explainer to use with ``create_graph=True``: the differentiable kernel of a named or
+    Captum method, or a callable explainer whose traits say it is differentiable."""
+    from captum.attr import Attribution
+
+    from wrapgrad.differentiable import KERNELS, DifferentiableExplainer
+
+    known = ", ".join(sorted(KERNELS))
+    if settings.layer is not None or settings.interpolate:
+        raise WrapgradValueError(
+            f"create_graph: layer methods cannot keep a graph; methods that can: {known}"
+        )
+    name = None
+    if isinstance(method, str):
+        name = get_registry().get("explainer", method, argument="method").name
+    elif inspect.isclass(method) and issubclass(method, Attribution):
+        name = snake_case(method.__name__)
+    elif isinstance(method, DifferentiableExplainer):
+        return method
+    elif callable(method) and not inspect.isclass(method):
+        if traits_of(method).differentiable:
+            return method
+        raise WrapgradValueError(
+            f"create_graph: the explainer {traits_of(method).name!r} does not declare "
+            f"differentiable=True in its traits; methods that can: {known}"
+        )
+    if name not in KERNELS:
+        raise WrapgradValueError(
+            f"create_graph: {name or type(method).__name__!r} cannot keep a graph; methods "
+            f"that can: {known}"
+        )
+    return _DifferentiableMethod(name)
+
+
+class _DifferentiableMethod:
+    """Marks a method name to be built as its differentiable kernel (options by its signature)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
 def _calibrate_auto(
     model: nn.Module, spec: Any, enhancer_options: dict[str, Any], auto: _AutoCalibration
 ) -> Any:
@@ -499,7 +570,7 @@ def _calibrate_auto(
     Which options are noise levels, of which perturber, and which calibrator chooses them
     together is declared by the enhancer's spec (:class:`~wrapgrad.records.EnhancerSpec`
     ``levels`` and ``calibrator``)."""
-    from wrapgrad.calibration import calibrate
+    from wrapgrad.calibration import calibrate, levels_of
 
     targets = spec.level_targets()
     auto_keys = [k for k, v in enhancer_options.items() if isinstance(v, str) and v == "auto"]
@@ -522,11 +593,11 @@ def _calibrate_auto(
         # The levels are chosen together (e.g. FusionGrad's halving heuristic), also when only
         # one of them is "auto"; the other keeps the value given.
         record = calibrate(model, auto.data, calibrator=calibrator, **opts)
-        found = {"weight": record.sigma, "input": record.alpha}
+        found = levels_of(record)
     else:
         ((key, target),) = targets.items()
         record = calibrate(model, auto.data, perturber=target, calibrator=calibrator, **opts)
-        found = {target: record.sigma}
+        found = levels_of(record)
     for key in auto_keys:
         if found.get(targets[key]) is None:
             raise WrapgradValueError(

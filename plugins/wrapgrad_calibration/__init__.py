@@ -7,6 +7,8 @@ Calibrators (``wrapgrad.calibrate(..., calibrator=name)``):
 * ``halve``: both calibrated levels halved (FusionGrad);
 * ``noisegrad++``: α_SG = 0.1 fixed, σ_NG calibrated on the joint drop (Eq. 6).
 
+Records name each level once: ``sigma`` is σ_NG, ``noise_level`` α_SG.
+
 Command: ``wrapgrad calibrate``.
 """
 
@@ -57,7 +59,8 @@ def wrapgrad_calibrators() -> Iterator[CalibratorSpec]:
     yield CalibratorSpec(
         name="noisegrad++",
         factory=NoiseGradPlusPlus,
-        summary="FusionGrad: input alpha 0.1 fixed, sigma_NG calibrated on the joint drop (Eq. 6).",
+        summary="FusionGrad: input noise_level 0.1 fixed, sigma_NG calibrated on the joint drop "
+        "(Eq. 6).",
         smoke=_SMOKE,
     )
 

@@ -20,6 +20,7 @@ from wrapgrad.calibration import (
     CalibrationResult,
     check_target_drop,
     evaluation_mode,
+    noisy_correct,
     prepare_data,
 )
 from wrapgrad.checks import check_positive_int
@@ -28,7 +29,7 @@ from wrapgrad.progress import progress_bar
 from wrapgrad_calibration.bisection import bisect_level
 from wrapgrad_calibration.statistics import drop_interval, relative_drop
 
-__all__ = ["AccuracyDrop", "NoisyAccuracy", "resolve_chance"]
+__all__ = ["AccuracyDrop", "NoisyAccuracy", "renamed_option", "resolve_chance"]
 
 #: Perturber names accepted, mapped to the noise they mean.
 PERTURBERS = {
@@ -39,6 +40,20 @@ PERTURBERS = {
     "input_gaussian": "input",
     "smoothgrad": "input",
 }
+
+
+def renamed_option(value: Any, old_value: Any, *, old: str, new: str) -> Any:
+    """The value of option ``new``, or of ``old`` (its name before 0.1, deprecated: one name per
+    quantity, ``noise_level`` for the input-noise level α_SG as in the enhancers) when given."""
+    if old_value is None:
+        return value
+    warnings.warn(
+        f"{old}= is deprecated and will be removed; use {new}= (the input-noise level α_SG has "
+        f"one name, noise_level, in enhancers, calibrators and records)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
 
 
 class NoisyAccuracy:
@@ -65,17 +80,12 @@ class NoisyAccuracy:
         seed: int = 0,
         max_batch: int | None = None,
     ) -> None:
-        from wrapgrad.registry import get_registry
-
         self.model = model
         self.inputs = inputs
         self.labels = labels
         self.draws = check_positive_int(draws, "draws")
         self.seed = int(seed)
         self.max_batch = max_batch
-        reg = get_registry()
-        self._weight = reg.get("perturber", "weight_multiplicative").factory
-        self._input = reg.get("perturber", "input_gaussian").factory
         self.evaluations = 0
 
     def clean(self) -> Tensor:
@@ -83,25 +93,27 @@ class NoisyAccuracy:
         with torch.no_grad():
             return self.model(self.inputs).argmax(dim=1) == self.labels
 
-    def correct(self, sigma: float = 0.0, alpha: float = 0.0) -> Tensor:
-        """bool ``(K, N)``: draw ``k`` (weights W ⊙ (1 + σ ε_k), inputs x + α (max x − min x) ξ_k)
-        classifies sample ``n`` correctly."""
-        from wrapgrad.engine import noisy_forward
-
-        if sigma == 0.0 and alpha == 0.0:
+    def correct(
+        self, sigma: float = 0.0, noise_level: float = 0.0, *, alpha: float | None = None
+    ) -> Tensor:
+        """bool ``(K, N)``: draw ``k`` (weights W ⊙ (1 + σ ε_k), inputs
+        x + α (max x − min x) ξ_k, α = ``noise_level``) classifies sample ``n`` correctly
+        (:func:`wrapgrad.calibration.noisy_correct`). ``alpha=`` is the name before 0.1
+        (deprecated)."""
+        noise_level = renamed_option(noise_level, alpha, old="alpha", new="noise_level")
+        if sigma == 0.0 and noise_level == 0.0:
             return self.clean().unsqueeze(0).expand(self.draws, -1)
         self.evaluations += 1
-        logits = noisy_forward(
+        return noisy_correct(
             self.model,
             self.inputs,
-            weight_sampler=self._weight(sigma=sigma) if sigma > 0 else None,
-            input_sampler=self._input(noise_level=alpha) if alpha > 0 else None,
-            n_models=self.draws,
-            n_inputs=1,
+            self.labels,
+            sigma=sigma,
+            noise_level=noise_level,
+            draws=self.draws,
             seed=self.seed,
             max_batch=self.max_batch,
-        )  # (K, 1, N, C)
-        return logits[:, 0].argmax(dim=-1) == self.labels
+        )
 
 
 def resolve_chance(chance: Any, num_classes: int, measure: Any) -> float:
@@ -118,7 +130,8 @@ def resolve_chance(chance: Any, num_classes: int, measure: Any) -> float:
 
 
 class AccuracyDrop:
-    """Calibrate weight noise σ_NG or input noise α_SG to a relative accuracy drop.
+    """Calibrate weight noise σ_NG (the record's ``sigma``) or input noise α_SG (its
+    ``noise_level``) to a relative accuracy drop.
 
     Call as ``AccuracyDrop()(model, data, perturber="weight", target_drop=0.05, **options)``.
 
@@ -133,8 +146,9 @@ class AccuracyDrop:
         start: the first level tried (default 0.1).
         max_iter: at most this many levels evaluated (default 20).
         confidence: the drop's interval coverage (default 0.95).
-        fixed_alpha: input-noise level α held fixed while σ is calibrated on the joint drop
-            (NoiseGrad++, Eq. 6); only with ``perturber="weight"``.
+        fixed_noise_level: input-noise level α_SG held fixed while σ is calibrated on the joint
+            drop (NoiseGrad++, Eq. 6); only with ``perturber="weight"`` (``fixed_alpha``: its
+            name before 0.1, deprecated).
         curve_points: extra evenly spaced levels in ``[0, 2σ]`` evaluated after the search, for
             a fuller accuracy curve (default 0).
         max_batch: rows per forward call (engine default).
@@ -159,18 +173,23 @@ class AccuracyDrop:
         start: float = 0.1,
         max_iter: int = 20,
         confidence: float = 0.95,
-        fixed_alpha: float = 0.0,
+        fixed_noise_level: float = 0.0,
         curve_points: int = 0,
         max_batch: int | None = None,
         progress: bool | None = None,
+        fixed_alpha: float | None = None,
     ) -> CalibrationResult:
         target = check_target_drop(target_drop)
+        fixed_alpha = renamed_option(
+            fixed_noise_level, fixed_alpha, old="fixed_alpha", new="fixed_noise_level"
+        )
         if not isinstance(perturber, str) or perturber.lower() not in PERTURBERS:
             raise WrapgradValueError(f"perturber: expected 'weight' or 'input', got {perturber!r}")
         kind = PERTURBERS[perturber.lower()]
         if fixed_alpha and kind != "weight":
             raise WrapgradValueError(
-                f"fixed_alpha: only with perturber='weight' (NoiseGrad++), got perturber={perturber!r}"
+                f"fixed_noise_level: only with perturber='weight' (NoiseGrad++), got "
+                f"perturber={perturber!r}"
             )
         if not (isinstance(start, (int, float)) and start > 0):
             raise WrapgradValueError(f"start: expected a level > 0, got {start!r}")
@@ -183,8 +202,8 @@ class AccuracyDrop:
 
             def noisy(level: float) -> Tensor:
                 if kind == "weight":
-                    return ev.correct(sigma=level, alpha=fixed_alpha)
-                return ev.correct(alpha=level)
+                    return ev.correct(sigma=level, noise_level=fixed_alpha)
+                return ev.correct(noise_level=level)
 
             with torch.no_grad():
                 num_classes = int(model(inputs[:1]).shape[1])
@@ -214,7 +233,8 @@ class AccuracyDrop:
                     base = drop_at(0.0)  # input noise alone
                     if base >= target:
                         raise WrapgradValueError(
-                            f"fixed_alpha: input noise alone (alpha={fixed_alpha}) already drops "
+                            f"fixed_noise_level: input noise alone (noise_level={fixed_alpha}) "
+                            f"already drops "
                             f"accuracy by {base:.4f} >= target_drop {target}; lower it or raise "
                             f"target_drop"
                         )
@@ -227,18 +247,18 @@ class AccuracyDrop:
                         f"level tried {search.points[-1][0]:.4g} gave {search.points[-1][1]:.4f}); "
                         f"the model is insensitive to this noise"
                     )
-                sigma = search.level
+                level = search.level
                 if not search.converged:
                     warnings.warn(
                         f"calibration did not reach |drop - {target}| <= {tol}: the accuracy "
                         f"jumps between levels {search.bracket[0]:.4g} and {search.bracket[1]:.4g} "
-                        f"(closest drop {search.value:.4f} at {sigma:.4g}); more draws or "
+                        f"(closest drop {search.value:.4f} at {level:.4g}); more draws or "
                         f"samples smooth the curve",
                         WrapgradWarning,
                         stacklevel=2,
                     )
                 for i in range(1, max(0, int(curve_points)) + 1):
-                    drop_at(2.0 * sigma * i / curve_points)
+                    drop_at(2.0 * level * i / curve_points)
             finally:
                 bar.close()
         levels = sorted(seen)
@@ -247,17 +267,17 @@ class AccuracyDrop:
             levels = [0.0, *levels]
             accs = [acc_clean, *accs]
         drops = [float(relative_drop(a, acc_clean, acc_chance)) for a in accs]
-        ci = drop_interval(seen[sigma], clean, acc_chance, confidence=confidence, seed=seed)
+        ci = drop_interval(seen[level], clean, acc_chance, confidence=confidence, seed=seed)
         return CalibrationResult(
             calibrator="noisegrad++" if fixed_alpha else self.name,
             perturber="fusion" if fixed_alpha else kind,
-            sigma=sigma,
-            alpha=float(fixed_alpha) if fixed_alpha else None,
+            sigma=level if kind == "weight" else None,
+            noise_level=float(fixed_alpha) if fixed_alpha else (level if kind == "input" else None),
             target_drop=target,
             drop=search.value,
             drop_ci=ci,
             confidence=confidence,
-            accuracy=float(seen[sigma].float().mean()),
+            accuracy=float(seen[level].float().mean()),
             acc_clean=acc_clean,
             acc_chance=acc_chance,
             levels=levels,

@@ -30,16 +30,16 @@ def plot_curve(result: CalibrationResult, path: str | Path) -> Path:
     ax = fig.add_subplot(1, 1, 1)
     curves = result.components or (result,)
     for part in curves:
-        label = "alpha (input)" if part.perturber == "input" else "sigma"
+        label = "noise_level (input)" if part.perturber == "input" else "sigma"
         ax.plot(part.levels, part.accuracies, "o-", label=f"{part.perturber}: ACC vs {label}")
     target_acc = result.acc_clean - result.target_drop * (result.acc_clean - result.acc_chance)
     ax.axhline(target_acc, color="grey", ls="--", lw=1, label=f"target drop {result.target_drop:g}")
     ax.axhline(result.acc_chance, color="grey", ls=":", lw=1, label="chance")
     if not result.components:
-        ax.axvline(result.sigma, color="C3", lw=1, label=f"calibrated {result.sigma:.4g}")
+        ax.axvline(result.level, color="C3", lw=1, label=f"calibrated {result.level:.4g}")
     ax.set_xlabel("noise level")
     ax.set_ylabel("accuracy (mean over draws)")
-    ax.set_title(f"{result.calibrator}: drop {result.drop:.3f} at {result.sigma:.4g}")
+    ax.set_title(f"{result.calibrator}: drop {result.drop:.3f} at {result.level:.4g}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)

@@ -3,9 +3,9 @@ appendix "NoiseGrad++").
 
 * ``halve``: calibrate σ_NG (weight noise) and α_SG (input noise) each to the target drop, then
   halve both, "to equal the contribution from the input perturbation and the model
-  perturbation". ``input_alpha=`` replaces the input calibration by a fixed α_SG (the paper's
-  SmoothGrad rule, Eq. 4, uses 0.2).
-* ``noisegrad++``: fix α_SG = 0.1 and calibrate σ_NG so that the joint relative drop
+  perturbation". ``noise_level=`` replaces the input calibration by a fixed α_SG (the paper's
+  SmoothGrad rule, Eq. 4, uses 0.2; ``input_alpha=`` before 0.1, deprecated).
+* ``noisegrad++``: fix α_SG = ``noise_level`` = 0.1 (``alpha=`` before 0.1, deprecated) and calibrate σ_NG so that the joint relative drop
 
   .. math:: AD_{++}(\\sigma_{SG}, \\sigma_{NG}) = 1 - \\frac{ACC_{++}(\\sigma_{SG}, \\sigma_{NG})
             - ACC(\\infty)}{ACC_{++}(0, 0) - ACC(\\infty)}
@@ -13,7 +13,8 @@ appendix "NoiseGrad++").
   (Eq. 6) reaches the target (the paper: 5%).
 
 Both return a :class:`~wrapgrad.calibration.CalibrationResult` with ``perturber="fusion"``,
-``sigma`` = σ_NG and ``alpha`` = α_SG, its ``drop`` the joint drop measured at both levels.
+``sigma`` = σ_NG and ``noise_level`` = α_SG, its ``drop`` the joint drop measured at both
+levels.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from wrapgrad.calibration import (
     prepare_data,
 )
 from wrapgrad.errors import WrapgradValueError
-from wrapgrad_calibration.accuracy_drop import AccuracyDrop, NoisyAccuracy
+from wrapgrad_calibration.accuracy_drop import AccuracyDrop, NoisyAccuracy, renamed_option
 from wrapgrad_calibration.statistics import drop_interval, relative_drop
 
 __all__ = ["Halve", "NoiseGradPlusPlus"]
@@ -49,17 +50,21 @@ class NoiseGradPlusPlus:
         *,
         perturber: str = "weight",
         target_drop: float = 0.05,
-        alpha: float = 0.1,
+        noise_level: float = 0.1,
+        alpha: float | None = None,
         **options: Any,
     ) -> CalibrationResult:
-        if not (isinstance(alpha, (int, float)) and alpha > 0):
-            raise WrapgradValueError(f"alpha: expected an input-noise level > 0, got {alpha!r}")
+        noise_level = renamed_option(noise_level, alpha, old="alpha", new="noise_level")
+        if not (isinstance(noise_level, (int, float)) and noise_level > 0):
+            raise WrapgradValueError(
+                f"noise_level: expected an input-noise level > 0, got {noise_level!r}"
+            )
         return AccuracyDrop()(
             model,
             data,
             perturber="weight",
             target_drop=target_drop,
-            fixed_alpha=float(alpha),
+            fixed_noise_level=float(noise_level),
             **options,
         )
 
@@ -76,22 +81,24 @@ class Halve:
         *,
         perturber: str = "weight",
         target_drop: float = 0.05,
+        noise_level: float | None = None,
         input_alpha: float | None = None,
         **options: Any,
     ) -> CalibrationResult:
         check_target_drop(target_drop)
+        input_alpha = renamed_option(noise_level, input_alpha, old="input_alpha", new="noise_level")
         cal = AccuracyDrop()
         weight = cal(model, data, perturber="weight", target_drop=target_drop, **options)
         parts = [weight]
         if input_alpha is None:
             inp = cal(model, data, perturber="input", target_drop=target_drop, **options)
             parts.append(inp)
-            alpha = inp.sigma
+            alpha = inp.noise_level
         elif isinstance(input_alpha, (int, float)) and input_alpha > 0:
             alpha = float(input_alpha)
         else:
             raise WrapgradValueError(
-                f"input_alpha: expected None (calibrate) or a level > 0, got {input_alpha!r}"
+                f"noise_level: expected None (calibrate) or a level > 0, got {input_alpha!r}"
             )
         sigma, alpha = weight.sigma / 2.0, alpha / 2.0
         inputs, labels = prepare_data(model, data, options.get("max_samples", 1000))
@@ -106,7 +113,7 @@ class Halve:
                 max_batch=options.get("max_batch"),
             )
             with torch.no_grad():
-                correct = ev.correct(sigma=sigma, alpha=alpha)
+                correct = ev.correct(sigma=sigma, noise_level=alpha)
             clean = ev.clean()
         acc = float(correct.float().mean())
         drop = float(relative_drop(acc, weight.acc_clean, weight.acc_chance))
@@ -122,7 +129,7 @@ class Halve:
             calibrator=self.name,
             perturber="fusion",
             sigma=sigma,
-            alpha=alpha,
+            noise_level=alpha,
             drop=drop,
             drop_ci=ci,
             accuracy=acc,

@@ -1,19 +1,14 @@
-"""The relative accuracy drop and its bootstrap confidence interval (pure torch kernels)."""
+"""The relative accuracy drop (:func:`wrapgrad.calibration.relative_drop`, re-exported) and its
+bootstrap confidence interval (pure torch kernels)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from wrapgrad.calibration import relative_drop
+
 __all__ = ["drop_interval", "relative_drop"]
-
-
-def relative_drop(
-    acc: float | Tensor, acc_clean: float | Tensor, acc_chance: float
-) -> float | Tensor:
-    """AD = 1 − (ACC(σ) − ACC(∞)) / (ACC(0) − ACC(∞)) (Bykov et al. 2022, Eq. 5; Eq. 6 for the
-    joint FusionGrad drop AD₊₊ with ACC₊₊)."""
-    return 1.0 - (acc - acc_chance) / (acc_clean - acc_chance)
 
 
 def _multinomial_counts(b: int, n: int, generator: torch.Generator) -> Tensor:

@@ -9,11 +9,12 @@ explain step then explains every (model, enhancer) variant and the evaluate step
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
+import torch
 from torch import Tensor, nn
 
 from wrapgrad.errors import WrapgradValueError
@@ -28,13 +29,32 @@ class EvalData:
     """The data of a run (the ``"data"`` entry)."""
 
     dataset: Any
-    """The whole split (``.inputs``, ``.labels``, ``.masks``, ``.num_classes``, ``len()``);
-    calibration draws its held-out items from it."""
+    """The whole split (``.inputs``, ``.labels``, ``.masks``, ``.num_classes``, ``len()``), the
+    one the models were trained beside (``[data].split_seed``); calibration draws its held-out
+    items from it."""
     inputs: Tensor
-    """The evaluated samples: the first ``[data].samples`` items."""
+    """The evaluated samples: the first ``[data].samples`` items of :attr:`order`."""
     labels: Tensor
     masks: dict[str, Tensor] = attrs.field(factory=dict)
     """Ground-truth masks of the evaluated samples, by name."""
+    order: Tensor | None = None
+    """Indices into the split in sampling order (``[data].seed``): the evaluated samples are
+    its first items, the held-out ones (:meth:`held_out`) the next. None: the split's order."""
+
+    def _order(self) -> Tensor:
+        n = len(self.dataset)
+        return torch.arange(n) if self.order is None else self.order
+
+    def held_out(self, count: int) -> tuple[Tensor, Tensor, list[int]]:
+        """``(inputs, labels, [lo, hi])``: ``count`` items of the split that are not evaluated,
+        the next ones in sampling order (positions ``lo:hi`` of :attr:`order`); where the split
+        has fewer than ``count`` items beyond the evaluated ones, its first ``count`` instead
+        (they then overlap the evaluated samples)."""
+        order = self._order()
+        n_eval = int(self.inputs.shape[0])
+        lo = n_eval if len(order) - n_eval >= count else 0
+        idx = order[lo : lo + count]
+        return self.dataset.inputs[idx], self.dataset.labels[idx], [lo, lo + len(idx)]
 
 
 @attrs.define(kw_only=True)
@@ -67,6 +87,19 @@ class Explanation:
     """The maps as ``explain`` returned them."""
     maps: Tensor
     """The maps evaluated (absolute values when ``[explain].absolute``)."""
+    seed: int | None = None
+    """The enhancer seed of these maps (None: no enhancer)."""
+    replicates: list[Explanation] = attrs.field(factory=list)
+    """The same variant at the further enhancer seeds (``[explain].replicates``); empty for a
+    variant without an enhancer, whose maps do not depend on a seed."""
+    rebuild: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+    """``rebuild(**enhancer_options)``: the variant's ``explain`` built again with these
+    enhancer options replaced (e.g. ``generator=`` for fresh noise); None without an
+    enhancer."""
+
+    def runs(self) -> list[Explanation]:
+        """This explanation and its replicates, in seed order."""
+        return [self, *self.replicates]
 
 
 class RunContext:
@@ -82,13 +115,14 @@ class RunContext:
         source_dir: the pipeline file's folder (relative paths in the file start there).
         data: the ``"data"`` entry (:class:`EvalData`).
         models: the ``"models"`` entry: label -> :class:`ModelEntry`, in order.
-        levels: the ``"levels"`` entry: model label -> calibration name -> ``{"sigma": ...,
-            "alpha": ...}``.
+        levels: the ``"levels"`` entry: model label -> calibration name -> ``{"sigma": σ_NG,
+            "noise_level": α_SG}`` (None for a level it does not set).
         variants: variant label -> :class:`Variant` (set by the explain step).
         explanations: the ``"explanations"`` entry: method -> variant label ->
-            :class:`Explanation`.
+            :class:`Explanation` (its ``replicates``: the further enhancer seeds).
         scores: the ``"scores"`` entry: method -> variant label -> score key -> per-sample
-            scores (``results.json``'s ``scores``).
+            scores, averaged over the enhancer seeds (``results.json``'s ``scores``);
+            ``scores_by_seed`` holds one per-sample list per seed.
         results: the dict ``results.json`` is written from; each step adds its sections.
         shared: entries of plugins' own steps, by name.
     """
@@ -115,6 +149,7 @@ class RunContext:
         self.variants: dict[str, Variant] = {}
         self.explanations: dict[str, dict[str, Explanation]] = {}
         self.scores: dict[str, dict[str, dict[str, list[float]]]] = {}
+        self.scores_by_seed: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
         self.results: dict[str, Any] = {}
         self.shared: dict[str, Any] = {}
         self.started = 0.0

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from wrapgrad.files import atomic_write
-from wrapgrad_pipeline.report import arrow, cells, metric_keys
-from wrapgrad_pipeline.stats import mean_ci
+from wrapgrad_pipeline.report import arrow, cell_stats, metric_keys
 
 __all__ = ["bar_charts", "grid_figure", "safe_name"]
 
@@ -70,7 +69,8 @@ def grid_figure(
 
 
 def bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str, str]]:
-    """One bar chart per metric key: mean and 95% CI per method and variant."""
+    """One bar chart per metric key: mean and 95% CI per method and variant (over samples and
+    enhancer seeds, as the report's tables)."""
     made = []
     enhancers = list(results["enhancers"])
     methods = list(results["methods"])
@@ -79,7 +79,7 @@ def bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str, str]]
         ax = fig.add_subplot(1, 1, 1)
         width = 0.8 / max(1, len(enhancers))
         for j, e in enumerate(enhancers):
-            stats = [mean_ci(cells(results, meth, m["key"])[e]) for meth in methods]
+            stats = [cell_stats(results, meth, m["key"])[e] for meth in methods]
             means = np.array([s[0] for s in stats])
             err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
             xs = np.arange(len(methods)) + (j - (len(enhancers) - 1) / 2) * width
@@ -92,3 +92,49 @@ def bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str, str]]
         _save(fig, folder / rel)
         made.append({"title": f"{m['key']} (mean, 95% CI)", "file": rel})
     return made
+
+
+def sweep_figure(path: Path, sweep: Mapping[str, Any]) -> Path:
+    """The noise-level sweep (the NoiseGrad paper's Fig. 9 analogue): the metric's mean and 95%
+    interval against the relative accuracy drop of each level, one line per curve; a star at
+    the calibrated level, a square at each named level, the plain method as a dashed line and
+    the calibrations' target drop as a dotted one."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    base = sweep["baseline"]
+    ax.axhline(base["mean"], color="grey", ls="--", lw=1, label="Baseline")
+    targets = set()
+    for j, (label, curve) in enumerate(sweep["curves"].items()):
+        color = f"C{j}"
+        points = sorted(curve["points"], key=lambda p: p["drop"])
+        xs = np.array([p["drop"] for p in points])
+        ys = np.array([p["mean"] for p in points])
+        err = np.array(
+            [[p["mean"] - p["low"] for p in points], [p["high"] - p["mean"] for p in points]]
+        )
+        ax.errorbar(xs, ys, yerr=np.nan_to_num(err), fmt="o-", color=color, capsize=2, label=label)
+        for p in points:
+            if p.get("scale") == 1.0:
+                ax.plot(p["drop"], p["mean"], "*", color=color, ms=14, mec="black")
+        for name, p in curve.get("named", {}).items():
+            ax.plot(p["drop"], p["mean"], "s", color=color, ms=8, mec="black")
+            ax.annotate(
+                f"{label} {curve['option']} = {p['level']:g} ({name})",
+                (p["drop"], p["mean"]),
+                textcoords="offset points",
+                xytext=(4, 6),
+                fontsize=7,
+            )
+        if curve.get("target_drop") is not None:
+            targets.add(float(curve["target_drop"]))
+    for t in sorted(targets):
+        ax.axvline(t, color="black", ls=":", lw=1, label=f"target drop {t:g}")
+    ax.set_xlabel("relative accuracy drop AD (Eq. 5)")
+    ax.set_ylabel(f"{sweep['metric']} [{sweep['mask']}] (mean, 95% CI)")
+    ax.set_title(
+        f"{sweep['method']}: {sweep['metric']} vs accuracy drop ({sweep['samples']} samples; "
+        f"★ calibrated level)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -3,32 +3,25 @@
 seeds, whose models say ``"group"`` and ``"seed"`` in their info).
 
 For a group with ``R`` models (seeds) and ``n`` scored samples, the per-sample scores of one
-method and metric form a matrix ``s[r, i]``.
+method and metric form a matrix ``s[r, i]``, and the statistics are those the report uses for
+enhancer seeds (:mod:`wrapgrad_pipeline.stats`), with the training seed in the seed's place:
 
 *Means and intervals.* The reported mean is :math:`\\bar s = \\frac1{Rn}\\sum_{r,i} s_{ri}`; its
-95% interval is the percentile interval of a crossed bootstrap over seeds *and* samples: each of
-``B = 2000`` replicates resamples the ``R`` rows and the ``n`` columns with replacement (every
-seed's model scores every sample) and recomputes the mean. With one seed it is the Student-t
-interval over the samples.
+95% interval is the percentile interval of a crossed bootstrap over seeds *and* samples
+(:func:`~wrapgrad_pipeline.stats.seeded_mean_ci`: every seed's model scores every sample); with
+one seed it is the Student-t interval over the samples.
 
-*Expectations* ("Nat < AAT") are judged on the paired differences ``d[r, i]`` of the two groups'
-models of the same seed ``r`` on the same sample ``i`` (signed so that positive is an
-improvement; only the seeds both groups have). A step *held* when the mean difference is
-positive; it is *significant* when all of
-
-* the paired one-sided Wilcoxon signed-rank test on the seed-averaged per-sample differences,
-* the paired crossed bootstrap (one-sided p: the share of replicate means at or below zero),
-* and the sign of the mean difference at every seed (a difference that flips sign across
-  training seeds is never significant)
-
-agree at level ``alpha``. Pairs with a NaN are dropped; the bootstrap is seeded, so a report
-rendered again from ``results.json`` is identical. The same statistics as
-:mod:`wrapgrad_pipeline.stats` uses for enhancer seeds, applied to training seeds.
+*Expectations* ("Nat < AAT") are judged on the paired differences ``d[r, i]`` of the groups'
+models of the same seed ``r`` on the same sample ``i`` (only the seeds every group named has;
+:func:`~wrapgrad_pipeline.stats.check_expectation`): a step *held* when the mean difference is
+positive, and is *significant* when the one-sided Wilcoxon signed-rank test on the
+seed-averaged per-sample differences and the paired bootstrap over seeds and samples both give
+p < alpha and the mean difference is positive at every seed (a difference that flips sign
+across training seeds is never significant).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,12 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from wrapgrad_pipeline.stats import mean_ci, paired_wilcoxon
+from wrapgrad_pipeline.stats import BOOTSTRAP, check_expectation, seed_matrix, seeded_mean_ci
 
 __all__ = [
-    "BOOTSTRAP",
-    "bootstrap_means",
-    "compare",
     "expectation_lines",
     "group_bar_charts",
     "group_expectations",
@@ -49,9 +39,6 @@ __all__ = [
     "model_groups",
     "table_lines",
 ]
-
-#: Bootstrap replicates of the intervals and tests.
-BOOTSTRAP = 2000
 
 
 # -- groups -----------------------------------------------------------------------------------
@@ -75,178 +62,77 @@ def model_groups(results: Mapping[str, Any]) -> dict[str, list[tuple[Any, str]]]
     return out
 
 
-def _matrix(results: Mapping[str, Any], method: str, key: str, members: Sequence[str]) -> Any:
-    rows = []
+def _rows(
+    results: Mapping[str, Any], method: str, key: str, members: Sequence[str]
+) -> list[list[float]]:
+    """One per-sample score list per member variant (None as NaN)."""
     by_variant = results.get("scores", {}).get(method, {})
-    for v in members:
-        values = by_variant.get(v, {}).get(key, [])
-        rows.append([math.nan if x is None else float(x) for x in values])
-    if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
-        return None
-    return np.asarray(rows, dtype=np.float64)
+    return [
+        [math.nan if x is None else float(x) for x in by_variant.get(v, {}).get(key, [])]
+        for v in members
+    ]
 
 
-def _counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
-    idx = rng.integers(0, n, size=(b, n))
-    counts = np.zeros((b, n))
-    np.add.at(counts, (np.arange(b)[:, None], idx), 1.0)
-    return counts
+def group_stats(rows: Sequence[Sequence[float]], confidence: float = 0.95) -> tuple[Any, ...]:
+    """``(mean, low, high, n, seeds)`` of a group's per-seed scores (module docstring); ``n``
+    counts the samples with a finite score at every seed."""
+    if not rows or not rows[0] or len({len(r) for r in rows}) != 1:
+        return math.nan, math.nan, math.nan, 0, len(rows)
+    return (*seeded_mean_ci(rows, confidence), len(rows))
 
 
-def bootstrap_means(matrix: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
-    """``(n_boot,)`` means of ``matrix`` ``(R, n)`` with its rows (seeds) and columns (samples)
-    resampled with replacement, independently; columns with a NaN are dropped, and one row is
-    resampled over the columns only."""
-    m = matrix[:, np.all(np.isfinite(matrix), axis=0)]
-    r, n = m.shape
-    if n == 0:
-        return np.full(n_boot, np.nan)
-    rng = np.random.default_rng(seed)
-    wr = _counts(rng, n_boot, r) if r > 1 else np.ones((n_boot, 1))
-    wn = _counts(rng, n_boot, n)
-    return np.einsum("br,rn,bn->b", wr, m, wn) / (r * n)
-
-
-def group_stats(matrix: np.ndarray | None, confidence: float = 0.95) -> tuple[Any, ...]:
-    """``(mean, low, high, n, seeds)`` of a group's ``(R, n)`` scores (module docstring); ``n``
-    counts the samples scored at every seed."""
-    if matrix is None:
-        return math.nan, math.nan, math.nan, 0, 0
-    if matrix.shape[0] == 1:
-        return (*mean_ci(matrix[0].tolist(), confidence), 1)
-    finite = matrix[:, np.all(np.isfinite(matrix), axis=0)]
-    if finite.shape[1] == 0:
-        return math.nan, math.nan, math.nan, 0, matrix.shape[0]
-    lo, hi = np.quantile(bootstrap_means(finite), [(1 - confidence) / 2, (1 + confidence) / 2])
-    return float(finite.mean()), float(lo), float(hi), int(finite.shape[1]), matrix.shape[0]
-
-
-def compare(
-    worse: np.ndarray, better: np.ndarray, higher_is_better: bool, alpha: float = 0.05
-) -> dict[str, Any]:
-    """One expected step, ``better`` over ``worse``, from their seed-aligned ``(R, n)`` scores:
-    ``{"improved", "mean_difference", "p", "p_bootstrap", "seed_differences", "consistent",
-    "significant"}`` (module docstring)."""
-    d = (better - worse) if higher_is_better else (worse - better)
-    d = d[:, np.all(np.isfinite(d), axis=0)]
-    if d.size == 0:
-        return {
-            "improved": False,
-            "mean_difference": math.nan,
-            "p": math.nan,
-            "p_bootstrap": math.nan,
-            "seed_differences": [],
-            "consistent": False,
-            "significant": False,
-        }
-    per_seed = d.mean(axis=1)
-    averaged = d.mean(axis=0)
-    p = paired_wilcoxon(np.zeros_like(averaged), averaged, True)
-    boot = bootstrap_means(d)
-    p_boot = float((1 + np.sum(boot <= 0)) / (len(boot) + 1))
-    improved = bool(d.mean() > 0)
-    consistent = bool(np.all(per_seed > 0))
-    return {
-        "improved": improved,
-        "mean_difference": float(d.mean()),
-        "p": p,
-        "p_bootstrap": p_boot,
-        "seed_differences": [float(v) for v in per_seed],
-        "consistent": consistent,
-        "significant": improved and consistent and p < alpha and p_boot < alpha,
-    }
+def _named(exp: Mapping[str, Any]) -> list[str]:
+    return [*exp.get("order", []), *([exp["best"]] if exp.get("best") else [])]
 
 
 def _aligned(
-    results: Mapping[str, Any], method: str, key: str, a: str, b: str
-) -> tuple[Any, Any, list[Any]]:
-    """The two groups' score matrices on the seeds both have, in the same seed order."""
+    results: Mapping[str, Any], method: str, key: str, labels: Sequence[str]
+) -> tuple[dict[str, list[list[float]]], list[Any]]:
+    """The groups' per-seed scores on the seeds all of them have, in one seed order."""
     groups = model_groups(results)
-    seeds_b = dict(groups[b])
-    pairs = [(s, va, seeds_b[s]) for s, va in groups[a] if s in seeds_b]
-    if not pairs:
-        return None, None, []
-    return (
-        _matrix(results, method, key, [p[1] for p in pairs]),
-        _matrix(results, method, key, [p[2] for p in pairs]),
-        [p[0] for p in pairs],
-    )
-
-
-def _is_group_expectation(exp: Mapping[str, Any], groups: Mapping[str, Any]) -> bool:
-    labels = [*exp.get("order", []), *([exp["best"]] if exp.get("best") else [])]
-    return bool(labels) and all(label in groups for label in labels)
+    by_seed = {g: dict(groups[g]) for g in labels}
+    common = [s for s, _ in groups[labels[0]] if all(s in by_seed[g] for g in labels)]
+    return {g: _rows(results, method, key, [by_seed[g][s] for s in common]) for g in labels}, common
 
 
 def group_expectations(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every expectation that names groups, judged per method and metric key:
-    ``{"method", "metric", "expect", "held", "significant", "steps": [...]}``."""
+    """Every expectation that names groups (``[report.expect]`` with group labels), judged per
+    method and metric key: ``{"method", "metric", "expect", "seeds", "held", "significant",
+    "steps": [...]}`` as :func:`~wrapgrad_pipeline.stats.check_expectation` gives them, with
+    ``seeds`` the training seeds compared."""
     groups = model_groups(results)
     rows = []
-    metrics = list(results.get("metrics", []))
     for exp in results.get("expectations", []):
-        if not _is_group_expectation(exp, groups):
+        named = _named(exp)
+        if not named or not set(named) <= set(groups):
             continue
-        keys = [m for m in metrics if exp["metric"] in (m["key"], m["label"])]
-        order = list(exp.get("order", []))
-        pairs = list(itertools.pairwise(order))
-        if exp.get("best"):
-            pairs += [(g, exp["best"]) for g in groups if g != exp["best"]]
+        labels = list(groups) if exp.get("best") else list(dict.fromkeys(named))
+        keys = [m for m in results.get("metrics", []) if exp["metric"] in (m["key"], m["label"])]
         methods = exp.get("methods") or results.get("methods", [])
         for method in [m for m in results.get("methods", []) if m in methods]:
             for m in keys:
                 hib = m.get("higher_is_better")
-                if hib is None:
+                by_seed, seeds = _aligned(results, method, m["key"], labels)
+                if hib is None or not seeds or any(not r or not r[0] for r in by_seed.values()):
                     continue
-                steps = []
-                for worse, better in pairs:
-                    mw, mb, seeds = _aligned(results, method, m["key"], worse, better)
-                    if mw is None or mb is None:
-                        continue
-                    step = compare(mw, mb, bool(hib), float(exp.get("alpha", 0.05)))
-                    steps.append(
-                        {
-                            "worse": worse,
-                            "better": better,
-                            "seeds": seeds,
-                            "mean_worse": group_stats(mw)[0],
-                            "mean_better": group_stats(mb)[0],
-                            **step,
-                        }
-                    )
-                if not steps:
-                    continue
-                held = all(s["improved"] for s in steps)
+                scores = {
+                    g: np.nanmean(seed_matrix(r), axis=0).tolist() for g, r in by_seed.items()
+                }
+                verdict = check_expectation(
+                    scores,
+                    exp.get("order", []),
+                    exp.get("best"),
+                    bool(hib),
+                    exp.get("alpha", 0.05),
+                    by_seed=by_seed,
+                )
                 rows.append(
-                    {
-                        "method": method,
-                        "metric": m,
-                        "expect": exp,
-                        "held": held,
-                        "significant": held and all(s["significant"] for s in steps),
-                        "steps": steps,
-                    }
+                    {"method": method, "metric": m, "expect": exp, **verdict, "seeds": seeds}
                 )
     return rows
 
 
 # -- report.md ---------------------------------------------------------------------------------
-def _num(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{digits}f}"
-
-
-def _p(p: Any) -> str:
-    if p is None or not math.isfinite(p):
-        return "n/a"
-    return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
-
-
-def _arrow(hib: Any) -> str:
-    return {True: "↑", False: "↓"}.get(hib, "")
-
-
 def _reference(results: Mapping[str, Any], group: str, key: str, label: str) -> Any:
     ref = (results.get("reference") or {}).get(group, {})
     return ref.get(key, ref.get(label))
@@ -255,6 +141,8 @@ def _reference(results: Mapping[str, Any], group: str, key: str, label: str) -> 
 def table_lines(results: Mapping[str, Any]) -> Iterable[str]:
     """The groups' table per method: mean and 95% interval over samples and seeds of every
     score, the reference values (``[report].reference``) beside them."""
+    from wrapgrad_pipeline.report import _num, arrow
+
     groups = model_groups(results)
     if not groups:
         return
@@ -281,14 +169,14 @@ def table_lines(results: Mapping[str, Any]) -> Iterable[str]:
             yield f"**{method}**"
             yield ""
         stats = {
-            (g, m["key"]): group_stats(_matrix(results, method, m["key"], [v for _, v in members]))
+            (g, m["key"]): group_stats(_rows(results, method, m["key"], [v for _, v in members]))
             for g, members in groups.items()
             for m in metrics
         }
         header, rule = ["group", "seeds"], ["---", "---"]
         for m in metrics:
             n = max((stats[(g, m["key"])][3] for g in groups), default=0)
-            header.append(f"{m['key']} {_arrow(m.get('higher_is_better'))} (n={n})")
+            header.append(f"{m['key']} {arrow(m.get('higher_is_better'))} (n={n})")
             rule.append("---")
             if m["key"] in referenced:
                 header.append("ref.")
@@ -306,17 +194,19 @@ def table_lines(results: Mapping[str, Any]) -> Iterable[str]:
             row = [g, ", ".join(str(s) for s, _ in members)]
             for m in metrics:
                 mean, lo, hi, _, _ = stats[(g, m["key"])]
-                text = f"{_num(mean)} [{_num(lo)}, {_num(hi)}]"
+                text = f"{_num(mean, 3)} [{_num(lo, 3)}, {_num(hi, 3)}]"
                 row.append(f"**{text}**" if best.get(m["key"]) == g else text)
                 if m["key"] in referenced:
                     ref = _reference(results, g, m["key"], m["label"])
-                    row.append("—" if ref is None else _num(float(ref)))
+                    row.append("—" if ref is None else _num(float(ref), 3))
             yield "| " + " | ".join(row) + " |"
         yield ""
 
 
 def expectation_lines(results: Mapping[str, Any]) -> Iterable[str]:
     """The expectations that name groups, judged over seeds and samples (module docstring)."""
+    from wrapgrad_pipeline.report import _expect_text, _num, _p
+
     rows = group_expectations(results)
     if not rows:
         return
@@ -341,23 +231,20 @@ def expectation_lines(results: Mapping[str, Any]) -> Iterable[str]:
             verdict = "**held** in the means (not every step significant)"
         else:
             verdict = "**did not hold**"
-        exp = r["expect"]
-        what = " < ".join(exp.get("order", [])) or f"best: {exp.get('best')}"
-        direction = "" if hib else " (lower is better)"
-        yield f"- `{r['method']}`, {m['key']}: {what}{direction}: {verdict}"
+        yield f"- `{r['method']}`, {m['key']}: {_expect_text(r['expect'], hib)}: {verdict}"
         for s in r["steps"]:
             sign = ("<" if hib else ">") if s["improved"] else ("≥" if hib else "≤")
             flips = "" if s["consistent"] or not s["improved"] else ", sign differs across seeds"
             per_seed = ", ".join(
                 f"seed {seed} {d:+.3f}"
-                for seed, d in zip(s["seeds"], s["seed_differences"], strict=False)
+                for seed, d in zip(r["seeds"], s["seed_differences"], strict=False)
             )
             sig = ""
             if s["improved"]:
                 sig = " (significant)" if s["significant"] else " (not significant)"
             yield (
-                f"  - {s['worse']} {_num(s['mean_worse'])} {sign} {s['better']} "
-                f"{_num(s['mean_better'])}: Wilcoxon p {_p(s['p'])}, bootstrap p "
+                f"  - {s['worse']} {_num(s['mean_worse'], 3)} {sign} {s['better']} "
+                f"{_num(s['mean_better'], 3)}: Wilcoxon {_p(s['p'])}, bootstrap "
                 f"{_p(s['p_bootstrap'])}; {per_seed}{flips}{sig}"
             )
     yield ""
@@ -368,6 +255,7 @@ def group_bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str,
     """One bar chart per score: each group's mean and 95% interval (per method), the reference
     value as a black mark where there is one. Written atomically as ``groups_<key>.png``."""
     from wrapgrad_pipeline.figures import _figure, _save, safe_name
+    from wrapgrad_pipeline.report import arrow
 
     groups = model_groups(results)
     if not groups:
@@ -382,7 +270,7 @@ def group_bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str,
         xs = np.arange(len(names))
         for j, method in enumerate(methods):
             stats = [
-                group_stats(_matrix(results, method, m["key"], [v for _, v in groups[g]]))
+                group_stats(_rows(results, method, m["key"], [v for _, v in groups[g]]))
                 for g in names
             ]
             means = np.array([s[0] for s in stats])
@@ -396,7 +284,7 @@ def group_bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str,
             ax.scatter(rx, ry, marker="_", s=600, color="black", zorder=3, label="reference")
         ax.set_xticks(xs)
         ax.set_xticklabels(names, fontsize=8)
-        ax.set_title(f"{m['key']} {_arrow(m.get('higher_is_better'))}", fontsize=9)
+        ax.set_title(f"{m['key']} {arrow(m.get('higher_is_better'))}", fontsize=9)
         ax.legend(fontsize=7)
         rel = f"groups_{safe_name(m['key'])}.png"
         _save(fig, folder / rel)

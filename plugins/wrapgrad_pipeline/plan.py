@@ -5,7 +5,9 @@
 the file has (or that run ``always``), orders them by what they ``need`` and ``provide``, checks
 that every need is met, then reads each table into its record and hands it to the step's
 ``check`` together with the :class:`Plan`: what the earlier steps declared (model labels,
-variants, score columns, calibrations). Nothing heavy runs: names are looked up in the registry,
+variants, score columns, calibrations). A step may also have ``finish(table, plan) -> table``,
+called once every step is checked, for what depends on later steps (the data step takes the
+train/test split seed the model steps declared). Nothing heavy runs: names are looked up in the registry,
 no data is loaded and no model is built.
 """
 
@@ -95,9 +97,13 @@ class Plan:
         methods, enhancers: the explanation methods and enhancer labels (the explain step).
         variants: the labels of the (model, enhancer) variants (:func:`variant_label`).
         scores: the score columns, in report order (the evaluate step).
-        levels: names of the noise-level calibrations (the calibration step).
+        levels: the noise-level calibrations (the calibration step): name -> the levels it
+            sets (``("sigma",)``, ``("noise_level",)`` or both).
         masks: ground-truth mask names some step needs, with the field that names each (the
             data step checks them against the data set once it is loaded).
+        split_seeds: model label -> ``(split seed, field)``: the train/test split seed each
+            model was trained on, where its step knows it (:meth:`add_model`); the data step
+            loads that split, so no evaluated or held-out item is a training item.
         groups: group label -> the labels of its models (replicates, e.g. one objective's
             training seeds; :meth:`add_model`); the report aggregates each group.
     """
@@ -111,8 +117,9 @@ class Plan:
         self.enhancers: list[str] = []
         self.variants: list[str] = []
         self.scores: list[ScoreColumn] = []
-        self.levels: list[str] = []
+        self.levels: dict[str, tuple[str, ...]] = {}
         self.masks: dict[str, str] = {}
+        self.split_seeds: dict[str, tuple[int, str]] = {}
         self.groups: dict[str, list[str]] = {}
 
     @property
@@ -148,12 +155,26 @@ class Plan:
                     f"{field}.{key}", key, names, f"option of {spec.kind} {spec.name}"
                 )
 
-    def add_model(self, label: str, field: str, *, group: str | None = None) -> None:
-        """Declare a model the run will have (labels are distinct), optionally as a replicate
-        of ``group`` (its info then says ``"group": group``)."""
+    def add_model(
+        self,
+        label: str,
+        field: str,
+        *,
+        split_seed: int | None = None,
+        split_field: str | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Declare a model the run will have (labels are distinct) and, where known, the seed
+        of the train/test split it was trained on (``split_seed``, e.g. a recipe's
+        ``data_seed``; ``split_field`` names where it comes from): the data step then evaluates
+        and calibrates on that split's held-out part. ``group``: the model is a replicate of
+        that group (e.g. one objective at several training seeds; its info then says
+        ``"group"`` and ``"seed"``), which the report pools (:mod:`wrapgrad_pipeline.groups`)."""
         if label in self.models:
             raise self.fail(field, f"expected a model label not used yet, got {label!r}")
         self.models.append(label)
+        if split_seed is not None:
+            self.split_seeds[label] = (int(split_seed), split_field or field)
         if group is not None:
             self.groups.setdefault(group, []).append(label)
 
@@ -191,8 +212,10 @@ def installed_steps() -> dict[str, tuple[PipelineStepSpec, Any]]:
 
 
 def order_steps(specs: Mapping[str, PipelineStepSpec]) -> list[str]:
-    """The step names in run order: each after every step that provides what it needs (ties
-    by name); a cycle is an error naming the steps in it."""
+    """The step names in run order: each after every step that provides what it needs; among
+    the steps that may run next, those that provide an entry first (so a step that provides
+    none, such as the report, which writes what the others found, runs after every step it
+    could report on), then by name. A cycle is an error naming the steps in it."""
     providers: dict[str, set[str]] = {}
     for name, spec in specs.items():
         for entry in spec.provides:
@@ -204,7 +227,10 @@ def order_steps(specs: Mapping[str, PipelineStepSpec]) -> list[str]:
     order: list[str] = []
     left = dict(after)
     while left:
-        ready = sorted(n for n, deps in left.items() if deps <= set(order))
+        ready = sorted(
+            (n for n, deps in left.items() if deps <= set(order)),
+            key=lambda n: (not specs[n].provides, n),
+        )
         if not ready:
             raise PipelineError(
                 "pipeline steps",
@@ -244,6 +270,10 @@ def validate(
             spec, step = steps[name]
             table = _read(spec, raw.get(spec.table, {}), file)
             plan.tables[name] = step.check(table, plan)
+        for name in order:  # cross-checks against what later steps declared
+            finish = getattr(steps[name][1], "finish", None)
+            if callable(finish):
+                plan.tables[name] = finish(plan.tables[name], plan)
         return PipelineConfig(
             file=file,
             pipeline=pipeline,

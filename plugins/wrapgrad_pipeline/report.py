@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,20 @@ from typing import Any
 import numpy as np
 
 from wrapgrad.errors import WrapgradValueError
-from wrapgrad_pipeline import groups
-from wrapgrad_pipeline.stats import check_expectation, mean_ci
+from wrapgrad_pipeline.stats import BOOTSTRAP, check_expectation, seeded_mean_ci
 
 __all__ = [
     "RESULTS_FORMAT",
     "arrow",
+    "cell_stats",
     "cells",
     "expectation_rows",
+    "fill_in",
     "load_results",
     "metric_keys",
     "render_markdown",
     "results_to_json",
+    "seed_cells",
 ]
 
 RESULTS_FORMAT = "wrapgrad-pipeline-results/1"
@@ -107,6 +110,37 @@ def cells(results: Mapping[str, Any], method: str, key: str) -> dict[str, list[f
     }
 
 
+def seed_cells(results: Mapping[str, Any], method: str, key: str) -> dict[str, list[list[float]]]:
+    """Variant label -> one per-sample score list per enhancer seed (``scores_by_seed``; one
+    list, the ``scores`` themselves, for a variant without seeds or a results file from before
+    seeds were kept)."""
+    by_seed = results.get("scores_by_seed", {}).get(method, {})
+    plain = cells(results, method, key)
+    out = {}
+    for e, values in plain.items():
+        rows = by_seed.get(e, {}).get(key)
+        out[e] = (
+            [[math.nan if v is None else float(v) for v in row] for row in rows]
+            if rows
+            else [values]
+        )
+    return out
+
+
+def cell_stats(results: Mapping[str, Any], method: str, key: str) -> dict[str, tuple]:
+    """Variant label -> ``(mean, low, high, n, scored, seeds)`` over samples and enhancer seeds
+    (:func:`~wrapgrad_pipeline.stats.seeded_mean_ci`; ``n`` the samples with a finite score,
+    ``scored`` those scored)."""
+    out = {}
+    for e, rows in seed_cells(results, method, key).items():
+        scored = len(rows[0]) if rows else 0
+        if scored:
+            out[e] = (*seeded_mean_ci(rows), scored, len(rows))
+        else:
+            out[e] = (math.nan, math.nan, math.nan, 0, 0, len(rows))
+    return out
+
+
 def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every expectation judged per method and per metric key (one per ground-truth mask)."""
     rows = []
@@ -116,7 +150,8 @@ def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not set(named) <= set(results["enhancers"]):
             continue  # names groups of models: judged over seeds (wrapgrad_pipeline.groups)
         keys = [m for m in metrics if m["key"] == exp["metric"] or m["label"] == exp["metric"]]
-        for method in results["methods"]:
+        methods = exp.get("methods") or results["methods"]
+        for method in [m for m in results["methods"] if m in methods]:
             for m in keys:
                 scores = cells(results, method, m["key"])
                 hib = m.get("higher_is_better")
@@ -128,6 +163,7 @@ def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                     exp.get("best"),
                     bool(hib),
                     exp.get("alpha", 0.05),
+                    by_seed=seed_cells(results, method, m["key"]),
                 )
                 rows.append({"method": method, "metric": m, "expect": exp, **verdict})
     return rows
@@ -150,17 +186,23 @@ def _run(results: Mapping[str, Any]) -> Iterable[str]:
     data = results.get("data", {})
     pipe = results["pipeline"]
     yield f"- pipeline file: `{pipe['file']}` (sha256 `{pipe['sha256'][:12]}`)"
+    split = f"{data.get('split')} split"
+    if data.get("split_seed") is not None:
+        split += f" of split seed {data['split_seed']}, {data.get('split_size')} items"
     yield (
-        f"- data: {data.get('samples')} samples of `{data.get('dataset')}` "
-        f"({data.get('split')} split), seed {data.get('seed')}"
+        f"- data: {data.get('samples')} samples of `{data.get('dataset')}` ({split}), chosen "
+        f"with seed {data.get('seed')}"
     )
     models = _models(results)
     for label, model in models.items():
         named = f"{label}: " if len(models) > 1 else ""
+        size = f", {model['parameters']:,} parameters" if model.get("parameters") else ""
         yield (
-            f"- model: {named}`{model.get('name')}` ({model.get('source')}), seed "
+            f"- model: {named}`{model.get('name')}` ({model.get('source')}{size}), seed "
             f"{model.get('seed')}, test accuracy {_num(model.get('test_accuracy'), 4)}"
         )
+    if int(results.get("replicates", 1) or 1) > 1:
+        yield f"- enhancer seeds per variant: {results['replicates']}"
     yield f"- seeds: {', '.join(f'{k} {v}' for k, v in results.get('seeds', {}).items())}"
     yield "- versions: " + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items())
     if results.get("duration_s") is not None:
@@ -176,14 +218,25 @@ def _calibration(results: Mapping[str, Any]) -> Iterable[str]:
     records = results.get("calibration") or {}
     if not records:
         return
-    yield "| name | calibrator | noise | sigma | alpha | drop | 95% CI | target |"
-    yield "|---|---|---|---|---|---|---|---|"
+    yield (
+        "sigma: σ_NG, the multiplicative weight-noise level; noise_level: α_SG, the input-noise "
+        "level relative to each image's range; drop: the relative accuracy drop AD (Eq. 5) "
+        "measured on the held-out items, with its bootstrap interval over draws and items."
+    )
+    yield ""
+    yield "| name | calibrator | noise | sigma | noise_level | drop | 95% CI | target | items × draws |"
+    yield "|---|---|---|---|---|---|---|---|---|"
     for name, rec in records.items():
         ci = rec.get("drop_ci") or [None, None]
+        noise = rec.get("noise_level", rec.get("alpha"))
+        sigma = rec.get("sigma")
+        if "noise_level" not in rec and rec.get("perturber") == "input":  # before 0.1
+            sigma, noise = None, sigma
+        size = f"{rec.get('num_samples', 'n/a')} × {rec.get('draws', 'n/a')}"
         yield (
-            f"| {name} | {rec.get('calibrator')} | {rec.get('perturber')} | {_num(rec.get('sigma'))} "
-            f"| {_num(rec.get('alpha'))} | {_num(rec.get('drop'))} | [{_num(ci[0])}, {_num(ci[1])}] "
-            f"| {_num(rec.get('target_drop'), 3)} |"
+            f"| {name} | {rec.get('calibrator')} | {rec.get('perturber')} | {_num(sigma)} "
+            f"| {_num(noise)} | {_num(rec.get('drop'))} | [{_num(ci[0])}, {_num(ci[1])}] "
+            f"| {_num(rec.get('target_drop'), 3)} | {size} |"
         )
     yield ""
     for name, rec in records.items():
@@ -192,15 +245,30 @@ def _calibration(results: Mapping[str, Any]) -> Iterable[str]:
             yield ""
 
 
+def _interval_text(results: Mapping[str, Any]) -> str:
+    seeds = int(results.get("replicates", 1) or 1)
+    if seeds > 1:
+        return (
+            f"Mean over samples and {seeds} enhancer seeds, and 95% confidence interval: a "
+            f"bootstrap over seeds and samples ({BOOTSTRAP} resamples of both), so it counts the "
+            f"Monte-Carlo draws as well as the samples (Student-t over samples for a variant "
+            f"without noise); the best mean per row in bold; n: samples scored."
+        )
+    return (
+        "Mean over samples and Student-t 95% confidence interval (one enhancer seed: the "
+        "interval is conditional on one set of Monte-Carlo draws); the best mean per row in "
+        "bold; n: samples scored."
+    )
+
+
 def _method_table(results: Mapping[str, Any], method: str) -> Iterable[str]:
     variants = list(results["enhancers"])
-    yield "Mean over samples and 95% confidence interval; the best mean per row in bold."
+    yield _interval_text(results)
     yield ""
-    yield "| metric | | " + " | ".join(variants) + " |"
-    yield "|---|---|" + "---|" * len(variants)
+    yield "| metric | | n | " + " | ".join(variants) + " |"
+    yield "|---|---|---|" + "---|" * len(variants)
     for m in metric_keys(results):
-        scores = cells(results, method, m["key"])
-        stats = {e: mean_ci(v) for e, v in scores.items()}
+        stats = cell_stats(results, method, m["key"])
         means = {e: s[0] for e, s in stats.items() if math.isfinite(s[0])}
         best = None
         if means and m.get("higher_is_better") is not None:
@@ -208,12 +276,17 @@ def _method_table(results: Mapping[str, Any], method: str) -> Iterable[str]:
             best = pick(means, key=means.__getitem__)
         row = []
         for e in variants:
-            mean, lo, hi, n = stats[e]
+            mean, lo, hi, n, scored, _ = stats[e]
             text = f"{_num(mean)} [{_num(lo)}, {_num(hi)}]"
-            if n and (n < len(scores[e]) or n == 1):
+            if n and (n < scored or n == 1):
                 text += f" (n={n})"
             row.append(f"**{text}**" if e == best else text)
-        yield f"| {m['key']} | {arrow(m.get('higher_is_better'))} | " + " | ".join(row) + " |"
+        n_text = str(max((s[4] for s in stats.values()), default=0))
+        yield (
+            f"| {m['key']} | {arrow(m.get('higher_is_better'))} | {n_text} | "
+            + " | ".join(row)
+            + " |"
+        )
     yield ""
 
 
@@ -236,10 +309,23 @@ def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
     if results.get("expectations_source"):
         yield results["expectations_source"]
         yield ""
-    yield (
-        "Each step is judged by its means and a paired one-sided Wilcoxon signed-rank test "
-        "on the per-sample scores."
-    )
+    seeds = max(r["seeds"] for r in rows)
+    if seeds > 1:
+        yield (
+            f"Each step is judged by its means over samples and {seeds} enhancer seeds. It is "
+            f"significant when (1) the paired one-sided Wilcoxon signed-rank test on the "
+            f"seed-averaged per-sample scores and (2) a paired bootstrap over seeds and samples "
+            f"({BOOTSTRAP} resamples of both) each give p < alpha, and (3) the mean difference "
+            f"has the same sign at every seed; a difference that flips sign across seeds is "
+            f"never significant. Listed per step: the Wilcoxon p, the bootstrap p, and the "
+            f"mean difference at each seed."
+        )
+    else:
+        yield (
+            "Each step is judged by its means and a paired one-sided Wilcoxon signed-rank test "
+            "on the per-sample scores (with one enhancer seed: conditional on one set of "
+            "Monte-Carlo draws)."
+        )
     yield ""
     for r in rows:
         m = r["metric"]
@@ -252,15 +338,96 @@ def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
             verdict = "**did not hold**"
         mask = f", ground-truth mask `{m['mask']}`" if m.get("mask") else ""
         yield f"- `{r['method']}`, {m['key']}{mask}: {_expect_text(r['expect'], hib)}: {verdict}"
-        alpha = r["expect"].get("alpha", 0.05)
         for s in r["steps"]:
             sign = ("<" if hib else ">") if s["improved"] else ("≥" if hib else "≤")
             sig = ""
             if s["improved"]:
-                sig = " (significant)" if s["p"] < alpha else " (not significant)"
+                sig = " (significant)" if s["significant"] else " (not significant)"
+            extra = ""
+            if len(s.get("seed_differences", [])) > 1:
+                d = s["seed_differences"]
+                flips = (
+                    ""
+                    if all(x > 0 for x in d) or all(x < 0 for x in d)
+                    else (", sign flips across seeds")
+                )
+                diffs = ", ".join(f"{d:+.4f}" for d in s["seed_differences"])
+                extra = f", bootstrap {_p(s['p_bootstrap'])}, per seed {diffs}{flips}"
             yield (
                 f"  - {s['worse']} {_num(s['mean_worse'])} {sign} {s['better']} "
-                f"{_num(s['mean_better'])}: {_p(s['p'])}{sig}"
+                f"{_num(s['mean_better'])}: {_p(s['p'])}{extra}{sig}"
+            )
+    yield ""
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\-]*)(?::([^{}]*))?\}")
+
+
+def _lookup(results: Mapping[str, Any], path: str) -> Any:
+    node: Any = results
+    for part in path.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif (
+            isinstance(node, list)
+            and part.lstrip("-").isdigit()
+            and -len(node) <= int(part) < len(node)
+        ):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def fill_in(text: str, results: Mapping[str, Any]) -> str:
+    """``text`` with every ``{path}`` / ``{path:format}`` replaced by the value at the dotted
+    ``path`` of the results (``{calibration.sg.noise_level:.3f}``, list items by index), or
+    ``n/a`` where there is none or the format does not apply."""
+
+    def one(match: re.Match[str]) -> str:
+        value = _lookup(results, match.group(1))
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "n/a"
+        try:
+            return format(value, match.group(2) or "")
+        except (TypeError, ValueError):
+            return "n/a"
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def _deviations(results: Mapping[str, Any]) -> Iterable[str]:
+    for text in results.get("deviations", []):
+        yield f"- {fill_in(text, results)}"
+    if results.get("deviations"):
+        yield ""
+
+
+def _sweep(results: Mapping[str, Any]) -> Iterable[str]:
+    sweep = results.get("sweep")
+    if not sweep:
+        return
+    base = sweep["baseline"]
+    yield (
+        f"`{sweep['method']}` maps scored by {sweep['metric']} on the `{sweep['mask']}` mask "
+        f"({sweep['samples']} samples, one enhancer seed) at each noise level, against the "
+        f"relative accuracy drop AD that level causes, measured as the calibration measured "
+        f"it (same held-out items and draws: at scale 1 it is the calibrated drop). Baseline: "
+        f"{_num(base['mean'])} [{_num(base['low'])}, {_num(base['high'])}]."
+    )
+    yield ""
+    yield "| curve | level | × calibrated | drop AD | score | 95% CI |"
+    yield "|---|---|---|---|---|---|"
+    for label, curve in sweep["curves"].items():
+        rows = [(p, None) for p in curve["points"]]
+        rows += [(p, name) for name, p in curve.get("named", {}).items()]
+        for p, name in sorted(rows, key=lambda r: r[0]["level"]):
+            scale = "—" if p.get("scale") is None else f"{p['scale']:g}"
+            level = f"{curve['option']} = {p['level']:.4g}" + (f" ({name})" if name else "")
+            mark = " ★" if p.get("scale") == 1.0 else ""
+            yield (
+                f"| {label}{mark} | {level} | {scale} | {_num(p['drop'], 3)} | "
+                f"{_num(p['mean'])} | [{_num(p['low'])}, {_num(p['high'])}] |"
             )
     yield ""
 
@@ -297,7 +464,10 @@ def _figures(results: Mapping[str, Any]) -> Iterable[str]:
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:
-    """``report.md``: the run's facts, tables of mean and 95% CI, expectations, figures."""
+    """``report.md``: the run's facts, deviations, calibration, tables of mean and 95% CI,
+    expectations, the noise-level sweep, attacks, errors and figures."""
+    from wrapgrad_pipeline import groups  # it uses this module's helpers
+
     lines = [f"# {results['name']}", ""]
     if results.get("description"):
         lines += [results["description"].strip(), ""]
@@ -308,12 +478,14 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             "",
         ]
     lines += _section("Run", _run(results))
+    lines += _section("Deviations from the protocol", _deviations(results))
     lines += _section("Calibration", _calibration(results))
     lines += _section("Groups over seeds", groups.table_lines(results))
     for method in results["methods"]:
         lines += _section(method, _method_table(results, method))
     lines += _section("Expectations", _expectations(results))
     lines += _section("Expectations over seeds", groups.expectation_lines(results))
+    lines += _section("Noise-level sweep", _sweep(results))
     lines += _section("Attacks", _attacks(results))
     lines += _section("Errors", _errors(results))
     lines += _section("Figures", _figures(results))

@@ -77,6 +77,9 @@ class PipelineRun:
     results_path: Path
     report_path: Path
     figure_paths: tuple[Path, ...] = ()
+    context: RunContext | None = attrs.field(default=None, repr=False, eq=False)
+    """The run's context: its models, data and explanations (``context.explanations[method]
+    [variant].maps``), for inspection in Python."""
 
 
 def _versions() -> dict[str, str]:
@@ -195,6 +198,7 @@ class Pipeline:
             results_path=context.results_path,
             report_path=context.report_path,
             figure_paths=tuple(context.figure_paths),
+            context=context,
         )
 
 

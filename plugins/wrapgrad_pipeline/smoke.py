@@ -21,9 +21,11 @@ SIZES: dict[str, Any] = {
     "epochs": 1,  # recipe training
     "train_items": 256,  # recipe training set (dataset_options.limit)
     "grid_samples": 2,
+    "replicates": 2,  # enhancer seeds ([explain].replicates)
+    "sweep_levels": 2,  # noise levels per sweep curve
 }
 #: Noise levels a smoke run uses where calibrating its barely trained model fails.
-FALLBACK_LEVELS = {"sigma": 0.1, "alpha": 0.1}
+FALLBACK_LEVELS = {"sigma": 0.1, "noise_level": 0.1}
 
 
 def _number(value: Any) -> bool:

@@ -104,10 +104,14 @@ def to_numpy_map(out: Any) -> np.ndarray:
 
 
 def _torch_model(model: Any) -> Any:
-    """The torch module behind what Quantus passes (its model wrappers have ``get_model``)."""
+    """The torch module behind what Quantus passes (its model wrappers have ``get_model``; a
+    :class:`~wrapgrad_quantus.memo.MemoModel` is unwrapped, so explanations see the model
+    itself)."""
+    from wrapgrad_quantus.memo import unwrap
+
     if not isinstance(model, nn.Module) and callable(getattr(model, "get_model", None)):
-        return model.get_model()
-    return model
+        model = model.get_model()
+    return unwrap(model)
 
 
 def quantus_explain(

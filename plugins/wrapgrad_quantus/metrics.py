@@ -32,6 +32,7 @@ from wrapgrad_quantus.explain import (
     to_numpy_map,
     to_tensor,
 )
+from wrapgrad_quantus.memo import MemoModel
 
 __all__ = [
     "PREFIX",
@@ -58,7 +59,7 @@ SMOKE_CAPS: dict[str, int] = {
 }
 
 #: Options of :class:`QuantusMetric` itself, beside the Quantus class's own.
-_OWN_OPTIONS = ("seed", "batch_size")
+_OWN_OPTIONS = ("seed", "batch_size", "share_predictions")
 
 
 def _key(name: str) -> str:
@@ -189,6 +190,13 @@ class QuantusMetric:
         seed: seeds numpy's global RNG (Quantus draws its perturbations from it) for each call,
             restored afterwards; None leaves it alone.
         batch_size: samples per Quantus batch (Quantus' default 64).
+        share_predictions: let Quantus evaluate the model through a
+            :class:`~wrapgrad_quantus.memo.MemoModel`, which remembers no-gradient predictions
+            by input content and the model's state across calls: scoring several explanations
+            of the same inputs with the same ``seed`` (FaithfulnessCorrelation's masked copies
+            depend on the inputs and the seed only) then runs each forward pass once. Exact
+            for a deterministic model in evaluation mode; leave it off for a model whose
+            forward is random (an SDE, dropout on).
     """
 
     def __init__(
@@ -198,12 +206,14 @@ class QuantusMetric:
         *,
         seed: int | None = None,
         batch_size: int | None = None,
+        share_predictions: bool = False,
     ) -> None:
         self.cls = cls
         self.name = cls.__name__
         self.init_kwargs = init_kwargs
         self.seed = seed
         self.batch_size = batch_size
+        self.share_predictions = bool(share_predictions)
         self.quantus = cls(**init_kwargs)
 
     @property
@@ -276,7 +286,7 @@ class QuantusMetric:
             call_kwargs["s_batch"] = _masks(call_kwargs["s_batch"], x)
         call_kwargs.setdefault("device", str(device) if device is not None else "cpu")
         out = self._run(
-            model=model,
+            model=MemoModel(model) if self.share_predictions else model,
             x_batch=x,
             y_batch=y,
             explain_func=explain_func,
@@ -337,14 +347,20 @@ class QuantusMaskMetric:
 
 
 def quantus_metric(
-    name: str, *, seed: int | None = None, batch_size: int | None = None, **init_kwargs: Any
+    name: str,
+    *,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    share_predictions: bool = False,
+    **init_kwargs: Any,
 ) -> QuantusMetric:
     """Any Quantus metric by name: its class name (``"MaxSensitivity"``), snake case
     (``"max_sensitivity"``), registered name (``"quantus_max_sensitivity"``) or Quantus' display
     name (``"Max-Sensitivity"``). ``init_kwargs`` go to the metric's constructor (one score per
     sample: ``return_aggregate=False``, and ``disable_warnings=True``,
-    ``display_progressbar=False``, unless given); ``seed`` and ``batch_size`` are described in
-    :class:`QuantusMetric` (a class that takes ``seed`` itself gets it too). An unknown name
+    ``display_progressbar=False``, unless given); ``seed``, ``batch_size`` and
+    ``share_predictions`` are described in :class:`QuantusMetric` (a class that takes ``seed``
+    itself gets it too). An unknown name
     raises :class:`~wrapgrad.errors.UnknownNameError` with suggestions."""
     cls = _resolve(name)
     names, _ = _init_names(cls)
@@ -357,7 +373,9 @@ def quantus_metric(
             init_kwargs.setdefault(key, default)
     if seed is not None and "seed" in names:
         init_kwargs.setdefault("seed", seed)
-    return QuantusMetric(cls, init_kwargs, seed=seed, batch_size=batch_size)
+    return QuantusMetric(
+        cls, init_kwargs, seed=seed, batch_size=batch_size, share_predictions=share_predictions
+    )
 
 
 def _factory(cls_name: str, mask_form: bool) -> Callable[..., Any]:

@@ -309,6 +309,19 @@ def _capped(options: Mapping[str, Any], caps: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def _split_seed(table: TrainTable, model: str, dataset: str, data: Any) -> tuple[int, str]:
+    """``(seed, field)``: the train/test split the models train on: the recipe's ``data_seed``
+    for fine-tuned models (the initial model trained on it too), ``[data].split_seed`` (else 0)
+    for models from scratch."""
+    from wrapgrad.catalog import recipe
+
+    if table.init == "pretrained":
+        seed = recipe(model, dataset, **dict(table.recipe)).data_seed
+        return int(seed), "[train].recipe.data_seed"
+    seed = getattr(data, "split_seed", None)
+    return (0 if seed is None else int(seed)), "[data].split_seed"
+
+
 class TrainStep:
     """Trains every objective x seed of ``[train]`` (module docstring)."""
 
@@ -319,7 +332,6 @@ class TrainStep:
         spec = plan.component("model", table.model, "[train].model")
         data = plan.tables["data"]
         dataset = plan.component("dataset", table.dataset or data.dataset, "[train].dataset").name
-        split_seed = data.seed
         if table.init == "pretrained":
             if spec.pretrained is None:
                 raise plan.fail(
@@ -327,7 +339,7 @@ class TrainStep:
                     f'the model {spec.name!r} has no training recipe to fine-tune; use "scratch"',
                 )
             try:
-                split_seed = recipe(spec.name, dataset, **dict(table.recipe)).data_seed
+                recipe(spec.name, dataset, **dict(table.recipe))
             except UnknownNameError as exc:
                 raise plan.unknown(
                     f"[train].recipe.{exc.name}", exc.name, exc.known, "recipe option"
@@ -336,12 +348,14 @@ class TrainStep:
                 raise plan.fail("[train].recipe", str(exc)) from None
         elif table.recipe:
             raise plan.fail("[train].recipe", 'expected no recipe with init = "scratch"')
-        if dataset == data.dataset and (data.split != "test" or data.seed != split_seed):
+        split_seed, split_field = _split_seed(table, spec.name, dataset, data)
+        same_data = dataset == data.dataset
+        if same_data and data.split != "test":
             raise plan.fail(
-                "[data].seed" if data.split == "test" else "[data].split",
-                f"the models train on the train part of {dataset!r}'s split seed {split_seed}; "
-                f'evaluating on [data].split = "{data.split}" with seed {data.seed} would score '
-                f'them on training items: expected split = "test" and seed = {split_seed}',
+                "[data].split",
+                f"the models train on the train part of {dataset!r}'s split (seed "
+                f'{split_seed}); evaluating on [data].split = "{data.split}" would score them '
+                f'on training items: expected "test"',
             )
         entries = []
         for i, entry in enumerate(table.objectives):
@@ -352,7 +366,13 @@ class TrainStep:
         for i, entry in enumerate(entries):
             for seed in table.seeds:
                 field = f"[train].objectives[{i}].label"
-                plan.add_model(_label(entry, seed), field, group=str(entry.label))
+                plan.add_model(
+                    _label(entry, seed),
+                    field,
+                    group=str(entry.label),
+                    split_seed=split_seed if same_data else None,
+                    split_field=split_field,
+                )
         return attrs.evolve(table, model=spec.name, dataset=dataset, objectives=tuple(entries))
 
     @staticmethod
@@ -461,13 +481,7 @@ class TrainStep:
         return jobs
 
     def run(self, table: TrainTable, context: Any) -> None:
-        from wrapgrad.catalog import recipe
-
-        split_seed = (
-            recipe(table.model, str(table.dataset), **dict(table.recipe)).data_seed
-            if table.init == "pretrained"
-            else context.tables["data"].seed
-        )
+        split_seed, _ = _split_seed(table, table.model, str(table.dataset), context.tables["data"])
         out_dir = context.output(".") if table.checkpoints else None
         jobs = self.jobs(table, split_seed, out_dir)
         done = _run_jobs(jobs, table.workers, context.progress)

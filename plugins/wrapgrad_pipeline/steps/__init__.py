@@ -8,6 +8,7 @@ as another plugin yields its own (a ``train`` step adding models, for example).
 | ``calibration`` | ``[calibration.<name>]`` (always) | ``data``, ``models`` | ``levels`` |
 | ``explain`` | ``[explain]`` | ``data``, ``models``, ``levels`` | ``explanations`` |
 | ``evaluate`` | ``[evaluate]`` (always) | ``explanations`` | ``scores`` |
+| ``sweep`` | ``[sweep]`` | ``data``, ``models``, ``levels``, ``explanations`` | ``sweep`` |
 | ``report`` | ``[report]`` (always) | ``scores`` | |
 """
 
@@ -27,6 +28,7 @@ def specs() -> Iterator[PipelineStepSpec]:
     from wrapgrad_pipeline.steps.explain import ExplainStep, ExplainTable
     from wrapgrad_pipeline.steps.model import ModelStep, ModelTable
     from wrapgrad_pipeline.steps.report import ReportStep, ReportTable
+    from wrapgrad_pipeline.steps.sweep import SweepStep, SweepTable
 
     yield PipelineStepSpec(
         name="data",
@@ -74,6 +76,15 @@ def specs() -> Iterator[PipelineStepSpec]:
         always=True,
         needs=("explanations",),
         provides=("scores",),
+    )
+    yield PipelineStepSpec(
+        name="sweep",
+        factory=SweepStep,
+        summary="A mask metric of enhanced maps against the accuracy drop of the noise level.",
+        table="sweep",
+        schema=SweepTable,
+        needs=("data", "models", "levels", "explanations"),
+        provides=("sweep",),
     )
     yield PipelineStepSpec(
         name="report",

@@ -10,6 +10,7 @@ import attrs
 from wrapgrad.checks import check_choice, check_positive_int, check_probability
 from wrapgrad.errors import WrapgradValueError
 from wrapgrad_pipeline.context import RunContext
+from wrapgrad_pipeline.levels import provided_levels
 from wrapgrad_pipeline.plan import Plan
 from wrapgrad_pipeline.schema import checked, setting
 from wrapgrad_pipeline.smoke import FALLBACK_LEVELS, SIZES, capped
@@ -21,21 +22,24 @@ PERTURBERS = ("weight", "input")
 
 @attrs.frozen(kw_only=True)
 class CalibrationTable:
-    """Any number of named noise-level calibrations (`wrapgrad.calibrate`), run for every model.
-    Explain options refer to their results as `"@calibration.<name>.sigma"` and
-    `"@calibration.<name>.alpha"`, optionally scaled by a number: `"@calibration.ng.sigma*0.5"`
-    (FusionGrad's heuristic halves both calibrated levels). For `perturber = "input"` the
-    record's `sigma` is α_SG; `alpha` is set only by the FusionGrad calibrators (`halve`,
-    `noisegrad++`)."""
+    """Any number of named noise-level calibrations (`wrapgrad.calibrate`), run for every model
+    on held-out items of the split (never the evaluated ones where the split is big enough).
+    Each level has one name, as in the enhancers: `sigma` is σ_NG (weight noise) and
+    `noise_level` is α_SG (input noise, relative to each sample's range). Explain options refer
+    to them as `"@calibration.<name>.sigma"` (a weight calibration, or a FusionGrad calibrator)
+    and `"@calibration.<name>.noise_level"` (an input calibration, or a FusionGrad calibrator),
+    optionally scaled by a number: `"@calibration.ng.sigma*0.5"` (FusionGrad's heuristic halves
+    both calibrated levels). The forms before 0.1, `".alpha"` and `".sigma"` of an input
+    calibration, still mean `".noise_level"` (a `DeprecationWarning` when the file is read)."""
 
     calibrator: str = setting(
         "accuracy_drop",
         doc="a registered calibrator: `accuracy_drop`, `halve` (FusionGrad: both levels halved, "
-        "gives `sigma` and `alpha`), `noisegrad++`",
+        "gives `sigma` and `noise_level`), `noisegrad++` (`sigma`, with `noise_level` fixed)",
     )
     perturber: str = setting(
         "weight",
-        doc='`"weight"` (σ_NG) or `"input"` (α_SG, relative to each sample\'s range)',
+        doc='`"weight"` (σ_NG, the record\'s `sigma`) or `"input"` (α_SG, its `noise_level`)',
         validator=checked(check_choice, PERTURBERS),
     )
     target_drop: float = setting(
@@ -73,7 +77,7 @@ class CalibrationStep:
             out[name] = attrs.evolve(
                 table, calibrator=spec.name, options={"seed": plan.seed, **table.options}
             )
-            plan.levels.append(name)
+            plan.levels[name] = provided_levels(spec.name, table.perturber)
         return out
 
     def shrink(self, tables: dict[str, CalibrationTable]) -> dict[str, CalibrationTable]:
@@ -94,10 +98,9 @@ class CalibrationStep:
         return ()
 
     def run(self, tables: dict[str, CalibrationTable], context: RunContext) -> None:
-        from wrapgrad.calibration import calibrate
+        from wrapgrad.calibration import calibrate, levels_of
 
         data = context.data
-        n_eval = data.inputs.shape[0]
         records: dict[str, Any] = {}
         for label, entry in context.models.items():
             levels = context.levels.setdefault(label, {})
@@ -105,9 +108,7 @@ class CalibrationStep:
                 key = _key(name, label, len(context.models))
                 context.results["seeds"][f"calibration.{key}"] = cal.options.get("seed")
                 # Held out from the evaluated samples where the split is big enough.
-                lo = n_eval if len(data.dataset) - n_eval >= cal.samples else 0
-                inputs = data.dataset.inputs[lo : lo + cal.samples]
-                labels = data.dataset.labels[lo : lo + cal.samples]
+                inputs, labels, held_out = data.held_out(cal.samples)
                 try:
                     record = calibrate(
                         entry.model,
@@ -122,18 +123,23 @@ class CalibrationStep:
                         raise
                     # A smoke run's one-epoch model may be too close to chance to calibrate; the
                     # run goes on with fixed levels and says so in the report.
-                    levels[name] = dict(FALLBACK_LEVELS)
+                    provided = provided_levels(cal.calibrator, cal.perturber)
+                    levels[name] = {
+                        k: (v if k in provided else None) for k, v in FALLBACK_LEVELS.items()
+                    }
                     records[key] = {
                         "calibrator": cal.calibrator,
                         "perturber": cal.perturber,
                         "target_drop": cal.target_drop,
-                        **FALLBACK_LEVELS,
+                        **levels[name],
                         "error": f"smoke run: calibration failed ({exc}); fixed levels used",
                     }
                     continue
-                levels[name] = {"sigma": record.sigma, "alpha": getattr(record, "alpha", None)}
+                found = levels_of(record)
+                levels[name] = {"sigma": found["weight"], "noise_level": found["input"]}
                 records[key] = (
                     record.to_dict() if hasattr(record, "to_dict") else dict(vars(record))
                 )
-                records[key]["held_out"] = [lo, lo + len(labels)]
+                records[key].update(levels[name])
+                records[key]["held_out"] = held_out
         context.results["calibration"] = records

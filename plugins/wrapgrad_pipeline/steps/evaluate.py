@@ -11,7 +11,9 @@ the evaluated inputs (:class:`KnownMaps`) and re-explains anything else.
 
 from __future__ import annotations
 
+import hashlib
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +34,7 @@ __all__ = [
     "ATTACK_SCORES",
     "QUANTUS_PREFIX",
     "AttackTable",
+    "CachedExplain",
     "EvaluateStep",
     "EvaluateTable",
     "KnownMaps",
@@ -97,6 +100,24 @@ class MetricTable:
         "`MaxSensitivity`)",
         validator=checked(check_positive_int, optional=True),
     )
+    methods: tuple[str, ...] = setting(
+        (),
+        default_doc="every method",
+        doc="the methods it scores (a costly metric on the cheap methods only); the others "
+        "have no scores for it (n/a in the report)",
+    )
+    fresh_noise: bool = setting(
+        False,
+        doc="for metrics that re-explain (MaxSensitivity, `sensitivity`, ...): every "
+        "re-explanation draws new enhancer noise (the NoiseGrad paper's setup, where an "
+        "enhanced map is a random estimate), from a generator seeded from `[pipeline].seed` "
+        "and the metric, so the run repeats; the further enhancer seeds of a variant replay the "
+        "first seed's re-explanations (their seeded perturbations are the same), so each "
+        "seed's maps are compared with the same fresh draws. Default `false`: a "
+        "re-explanation uses the same seed as the maps it is compared with, i.e. the "
+        "sensitivity of the seeded (deterministic) explanation a user gets from `wrap(..., "
+        "seed=)`, with the Monte-Carlo noise held fixed",
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -132,6 +153,56 @@ class EvaluateTable:
 
     metrics: tuple[MetricTable, ...] = setting((), doc="see below")
     attacks: tuple[AttackTable, ...] = setting((), doc="see below")
+
+
+def _content_key(value: Any) -> Any:
+    """A hashable key of a tensor's shape, dtype, device and bytes (None: not a tensor)."""
+    if not isinstance(value, Tensor):
+        return value if value is None or isinstance(value, (int, str)) else NotImplemented
+    t = value.detach()
+    data = t.contiguous().cpu().numpy().tobytes()
+    return (tuple(t.shape), str(t.dtype), str(t.device), hashlib.blake2b(data).hexdigest())
+
+
+class CachedExplain:
+    """An ``explain`` whose calls the further enhancer seeds of a variant replay.
+
+    The first seed's metric call explains afresh and records each call; :meth:`replay` starts
+    a later seed's call, whose ``k``-th call gets the ``k``-th recorded maps when its inputs and
+    target equal (by content) those of the recorded call, since the metric's own perturbations
+    are seeded the same. Any other call, and every call of the first seed (two calls with equal
+    inputs included), explains afresh. Its other attributes are ``explain``'s.
+    """
+
+    def __init__(self, explain: Any) -> None:
+        self._explain = explain
+        self._record: list[tuple[Any, Tensor]] = []
+        self._position: int | None = None  # None: recording
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._explain, name)
+
+    def replay(self) -> None:
+        """Start replaying the recorded calls (a later enhancer seed's metric call)."""
+        self._position = 0
+
+    def __call__(self, inputs: Any, target: Any = None, **kwargs: Any) -> Any:
+        plain = not kwargs and isinstance(inputs, Tensor)
+        key = (_content_key(inputs), _content_key(target)) if plain else None
+        if key is not None and NotImplemented in key:
+            key = None
+        if self._position is not None:
+            k = self._position
+            self._position += 1
+            if key is not None and k < len(self._record) and self._record[k][0] == key:
+                return self._record[k][1].clone()
+            return self._explain(inputs, target=target, **kwargs)
+        out = self._explain(inputs, target=target, **kwargs)
+        if key is not None and isinstance(out, Tensor):
+            self._record.append((key, out.detach().clone()))
+        else:
+            self._record.append((None, torch.empty(0)))  # keeps the positions aligned
+        return out
 
 
 class KnownMaps:
@@ -173,6 +244,25 @@ def _defaults(spec: Spec, params: Mapping[str, Any], context: RunContext) -> dic
         if key in names:
             out.setdefault(key, value)
     return out
+
+
+def _seed_mean(per_seed: list[list[float]]) -> list[float]:
+    """The per-sample mean over enhancer seeds (NaN where every seed is NaN)."""
+    arr = np.asarray(per_seed, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        return [float(v) for v in np.nanmean(arr, axis=0)]
+
+
+def _fresh_generator(x: Tensor, seed: int, metric: str, variant: str) -> torch.Generator:
+    """The generator of a metric's fresh re-explanations of one variant: seeded from the
+    pipeline (or metric) seed, the metric and the variant, so a run repeats while no two cells,
+    and no explain-step seed, share draws."""
+    words = np.frombuffer(hashlib.blake2b(f"{metric}|{variant}".encode()).digest()[:8], "<u4")
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x6672657368, *words.tolist()])
+    g = torch.Generator(device=x.device)
+    g.manual_seed(int(state.generate_state(1, np.uint64)[0]) & (2**63 - 1))
+    return g
 
 
 def _per_sample(out: Any) -> np.ndarray:
@@ -274,12 +364,47 @@ class EvaluateStep:
             raise plan.fail(
                 f"{f}.against", f"expected no 'against': {spec.name} does not compare two maps"
             )
+        methods = []
+        for j, method in enumerate(m.methods):
+            name = plan.component("explainer", method, f"{f}.methods[{j}]").name
+            if name not in plan.methods:
+                raise plan.unknown(f"{f}.methods[{j}]", method, plan.methods, "method")
+            methods.append(name)
+        if m.fresh_noise:
+            if requires != "model":
+                raise plan.fail(
+                    f"{f}.fresh_noise",
+                    f"expected no fresh_noise: {spec.name} does not explain again (it reads the "
+                    f"maps only)",
+                )
+            self._check_fresh_noise(plan, f"{f}.fresh_noise")
         hib = m.higher_is_better
         if hib is None:
             hib = getattr(spec, "higher_is_better", None)
         return attrs.evolve(
-            m, name=spec.name, label=m.label or m.quantus or spec.name, higher_is_better=hib
+            m,
+            name=spec.name,
+            label=m.label or m.quantus or spec.name,
+            higher_is_better=hib,
+            methods=tuple(methods),
         )
+
+    @staticmethod
+    def _check_fresh_noise(plan: Plan, field: str) -> None:
+        """Fresh noise needs enhancers that draw from a ``generator``."""
+        from wrapgrad.registry import get_registry
+
+        explain = plan.tables.get("explain")
+        for i, e in enumerate(getattr(explain, "enhancers", ())):
+            if e.name is None:
+                continue
+            names, open_ = get_registry().get("enhancer", e.name).option_names()
+            if not open_ and "generator" not in names:
+                raise plan.fail(
+                    field,
+                    f"expected enhancers that take a generator, got {e.name!r} "
+                    f"([explain].enhancers[{i}]), which cannot draw fresh noise per call",
+                )
 
     @staticmethod
     def _check_attack(plan: Plan, a: AttackTable, f: str) -> AttackTable:
@@ -325,6 +450,9 @@ class EvaluateStep:
         context.scores = {
             method: {v: {} for v in context.variants} for method in context.explanations
         }
+        context.scores_by_seed = {
+            method: {v: {} for v in context.variants} for method in context.explanations
+        }
         rows: list[dict[str, Any]] = []
         for m in table.metrics:
             for mask in m.masks or (None,):
@@ -336,12 +464,15 @@ class EvaluateStep:
                         "higher_is_better": m.higher_is_better,
                         "source": f"metric:{m.name}",
                         "params": dict(m.params),
+                        "fresh_noise": m.fresh_noise,
+                        "methods": list(m.methods),
                     }
                 )
         context.results["metrics"] = rows
         context.results["metric_timings_s"] = self._metrics(table, context)
         context.results["attacks"] = self._attacks(table, context, rows)
         context.results["scores"] = context.scores
+        context.results["scores_by_seed"] = context.scores_by_seed
 
     def _metrics(self, table: EvaluateTable, context: RunContext) -> dict[str, float]:
         from tqdm.auto import tqdm
@@ -355,6 +486,7 @@ class EvaluateStep:
             (m, method, v)
             for m in table.metrics
             for method in context.explanations
+            if not m.methods or method in m.methods
             for v in context.variants
         ]
         bar = tqdm(jobs, desc="evaluate", disable=not context.progress, leave=False)
@@ -364,34 +496,50 @@ class EvaluateStep:
             spec = get_registry().get("metric", str(m.name))
             params = _defaults(spec, m.params, context)
             ex = context.explanations[method][v]
-            k = data.inputs.shape[0] if m.samples is None else min(m.samples, data.inputs.shape[0])
+            n = int(ex.raw.shape[0])  # the method's samples ([explain].method_samples)
+            k = n if m.samples is None else min(m.samples, n)
             x, y = data.inputs[:k], data.labels[:k]
+            model = context.models[ex.variant.model].model
+            reexplain = None
+            if m.fresh_noise and ex.rebuild is not None and spec.requires == "model":
+                seed = params.get("seed", context.seed)
+                reexplain = CachedExplain(
+                    ex.rebuild(seed=None, generator=_fresh_generator(x, seed, str(m.label), v))
+                )
             for mask in m.masks or (None,):
                 key = f"{m.label}[{mask}]" if mask else str(m.label)
-                try:
-                    metric = build_metric(str(m.name), **params)
-                    if spec.requires == "mask":
-                        out = metric(ex.maps[:k], data.masks[mask][:k])
-                    elif spec.requires == "maps":
-                        other = next(
-                            var.label
-                            for var in context.variants.values()
-                            if var.model == ex.variant.model and var.enhancer == m.against
+                per_seed = []
+                for r, run in enumerate(ex.runs()):
+                    if reexplain is not None and r > 0:
+                        reexplain.replay()
+                    try:
+                        metric = build_metric(str(m.name), **params)
+                        if spec.requires == "mask":
+                            out = metric(run.maps[:k], data.masks[mask][:k])
+                        elif spec.requires == "maps":
+                            other = next(
+                                var.label
+                                for var in context.variants.values()
+                                if var.model == ex.variant.model and var.enhancer == m.against
+                            )
+                            runs = context.explanations[method][other].runs()
+                            against = runs[min(len(per_seed), len(runs) - 1)]
+                            out = metric(run.maps[:k], against.maps[:k])
+                        else:
+                            explain = run.explain if reexplain is None else reexplain
+                            out = metric(model, x, y, KnownMaps(explain, x, y, run.raw[:k]))
+                        vals = _per_sample(out)
+                    except Exception as exc:  # one degenerate cell must not sink the whole run
+                        context.record_error(
+                            metric=key,
+                            method=method,
+                            enhancer=v,
+                            error=f"{type(exc).__name__}: {exc}".strip()[:500],
                         )
-                        out = metric(ex.maps[:k], context.explanations[method][other].maps[:k])
-                    else:
-                        model = context.models[ex.variant.model].model
-                        out = metric(model, x, y, KnownMaps(ex.explain, x, y, ex.raw[:k]))
-                    vals = _per_sample(out)
-                except Exception as exc:  # one degenerate cell must not sink the whole run
-                    context.record_error(
-                        metric=key,
-                        method=method,
-                        enhancer=v,
-                        error=f"{type(exc).__name__}: {exc}".strip()[:500],
-                    )
-                    vals = np.full(k, np.nan)
-                context.scores[method][v][key] = [float(s) for s in vals]
+                        vals = np.full(k, np.nan)
+                    per_seed.append([float(s) for s in vals])
+                context.scores_by_seed[method][v][key] = per_seed
+                context.scores[method][v][key] = _seed_mean(per_seed)
             spent = time.perf_counter() - started
             seconds[str(m.label)] = round(seconds.get(str(m.label), 0.0) + spent, 3)
         return seconds
@@ -424,14 +572,14 @@ class EvaluateStep:
                         "params": dict(a.params),
                     }
                 )
-            n = min(a.samples, data.labels.shape[0])
-            x, y = data.inputs[:n], data.labels[:n]
             params = _defaults(get_registry().get("attack", a.name), a.params, context)
             jobs = [(method, v) for method in context.explanations for v in context.variants]
             for method, v in tqdm(
                 jobs, desc=f"attack {a.label}", disable=not context.progress, leave=False
             ):
                 ex = context.explanations[method][v]
+                n = min(a.samples, int(ex.raw.shape[0]))
+                x, y = data.inputs[:n], data.labels[:n]
                 model = context.models[ex.variant.model].model
                 result = build_attack(a.name, **params)(
                     model, x, y, KnownMaps(ex.explain, x, y, ex.raw[:n])
@@ -444,6 +592,8 @@ class EvaluateStep:
                         )
                     vals = torch.as_tensor(result.metrics[score]).double().reshape(-1).tolist()
                     context.scores[method][v][f"{a.label}:{score}"] = vals
+                    # attacks run on the first enhancer seed's maps only
+                    context.scores_by_seed[method][v][f"{a.label}:{score}"] = [vals]
                 record["runs"].setdefault(method, {})[v] = {
                     "label_kept": float(result.label_kept.float().mean()),
                     "perturbation": float(result.perturbation_norm().mean()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,7 +15,7 @@ from wrapgrad_pipeline.context import Explanation, RunContext, Variant
 from wrapgrad_pipeline.levels import LevelReference, resolve_options
 from wrapgrad_pipeline.plan import Plan, variant_label
 from wrapgrad_pipeline.schema import checked, setting
-from wrapgrad_pipeline.smoke import capped
+from wrapgrad_pipeline.smoke import SIZES, capped
 
 __all__ = ["EnhancerTable", "ExplainStep", "ExplainTable"]
 
@@ -46,7 +47,8 @@ class EnhancerTable:
     options: Mapping[str, Any] = setting(
         factory=dict,
         doc="the enhancer's options (`n_samples`, `n_models`, `sigma`, `noise_level`, ...; "
-        'checked); values may be `"@calibration.<name>.sigma"` / `".alpha"` references',
+        'checked); values may be `"@calibration.<name>.sigma"` (σ_NG) / '
+        '`"@calibration.<name>.noise_level"` (α_SG) references',
     )
 
 
@@ -74,14 +76,34 @@ class ExplainTable:
     )
     absolute: bool = setting(
         True,
-        doc="evaluate absolute attributions (as the NoiseGrad paper); also the default `abs` "
-        "of every metric that takes one (Quantus' included)",
+        doc="evaluate absolute attributions, as the NoiseGrad paper: the absolute value of each "
+        "Monte-Carlo draw's map before the average (the enhancers' `abs_per_sample = true`, the "
+        "paper's reference code: mean |E|, not |mean E|) and |E| of the plain method; `false`: "
+        "signed maps (a method's own absolute value, Saliency's `abs`, is turned off unless its "
+        "options set it). Also the default `abs` of every metric that takes one (Quantus' "
+        "included)",
+    )
+    replicates: int = setting(
+        1,
+        type="integer ≥ 1",
+        doc="enhancer seeds per variant: replicate r runs every enhancer with seed s + r (s its "
+        "`seed` option, else `[pipeline].seed`); metrics score every replicate, `scores` holds "
+        "the seed-averaged per-sample scores and `scores_by_seed` each seed's, and the report's "
+        "intervals and tests count the spread across seeds. A variant without an enhancer is "
+        "computed once",
+        validator=checked(check_positive_int),
     )
     batch_size: int = setting(
         32,
         type="integer ≥ 1",
         doc="samples per `explain` call (and per Quantus batch)",
         validator=checked(check_positive_int),
+    )
+    method_samples: Mapping[str, int] = setting(
+        factory=dict,
+        default_doc="all",
+        doc="`{ integrated_gradients = 64 }`: a costly method explains only the first n "
+        "evaluated samples, and its metrics score those",
     )
 
 
@@ -97,14 +119,22 @@ class ExplainStep:
             raise plan.fail(
                 "[explain].methods", f"expected distinct methods, got {list(table.methods)!r}"
             )
+        method_options: dict[str, Mapping[str, Any]] = {}
         for method, options in table.method_options.items():
             where = f"[explain].method_options.{method}"
             if method not in methods:
                 raise plan.unknown(where, method, methods, "method of [explain].methods")
             if not isinstance(options, Mapping):
                 raise plan.fail(where, "expected a table of the method's options")
-            _check_references(plan, options, where)
+            options = _check_references(plan, options, where)
             _check_method_options(plan, method, options, where)
+            method_options[method] = options
+        for method, n in table.method_samples.items():
+            where = f"[explain].method_samples.{method}"
+            if method not in methods:
+                raise plan.unknown(where, method, methods, "method of [explain].methods")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise plan.fail(where, f"expected an integer ≥ 1, got {n!r}")
         enhancers = tuple(
             _check_enhancer(plan, e, f"[explain].enhancers[{i}]")
             for i, e in enumerate(table.enhancers)
@@ -117,7 +147,9 @@ class ExplainStep:
         plan.variants = [
             variant_label(m, e, len(plan.models), len(labels)) for m in plan.models for e in labels
         ]
-        return attrs.evolve(table, methods=methods, enhancers=enhancers)
+        return attrs.evolve(
+            table, methods=methods, enhancers=enhancers, method_options=method_options
+        )
 
     def shrink(self, table: ExplainTable) -> ExplainTable:
         from wrapgrad.registry import get_registry
@@ -128,6 +160,7 @@ class ExplainStep:
         enhancer_names = _declared(enhancer_specs.values())
         return attrs.evolve(
             table,
+            replicates=min(table.replicates, SIZES["replicates"]),
             method_options={
                 m: capped(
                     table.method_options.get(m, {}),
@@ -156,9 +189,6 @@ class ExplainStep:
     def run(self, table: ExplainTable, context: RunContext) -> None:
         from tqdm.auto import tqdm
 
-        from wrapgrad.registry import get_registry
-        from wrapgrad.wrapping import wrap
-
         data = context.data
         labels = [str(e.label) for e in table.enhancers]
         variants = {
@@ -170,58 +200,165 @@ class ExplainStep:
             v: Variant(label=v, model=m, enhancer=str(e.label)) for v, (m, e) in variants.items()
         }
         settings: dict[str, Any] = {}
+        timings: dict[str, float] = {}
         jobs = [(method, v) for method in table.methods for v in variants]
-        bar = tqdm(jobs, desc="explain", disable=not context.progress, leave=False)
-        for method, v in bar:
-            bar.set_postfix_str(f"{method} {v}", refresh=False)
+        bar = tqdm(
+            total=len(jobs) * table.replicates,
+            desc="explain",
+            disable=not context.progress,
+            leave=False,
+        )
+        for method, v in jobs:
+            started = time.perf_counter()
+            n = min(table.method_samples.get(method, data.inputs.shape[0]), data.inputs.shape[0])
             model_label, enh = variants[v]
             levels = context.levels.get(model_label, {})
             where = f"[explain].enhancers[{labels.index(str(enh.label))}].options"
-            method_options = resolve_options(
-                table.method_options.get(method, {}), levels, f"[explain].method_options.{method}"
-            )
-            layer = method_options.pop("layer", None)
-            interpolate = method_options.pop("interpolate", False)
             options = resolve_options(enh.options, levels, where)
-            settings[v] = {"name": enh.name, "options": dict(options)}
-            if enh.name is not None:
-                names, _ = get_registry().get("enhancer", enh.name).option_names()
-                for key, default in (("seed", context.seed), ("progress", False)):
-                    if key in names and key not in options:
-                        options[key] = default
-            # Each part gets its own options: an option both take (GradientShap's and
-            # SmoothGrad's n_samples) goes where the file put it.
-            explain = wrap(
-                context.models[model_label].model,
-                method,
-                enh.name,
-                layer=layer,
-                interpolate=interpolate,
-                method_options=method_options,
-                enhancer_options=options if enh.name is not None else None,
+            seeds: list[int | None] = [None]
+            if enh.name is not None and "seed" in option_names("enhancer", enh.name):
+                base = int(options.pop("seed", context.seed))
+                seeds = [base + r for r in range(table.replicates)]
+            build = variant_builder(
+                context.models[model_label].model, table, method, enh.name, options, levels
             )
-            raw = torch.cat(
-                [
-                    explain(xb, target=yb).detach()
-                    for xb, yb in zip(
-                        data.inputs.split(table.batch_size),
-                        data.labels.split(table.batch_size),
-                        strict=True,
+            settings[v] = {"name": enh.name, "options": dict(build.options), "seeds": seeds}
+            runs = []
+            for seed in seeds:
+                bar.set_postfix_str(f"{method} {v}" + ("" if seed is None else f" seed {seed}"))
+                explain = build() if seed is None else build(seed=seed)
+                raw = torch.cat(
+                    [
+                        explain(xb, target=yb).detach()
+                        for xb, yb in zip(
+                            data.inputs[:n].split(table.batch_size),
+                            data.labels[:n].split(table.batch_size),
+                            strict=True,
+                        )
+                    ]
+                )
+                runs.append(
+                    Explanation(
+                        variant=context.variants[v],
+                        explain=explain,
+                        raw=raw,
+                        maps=raw.abs() if table.absolute else raw,
+                        seed=seed,
+                        rebuild=build if enh.name is not None else None,
                     )
-                ]
-            )
-            context.explanations.setdefault(method, {})[v] = Explanation(
-                variant=context.variants[v],
-                explain=explain,
-                raw=raw,
-                maps=raw.abs() if table.absolute else raw,
-            )
+                )
+                bar.update(table.replicates if seed is None else 1)
+            runs[0].replicates = runs[1:]
+            context.explanations.setdefault(method, {})[v] = runs[0]
+            timings[method] = round(timings.get(method, 0.0) + time.perf_counter() - started, 3)
+        bar.close()
         context.results["methods"] = list(table.methods)
         context.results["enhancers"] = list(variants)
         context.results["variants"] = {
             v: {"model": var.model, "enhancer": var.enhancer} for v, var in context.variants.items()
         }
         context.results["enhancer_settings"] = settings
+        context.results["replicates"] = table.replicates
+        context.results["explain_timings_s"] = timings
+        context.results["method_samples"] = {
+            m: min(table.method_samples.get(m, data.inputs.shape[0]), data.inputs.shape[0])
+            for m in table.methods
+        }
+        context.results["absolute"] = table.absolute
+
+
+def option_names(kind: str, name: str) -> set[str]:
+    """The option names the registered component declares (or its factory's signature)."""
+    from wrapgrad.registry import get_registry
+
+    return set(get_registry().get(kind, name).option_names()[0])
+
+
+def method_parts(
+    table: ExplainTable, method: str, levels: Mapping[str, Mapping[str, float | None]]
+) -> tuple[dict[str, Any], Any, Any]:
+    """``(method_options, layer, interpolate)`` of ``method`` as the explain step runs it:
+    references resolved, and the method's own absolute value (Saliency's ``abs``, Captum's
+    default True) off unless the file sets it, since ``[explain].absolute`` decides (and an
+    enhancer's average would otherwise come after |.| only by accident)."""
+    options = resolve_options(
+        table.method_options.get(method, {}), levels, f"[explain].method_options.{method}"
+    )
+    layer = options.pop("layer", None)
+    interpolate = options.pop("interpolate", False)
+    if "abs" in option_names("explainer", method):
+        options.setdefault("abs", False)
+    return options, layer, interpolate
+
+
+def enhancer_defaults(
+    enhancer: str | None, options: Mapping[str, Any], *, absolute: bool
+) -> dict[str, Any]:
+    """An enhancer's options with the pipeline's defaults for those it takes: no progress bar,
+    and with ``absolute`` the absolute value of every draw before the average
+    (``abs_per_sample``, the NoiseGrad reference code's mean |E|)."""
+    out = dict(options)
+    if enhancer is None:
+        return out
+    names = option_names("enhancer", enhancer)
+    if "progress" in names:
+        out.setdefault("progress", False)
+    if absolute and "abs_per_sample" in names:
+        out.setdefault("abs_per_sample", True)
+    return out
+
+
+def variant_builder(
+    model: Any,
+    table: ExplainTable,
+    method: str,
+    enhancer: str | None,
+    options: Mapping[str, Any],
+    levels: Mapping[str, Mapping[str, float | None]],
+) -> Builder:
+    """The :class:`Builder` of a variant as the explain step runs it: the method's options
+    (:func:`method_parts`) and the enhancer's with the pipeline's defaults
+    (:func:`enhancer_defaults`)."""
+    method_options, layer, interpolate = method_parts(table, method, levels)
+    return Builder(
+        model=model,
+        method=method,
+        enhancer=enhancer,
+        layer=layer,
+        interpolate=interpolate,
+        method_options=method_options,
+        options=enhancer_defaults(enhancer, options, absolute=table.absolute),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Builder:
+    """``build(**overrides)``: ``wrap`` of a variant with the enhancer options ``overrides``
+    replaced (the seed of a replicate, a generator for fresh noise). Each part gets its own
+    options, so an option both take (GradientShap's and SmoothGrad's ``n_samples``) goes where
+    the file put it."""
+
+    model: Any
+    method: str
+    enhancer: str | None
+    layer: Any = None
+    interpolate: Any = False
+    method_options: Mapping[str, Any] = attrs.field(factory=dict)
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    """The enhancer options (with the pipeline's defaults)."""
+
+    def __call__(self, **overrides: Any) -> Any:
+        from wrapgrad.wrapping import wrap
+
+        return wrap(
+            self.model,
+            self.method,
+            self.enhancer,
+            layer=self.layer,
+            interpolate=self.interpolate,
+            method_options=dict(self.method_options),
+            enhancer_options=({**self.options, **overrides} if self.enhancer is not None else None),
+        )
 
 
 def _declared(specs: Iterable[Any]) -> set[str]:
@@ -232,19 +369,34 @@ def _declared(specs: Iterable[Any]) -> set[str]:
     return out
 
 
-def _check_references(plan: Plan, options: Mapping[str, Any], where: str) -> None:
+def _check_references(plan: Plan, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``options`` with every level reference checked against the calibrations and written in
+    today's names (``.alpha`` and ``.sigma`` of an input calibration: ``.noise_level``, with a
+    DeprecationWarning)."""
+    out = dict(options)
     for key, value in options.items():
         try:
             ref = LevelReference.parse(value)
         except WrapgradValueError as exc:
             raise plan.fail(f"{where}.{key}", str(exc)) from None
-        if ref is not None and ref.calibration not in plan.levels:
+        if ref is None:
+            continue
+        if ref.calibration not in plan.levels:
             raise plan.unknown(
                 f"{where}.{key}",
                 ref.calibration,
                 plan.levels,
                 "calibration (a [calibration.<name>] table)",
             )
+        current = ref.current(plan.levels[ref.calibration], f"{plan.file}: {where}.{key}")
+        if current.level not in plan.levels[ref.calibration]:
+            raise plan.fail(
+                f"{where}.{key}",
+                f"expected a level the calibration {ref.calibration!r} sets "
+                f"({' or '.join(plan.levels[ref.calibration])}), got {ref.text()!r}",
+            )
+        out[key] = value if current is ref else current.text()
+    return out
 
 
 def _check_method_options(plan: Plan, method: str, options: Mapping[str, Any], where: str) -> None:
@@ -276,5 +428,5 @@ def _check_enhancer(plan: Plan, table: EnhancerTable, where: str) -> EnhancerTab
         return attrs.evolve(table, name=None, label=table.label or "Baseline")
     spec = plan.component("enhancer", name, f"{where}.name")
     plan.check_options(spec, table.options, f"{where}.options")
-    _check_references(plan, table.options, f"{where}.options")
-    return attrs.evolve(table, name=spec.name, label=table.label or spec.name)
+    options = _check_references(plan, table.options, f"{where}.options")
+    return attrs.evolve(table, name=spec.name, label=table.label or spec.name, options=options)

@@ -21,7 +21,9 @@ __all__ = ["ModelStep", "ModelTable", "accuracy"]
 class ModelTable:
     """A registered model, trained with its recipe on `[data].dataset` the first time and loaded
     from the cache (`$WRAPGRAD_CACHE`, else `~/.cache/wrapgrad`) afterwards, or loaded from a
-    state-dict file (`weights`)."""
+    state-dict file (`weights`). A recipe-trained model is evaluated on the held-out part of the
+    split its recipe trained on (`data_seed`, default 0), whatever the pipeline seed; for
+    `weights`, say the split with `[data].split_seed`."""
 
     name: str = setting(doc="a registered model (`small_cnn`, `small_resnet`)")
     label: str | None = setting(
@@ -64,17 +66,22 @@ class ModelStep:
                 f"missing; the model {spec.name!r} has no training recipes, so a state-dict "
                 f"file is needed",
             )
-        if table.recipe:
+        split_seed = None
+        if table.weights is None and getattr(spec, "recipe", None) is not None:
             try:
-                recipe(spec.name, dataset, **dict(table.recipe))
+                record = recipe(spec.name, dataset, **dict(table.recipe))
             except UnknownNameError as exc:
                 raise plan.unknown(
                     f"[model].recipe.{exc.name}", exc.name, exc.known, "recipe option"
                 ) from None
             except WrapgradValueError as exc:
                 raise plan.fail("[model].recipe", str(exc)) from None
+            # The split the recipe trains on: the data step evaluates its held-out part.
+            split_seed = getattr(record, "data_seed", None)
         label = table.label or spec.name
-        plan.add_model(label, "[model].label")
+        plan.add_model(
+            label, "[model].label", split_seed=split_seed, split_field="[model].recipe.data_seed"
+        )
         seed = plan.seed if table.seed is None else table.seed
         return attrs.evolve(table, name=spec.name, label=label, seed=seed)
 
@@ -124,6 +131,8 @@ class ModelStep:
             )
             info["source"] = "recipe-trained, cached"
         model.eval()
+        info["parameters"] = sum(p.numel() for p in model.parameters())
+        info["split_seed"] = context.tables["data"].split_seed
         info["test_accuracy"] = accuracy(model, data.dataset.inputs, data.dataset.labels)
         data_table = context.tables["data"]
         info["accuracy_on"] = f"{data_table.dataset} {data_table.split} ({len(data.dataset)} items)"

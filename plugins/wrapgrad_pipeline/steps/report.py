@@ -39,8 +39,13 @@ class ExpectTable:
     alpha: float = setting(
         0.05,
         type="number in (0, 1)",
-        doc="significance level of the paired one-sided Wilcoxon signed-rank tests",
+        doc="significance level of the tests (the paired one-sided Wilcoxon signed-rank test "
+        "on the seed-averaged scores and, with several enhancer seeds, the paired bootstrap "
+        "over seeds and samples; see the report)",
         validator=checked(check_probability),
+    )
+    methods: tuple[str, ...] = setting(
+        (), default_doc="every method", doc="the methods the expectation is judged for"
     )
 
 
@@ -72,6 +77,13 @@ class ReportTable:
         "label or row> = value}}` (e.g. a paper's table)",
     )
     reference_source: str = setting("", doc="where the reference numbers come from")
+    deviations: tuple[str, ...] = setting(
+        (),
+        doc="where the run departs from the protocol it reproduces, each with its reason; "
+        "`{path}` or `{path:format}` is replaced by a number of the results "
+        "(`{calibration.sg.noise_level:.3f}`, `{model.test_accuracy:.3f}`, "
+        "`{sweep.curves.SG.named.paper.drop:.0%}`; n/a where the run has none)",
+    )
 
 
 _PATHS = ("markdown", "json", "figures")
@@ -115,6 +127,9 @@ class ReportStep:
                 if label not in known:
                     field = f"{where}.order[{j}]" if j < len(e.order) else f"{where}.best"
                     raise plan.unknown(field, str(label), known, "variant label")
+            for j, method in enumerate(e.methods):
+                if method not in plan.methods:
+                    raise plan.unknown(f"{where}.methods[{j}]", method, plan.methods, "method")
         for label, values in table.reference.items():
             if label not in plan.variants and label not in plan.groups:
                 known = [*plan.variants, *plan.groups]
@@ -142,6 +157,7 @@ class ReportStep:
         results["expectations_source"] = table.expect_source
         results["reference"] = {k: dict(v) for k, v in table.reference.items()}
         results["reference_source"] = table.reference_source
+        results["deviations"] = list(table.deviations)
         results["figures"] = []
         results.setdefault("errors", [])
         results["duration_s"] = time.perf_counter() - context.started
@@ -156,13 +172,14 @@ class ReportStep:
 
     @staticmethod
     def _figures(table: ReportTable, context: RunContext) -> None:
-        from wrapgrad_pipeline.figures import bar_charts, grid_figure, safe_name
+        from wrapgrad_pipeline.figures import bar_charts, grid_figure, safe_name, sweep_figure
         from wrapgrad_pipeline.groups import group_bar_charts
 
         folder = context.output(table.figures)
         data = context.data
-        k = min(table.grid_samples, data.inputs.shape[0])
         for method, by_variant in context.explanations.items():
+            n = min(int(ex.maps.shape[0]) for ex in by_variant.values())
+            k = min(table.grid_samples, n)
             path = grid_figure(
                 folder / f"grid_{safe_name(method)}.png",
                 data.inputs[:k].cpu().numpy(),
@@ -176,6 +193,12 @@ class ReportStep:
                     "title": f"{method}: input, masks and maps",
                     "path": f"{table.figures}/{path.name}",
                 }
+            )
+        if "sweep" in context.results:
+            path = sweep_figure(folder / "sweep.png", context.results["sweep"])
+            context.figure_paths.append(path)
+            context.results["figures"].append(
+                {"title": "noise-level sweep", "path": f"{table.figures}/{path.name}"}
             )
         for fig in [
             *group_bar_charts(context.results, folder),
