@@ -27,6 +27,7 @@ from wrapgrad_robust.step import SMOKE, TrainStep
 from wrapgrad import hookimpl
 from wrapgrad.cli import main
 from wrapgrad.records import ObjectiveSpec
+from wrapgrad.registry import Registry, use_registry
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "robust_training_mnist.toml"
 LABELS = ["Nat", "Adv", "IG-NORM", "IG-SUM-NORM", "AAT", "AdvAAT"]
@@ -58,7 +59,10 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
     out = tmp_path_factory.mktemp("robust") / "out"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WRAPGRAD_CACHE", str(out.parent / "cache"))
-        assert main(["run", str(EXAMPLE), "--smoke", "--out", str(out), "--quiet"]) == 0
+        # as after the README's set-up: the built-in plugins only
+        mp.setenv("WRAPGRAD_DISABLE_PLUGIN_AUTOLOAD", "1")
+        with use_registry(Registry()):
+            assert main(["run", str(EXAMPLE), "--smoke", "--out", str(out), "--quiet"]) == 0
     return out, load_results(out)
 
 
@@ -93,6 +97,11 @@ def test_the_example_trains_every_objective_at_two_seeds_and_reports_them(smoke)
         # robust implies correct: a sample counts under attack only if it is classified right
         assert all(a <= n for a, n in zip(aa, na, strict=True))
         assert all(v is None or 0.0 <= v <= 1.0 for v in scores[variant]["IFIA:topk_intersection"])
+        for key in keys:  # one enhancer-free variant per model: one list per (no) seed
+            assert results["scores_by_seed"][method][variant][key] == [scores[variant][key]]
+    for err in results["errors"]:  # a degenerate smoke map may be n/a, never silently
+        assert err["error"]
+        assert err["method"] == method
     # the report: one row per objective over both seeds, FAR's numbers beside, a bar chart per
     # column, and every expected direction judged over seeds
     report = (out / "report.md").read_text(encoding="utf-8")

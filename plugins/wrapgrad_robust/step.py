@@ -141,9 +141,10 @@ class ObjectiveEntry:
 @attrs.frozen(kw_only=True)
 class TrainTable:
     """Robust training (plugin `wrapgrad_robust`): every objective is trained once per seed
-    with `wrapgrad.train`, on the train part of the split `[data]` evaluates, and every model is
-    then calibrated, explained, scored and reported; the report aggregates each objective's
-    seeds. Settings: the objective's preset (`preset`), then this table's, then the entry's.
+    with `wrapgrad.train` on the train part of a train/test split (the recipe's `data_seed` when
+    fine-tuning, else `[data].split_seed`), which each model declares, so `[data]` evaluates on
+    that split's test part; every model is then calibrated, explained, scored and reported,
+    and the report aggregates each objective's seeds. Settings: the objective's preset (`preset`), then this table's, then the entry's.
     `--smoke` keeps 1 epoch on 100 items, two seeds, one worker, and the objectives' smoke caps
     (e.g. 2 inner steps); the initial model's recipe shrinks to 1 epoch on 256 items."""
 
