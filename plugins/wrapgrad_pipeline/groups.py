@@ -205,7 +205,7 @@ def table_lines(results: Mapping[str, Any]) -> Iterable[str]:
 
 def expectation_lines(results: Mapping[str, Any]) -> Iterable[str]:
     """The expectations that name groups, judged over seeds and samples (module docstring)."""
-    from wrapgrad_pipeline.report import _expect_text, _num, _p
+    from wrapgrad_pipeline.report import _expect_text, _num, _p, _step_marks, _verdict
 
     rows = group_expectations(results)
     if not rows:
@@ -225,23 +225,15 @@ def expectation_lines(results: Mapping[str, Any]) -> Iterable[str]:
     for r in rows:
         m = r["metric"]
         hib = m.get("higher_is_better") is not False
-        if r["significant"]:
-            verdict = "**held** (every step significant)"
-        elif r["held"]:
-            verdict = "**held** in the means (not every step significant)"
-        else:
-            verdict = "**did not hold**"
+        verdict = _verdict(r)
         yield f"- `{r['method']}`, {m['key']}: {_expect_text(r['expect'], hib)}: {verdict}"
         for s in r["steps"]:
-            sign = ("<" if hib else ">") if s["improved"] else ("≥" if hib else "≤")
+            sign, sig = _step_marks(s, hib)
             flips = "" if s["consistent"] or not s["improved"] else ", sign differs across seeds"
             per_seed = ", ".join(
                 f"seed {seed} {d:+.3f}"
                 for seed, d in zip(r["seeds"], s["seed_differences"], strict=False)
             )
-            sig = ""
-            if s["improved"]:
-                sig = " (significant)" if s["significant"] else " (not significant)"
             yield (
                 f"  - {s['worse']} {_num(s['mean_worse'], 3)} {sign} {s['better']} "
                 f"{_num(s['mean_better'], 3)}: Wilcoxon {_p(s['p'])}, bootstrap "

@@ -302,6 +302,24 @@ def _expect_text(exp: Mapping[str, Any], hib: bool) -> str:
     return "; ".join(parts)
 
 
+def _verdict(row: Mapping[str, Any]) -> str:
+    """An expectation's verdict: held (every step significant), held in the means, or not."""
+    if row["significant"]:
+        return "**held** (every step significant)"
+    if row["held"]:
+        return "**held** in the means (not every step significant)"
+    return "**did not hold**"
+
+
+def _step_marks(step: Mapping[str, Any], hib: bool) -> tuple[str, str]:
+    """``(sign, significance)`` of one expected step: ``<`` or ``≥`` (for higher is better),
+    and ``" (significant)"``, ``" (not significant)"`` or nothing where it did not improve."""
+    sign = ("<" if hib else ">") if step["improved"] else ("≥" if hib else "≤")
+    if not step["improved"]:
+        return sign, ""
+    return sign, " (significant)" if step["significant"] else " (not significant)"
+
+
 def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
     rows = expectation_rows(results)
     if not rows:
@@ -330,19 +348,11 @@ def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
     for r in rows:
         m = r["metric"]
         hib = m.get("higher_is_better") is not False
-        if r["significant"]:
-            verdict = "**held** (every step significant)"
-        elif r["held"]:
-            verdict = "**held** in the means (not every step significant)"
-        else:
-            verdict = "**did not hold**"
+        verdict = _verdict(r)
         mask = f", ground-truth mask `{m['mask']}`" if m.get("mask") else ""
         yield f"- `{r['method']}`, {m['key']}{mask}: {_expect_text(r['expect'], hib)}: {verdict}"
         for s in r["steps"]:
-            sign = ("<" if hib else ">") if s["improved"] else ("≥" if hib else "≤")
-            sig = ""
-            if s["improved"]:
-                sig = " (significant)" if s["significant"] else " (not significant)"
+            sign, sig = _step_marks(s, hib)
             extra = ""
             if len(s.get("seed_differences", [])) > 1:
                 d = s["seed_differences"]
