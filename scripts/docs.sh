@@ -14,5 +14,5 @@ if ! .venv/bin/python -c "import sphinx, myst_parser" 2>/dev/null; then
     .venv/bin/python -m pip install -q -c constraints.txt -e ".[docs]"
 fi
 rm -rf docs/api/generated   # autosummary writes one page per module here, afresh each build
-.venv/bin/python -m sphinx -b html -W --keep-going -q docs "$OUT"
+.venv/bin/python -m sphinx -b html -E -W --keep-going -q docs "$OUT"   # -E: every page afresh, as CI sees it
 echo "[docs] built $OUT/index.html"

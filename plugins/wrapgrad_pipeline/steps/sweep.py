@@ -2,7 +2,7 @@
 level causes (the NoiseGrad paper's Fig. 9), so a reader sees where the 5% rule lands.
 
 For each curve (an enhancer whose level option, ``sigma`` or ``noise_level``, the sweep varies)
-and each level ``ℓ`` (``scale × `` the calibrated level, and named fixed levels such as the
+and each level ``ℓ`` (``scale`` × the calibrated level, and named fixed levels such as the
 paper's α_SG = 0.2), the step
 
 * measures the relative accuracy drop AD(ℓ) (Eq. 5) exactly as the calibration measured it:
