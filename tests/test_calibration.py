@@ -325,13 +325,17 @@ def test_unknown_perturber_and_calibrator(trained, heldout):
         wrapgrad.calibrate(trained, heldout, calibrator="acuracy_drop", **FAST)
 
 
-def test_insensitive_model_is_reported():
-    class Insensitive(nn.Module):
-        """Its inputs are the logits; its one parameter does not change the prediction."""
+class _OneWeight(nn.Module):
+    """A model whose one parameter is a weight ``w = 1`` (what weight noise perturbs)."""
 
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(1))
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+
+def test_insensitive_model_is_reported():
+    class Insensitive(_OneWeight):
+        """Its inputs are the logits; its one parameter does not change the prediction."""
 
         def forward(self, x):
             return x + 0.0 * self.w
@@ -343,12 +347,8 @@ def test_insensitive_model_is_reported():
 
 
 def test_steep_model_warns_and_reports_not_converged():
-    class Step(nn.Module):
+    class Step(_OneWeight):
         """All samples right while the noisy weight stays above 0.5, all wrong otherwise."""
-
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(1))
 
         def forward(self, x):
             ok = (self.w > 0.5).float()

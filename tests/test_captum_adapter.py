@@ -14,6 +14,7 @@ from torch import nn
 import wrapgrad
 from wrapgrad.captum_adapter import captum_classes, snake_case
 
+from ._transformers import tiny_bert
 from .conftest import MultiInputNet, SmallCNN
 
 BASELINES = torch.zeros(3, 1, 8, 8)
@@ -172,19 +173,7 @@ class TinyText(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from transformers import BertConfig, BertForSequenceClassification
-
-        torch.manual_seed(0)
-        config = BertConfig(
-            vocab_size=50,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=16,
-            num_labels=3,
-        )
-        self.bert = BertForSequenceClassification(config).eval()
+        self.bert = tiny_bert()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.bert(input_ids=input_ids).logits

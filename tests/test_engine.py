@@ -345,47 +345,25 @@ def test_bad_engine_arguments(x: torch.Tensor) -> None:
 
 def test_noisy_forward_matches_functional_calls(x: torch.Tensor) -> None:
     model = SmallCNN().eval()
-    wn, xn = WeightMultiplicative(0.2), InputGaussian(0.1)
-    out = noisy_forward(
-        model,
-        x,
-        weight_sampler=wn,
-        input_sampler=xn,
-        n_models=3,
-        n_inputs=2,
-        seed=4,
-        max_batch=4,
-    )
+    # One noise configuration, run in chunks, by every strategy and through the explainer path.
+    noise = {
+        "weight_sampler": WeightMultiplicative(0.2),
+        "input_sampler": InputGaussian(0.1),
+        "n_models": 3,
+        "n_inputs": 2,
+        "seed": 4,
+    }
+    out = noisy_forward(model, x, max_batch=4, **noise)
     assert out.shape == (3, 2, 3, 4)
     for strategy in ("vmap", "loop"):
-        again = noisy_forward(
-            model,
-            x,
-            weight_sampler=wn,
-            input_sampler=xn,
-            n_models=3,
-            n_inputs=2,
-            seed=4,
-            strategy=strategy,
-        )
+        again = noisy_forward(model, x, strategy=strategy, **noise)
         torch.testing.assert_close(out, again, rtol=1e-5, atol=1e-6)
 
     # Against the engine's explainer path: a "forward" explainer returns the logits.
     def logits(m: nn.Module, inp: torch.Tensor, target: object = None) -> torch.Tensor:
         return m(inp)
 
-    samples = monte_carlo(
-        logits,
-        model,
-        x,
-        None,
-        weight_sampler=wn,
-        input_sampler=xn,
-        n_models=3,
-        n_inputs=2,
-        seed=4,
-        return_samples=True,
-    ).samples
+    samples = monte_carlo(logits, model, x, None, return_samples=True, **noise).samples
     torch.testing.assert_close(samples.reshape(3, 2, 3, 4), out, rtol=1e-5, atol=1e-6)
     clean = noisy_forward(model, x, n_models=2, n_inputs=1)
     torch.testing.assert_close(clean[1, 0], model(x))

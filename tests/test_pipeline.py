@@ -634,7 +634,11 @@ def test_report_command_prints_the_same_report(
     assert main(["report", str(tmp_path)]) == 2  # no results.json there
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+# robust_training_mnist.toml has its own smoke test (tests/test_robust_pipeline.py)
+SMOKED_HERE = [p for p in EXAMPLES if p.name != "robust_training_mnist.toml"]
+
+
+@pytest.mark.parametrize("example", SMOKED_HERE, ids=lambda p: p.stem)
 def test_example_runs_in_smoke_mode(
     example: Path, tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,7 @@ from wrapgrad_pipeline.steps.data import DataStep
 
 from wrapgrad import hookimpl
 from wrapgrad.records import MetricSpec, PipelineStepSpec
+from wrapgrad.sharding import global_batches
 
 
 # -- the split -----------------------------------------------------------------------------------
@@ -160,8 +161,10 @@ def test_absolute_takes_the_absolute_value_of_every_draw_on_integrated_gradients
     registry.register(_Linear(), name="linear")
     run = _run(_linear(True, "integrated_gradients"), tmp_path)
     sg = run.context.explanations["integrated_gradients"]["SG"]
-    # The same draws, one by one: for a linear model IG is exactly (x + xi_j) * W[y].
-    per_draw = sg.rebuild(seed=sg.seed, abs_per_sample=False, return_samples=True)(
+    # The same draws, one by one: for a linear model IG is exactly (x + xi_j) * W[y]. The six
+    # samples are one global batch, whose draws are seeded from the seed and the batch's index.
+    (batch,) = global_batches(6, 32)
+    per_draw = sg.rebuild(seed=batch.seed(sg.seed), abs_per_sample=False, return_samples=True)(
         run.context.data.inputs, target=run.context.data.labels
     ).samples  # (draws, B, 1, 8, 8)
     model = run.context.models["linear"].model
@@ -292,7 +295,14 @@ def test_enhancer_seeds_give_different_maps_and_the_plain_method_is_computed_onc
     ng = run.context.explanations["saliency"]["NG"]
     assert [r.seed for r in ng.runs()] == [10, 11]
     assert not torch.equal(ng.maps, ng.replicates[0].maps)
-    again = ng.rebuild(seed=11)(run.context.data.inputs, target=run.context.data.labels)
+    (batch,) = global_batches(6, 32)  # one global batch: its draws seeded from seed and index
+    again = ng.replicates[0].explain_for(batch)(
+        run.context.data.inputs, target=run.context.data.labels
+    )
+    assert torch.equal(
+        ng.rebuild(seed=batch.seed(11))(run.context.data.inputs, target=run.context.data.labels),
+        again,
+    )
     assert torch.equal(again.abs(), ng.replicates[0].maps)
     assert run.context.explanations["saliency"]["Baseline"].replicates == []
 

@@ -4,6 +4,8 @@ The models are randomly initialised from small configs (nothing is downloaded)."
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from captum.attr import LayerIntegratedGradients, Saliency
@@ -13,38 +15,19 @@ import wrapgrad
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.guard import ModelSnapshot
 
+from ._transformers import tiny_bert, tiny_vit
+
 transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
 def bert() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=3,
-    )
-    return transformers.BertForSequenceClassification(config).eval()
+    return tiny_bert()
 
 
 @pytest.fixture(scope="module")
 def vit() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        image_size=8,
-        patch_size=4,
-        num_channels=3,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=4,
-    )
-    return transformers.ViTForImageClassification(config).eval()
+    return tiny_vit()
 
 
 def _tokens() -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,32 +141,22 @@ def test_bert_smoothgrad_on_the_word_embeddings(bert) -> None:
     layer = "bert.embeddings.word_embeddings"
     call = {"target": 1, "forward_kwargs": {"attention_mask": mask}}
     plain = wrapgrad.wrap(bert, "layer_integrated_gradients", layer=layer, n_steps=3)
-    explain = wrapgrad.wrap(
+    smoothgrad = functools.partial(
+        wrapgrad.wrap,
         bert,
         "layer_integrated_gradients",
         enhancer="smoothgrad",
         layer=layer,
         n_steps=3,
         noise_layer=layer,
-        noise_level=0.1,
-        seed=0,
-        n_samples=3,
     )
+    explain = smoothgrad(noise_level=0.1, seed=0, n_samples=3)
     a = explain({"input_ids": ids}, **call)["input_ids"]
     base = plain({"input_ids": ids}, **call)["input_ids"]
     assert a.shape == base.shape == (2, 7, 16)
     assert torch.isfinite(a).all()
     assert not torch.equal(a, base)  # the noise reached the embeddings
     assert torch.equal(a, explain({"input_ids": ids}, **call)["input_ids"])  # seeded
-    zero = wrapgrad.wrap(
-        bert,
-        "layer_integrated_gradients",
-        enhancer="smoothgrad",
-        layer=layer,
-        n_steps=3,
-        noise_layer=layer,
-        noise_level=0.0,
-        enhancer_options={"n_samples": 2},
-    )
+    zero = smoothgrad(noise_level=0.0, enhancer_options={"n_samples": 2})
     torch.testing.assert_close(zero({"input_ids": ids}, **call)["input_ids"], base)
     assert snap.differences() == []

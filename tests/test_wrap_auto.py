@@ -26,17 +26,20 @@ def heldout():
     return x[:200], y[:200]
 
 
-def test_noisegrad_auto_sigma_is_the_calibrated_one(trained, heldout) -> None:
-    explain = wrapgrad.wrap(
-        trained,
+def _calibrated(model, data, enhancer: str, **options):
+    """Saliency under ``enhancer``, its ``"auto"`` levels calibrated on ``data`` (FAST)."""
+    return wrapgrad.wrap(
+        model,
         "saliency",
-        enhancer="noisegrad",
-        sigma="auto",
-        n_samples=4,
-        seed=0,
-        calibration=heldout,
+        enhancer=enhancer,
+        calibration=data,
         calibration_options=FAST,
+        **options,
     )
+
+
+def test_noisegrad_auto_sigma_is_the_calibrated_one(trained, heldout) -> None:
+    explain = _calibrated(trained, heldout, "noisegrad", sigma="auto", n_samples=4, seed=0)
     record = explain.calibration
     assert record.perturber == "weight"
     assert explain.enhancer.weight_noise.sigma == record.sigma > 0
@@ -49,26 +52,11 @@ def test_noisegrad_auto_sigma_is_the_calibrated_one(trained, heldout) -> None:
 
 
 def test_smoothgrad_auto_noise_level_and_fusiongrad_halves_both(trained, heldout) -> None:
-    sg = wrapgrad.wrap(
-        trained,
-        "saliency",
-        enhancer="smoothgrad",
-        noise_level="auto",
-        calibration=heldout,
-        calibration_options=FAST,
-    )
+    sg = _calibrated(trained, heldout, "smoothgrad", noise_level="auto")
     assert sg.calibration.perturber == "input"
     assert sg.enhancer.input_noise.noise_level == sg.calibration.noise_level > 0
     assert sg.calibration.sigma is None  # sigma is only ever the weight level
-    fg = wrapgrad.wrap(
-        trained,
-        "saliency",
-        enhancer="fusiongrad",
-        sigma="auto",
-        noise_level="auto",
-        calibration=heldout,
-        calibration_options=FAST,
-    )
+    fg = _calibrated(trained, heldout, "fusiongrad", sigma="auto", noise_level="auto")
     assert fg.calibration.calibrator == "halve"
     assert fg.enhancer.weight_noise.sigma == fg.calibration.sigma
     assert fg.enhancer.input_noise.noise_level == fg.calibration.noise_level

@@ -7,8 +7,10 @@ plugin's ``wrapgrad_commands`` hook (see :mod:`wrapgrad.hookspecs`), built-ins i
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import wrapgrad
 from wrapgrad.errors import WrapgradError
@@ -74,6 +76,23 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, di
     return parser, actions
 
 
+def launched_size() -> int:
+    """``WORLD_SIZE`` of a torchrun launch (1 without one)."""
+    from wrapgrad.distributed import launched
+
+    return int(os.environ["WORLD_SIZE"]) if launched() else 1
+
+
+@contextlib.contextmanager
+def _stdout_unless(keep: bool) -> Iterator[None]:
+    """Nothing, or stdout sent to ``os.devnull`` for the block."""
+    if keep:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `--version` and `plugins` must work even when a plugin's command hook is broken.
@@ -83,10 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    from wrapgrad.distributed import process_group
+
     try:
-        return int(actions[args.command](args) or 0)  # type: ignore[operator]
+        # Under torchrun (WORLD_SIZE > 1) every command runs inside the process group; ranks
+        # other than 0 print nothing on stdout.
+        with process_group() as w, _stdout_unless(w.main):
+            return int(actions[args.command](args) or 0)  # type: ignore[operator]
     except WrapgradError as exc:
-        print(f"wrapgrad: error: {exc}", file=sys.stderr)
+        size = launched_size()  # the group is gone here: torchrun's environment names the rank
+        where = f" (rank {os.environ.get('RANK')} of {size})" if size > 1 else ""
+        print(f"wrapgrad: error{where}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -60,6 +60,7 @@ __all__ = [
     "KERNELS",
     "DifferentiableExplainer",
     "FarReLUMode",
+    "ReLUReplacementMode",
     "check_differentiable",
     "differentiable_explainer",
     "far_relu",
@@ -145,7 +146,47 @@ def _relu_functions() -> tuple[frozenset[Any], frozenset[Any]]:
     return out_of_place, in_place
 
 
-class FarReLUMode(TorchFunctionMode):
+class ReLUReplacementMode(TorchFunctionMode):
+    """While active, every ReLU call is answered by :meth:`replace`: the skeleton that
+    :class:`FarReLUMode` (and the softplus(β) twin of the metrics plugin) fill in.
+
+    Caught are the ReLUs torch dispatches through a function mode: ``nn.ReLU``, ``F.relu``,
+    ``torch.relu``, ``Tensor.relu`` and their in-place forms (``relu_``, ``inplace=True``); the
+    user's modules are never swapped. ReLUs written as ``clamp`` or ``max`` are not caught.
+    A subclass implements :meth:`replace`; :meth:`applies` says which calls it takes (default:
+    all), the others run the ordinary ReLU.
+    """
+
+    def applies(self, x: Any) -> bool:
+        """Whether a ReLU call on ``x`` is replaced (default: always)."""
+        return True
+
+    def replace(self, x: Tensor, inplace: bool) -> Tensor:
+        """What the ReLU call on ``x`` returns; an in-place call (``inplace``) must also write
+        its result into ``x`` (code may ignore the returned tensor, as in ``h.relu_()``)."""
+        raise NotImplementedError
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        out_of_place, in_place = _relu_functions()
+        if func not in out_of_place and func not in in_place:
+            return func(*args, **kwargs)
+        x = args[0] if args else kwargs.get("input")
+        if not self.applies(x):
+            return func(*args, **kwargs)
+        inplace = func in in_place or (
+            func is F.relu and bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+        )
+        return self.replace(x, inplace)
+
+
+class FarReLUMode(ReLUReplacementMode):
     """While active, every ReLU call that autograd records is :func:`far_relu` (FAR Sec. 4).
 
     The forward values and first derivatives are exactly ReLU's; only second derivatives change.
@@ -165,27 +206,14 @@ class FarReLUMode(TorchFunctionMode):
         super().__init__()
         self.beta = check_positive(beta, "softplus_beta")
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        out_of_place, in_place = _relu_functions()
-        if func not in out_of_place and func not in in_place:
-            return func(*args, **kwargs)
-        x = args[0] if args else kwargs.get("input")
-        if not (isinstance(x, Tensor) and x.requires_grad and torch.is_grad_enabled()):
-            return func(*args, **kwargs)
-        inplace = func in in_place or (
-            func is F.relu and bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
-        )
+    def applies(self, x: Any) -> bool:
+        return isinstance(x, Tensor) and x.requires_grad and torch.is_grad_enabled()
+
+    def replace(self, x: Tensor, inplace: bool) -> Tensor:
         if not inplace:
             return _FarReLU.apply(x, self.beta)
         # In place: ``x`` keeps its pre-activation for the backward in a clone, then receives the
-        # activation (code may ignore the returned tensor, as in ``h.relu_()``).
+        # activation.
         return x.copy_(_FarReLU.apply(x.clone(), self.beta))
 
 

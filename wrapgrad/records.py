@@ -65,12 +65,20 @@ def normalize_name(value: object) -> str:
     return value.strip().lower().replace("-", "_").replace(" ", "_")
 
 
-def _check_name(instance: object, attribute: attrs.Attribute, value: str) -> None:
-    if not _NAME_RE.match(value):
-        raise ValueError(
-            f"{attribute.name}: expected lower snake case starting with a letter "
-            f"(letters, digits, '_' and '+'), got {value!r}"
-        )
+def _matching(pattern: re.Pattern[str], expected: str) -> Callable[..., None]:
+    """An attrs validator: the value matches ``pattern``, else a ValueError naming the field,
+    ``expected`` and the value."""
+
+    def check(instance: object, attribute: attrs.Attribute, value: str) -> None:
+        if not pattern.match(value):
+            raise ValueError(f"{attribute.name}: expected {expected}, got {value!r}")
+
+    return check
+
+
+_check_name = _matching(
+    _NAME_RE, "lower snake case starting with a letter (letters, digits, '_' and '+')"
+)
 
 
 def _check_callable(instance: object, attribute: attrs.Attribute, value: object) -> None:
@@ -318,12 +326,7 @@ class ModelSpec(Spec):
 _TABLE_RE = re.compile(r"^([a-z][a-z0-9_]*)?$")
 
 
-def _check_table(instance: object, attribute: attrs.Attribute, value: str) -> None:
-    if not _TABLE_RE.match(value):
-        raise ValueError(
-            f"{attribute.name}: expected a table name in lower snake case (or '' for none), "
-            f"got {value!r}"
-        )
+_check_table = _matching(_TABLE_RE, "a table name in lower snake case (or '' for none)")
 
 
 def _check_schema(instance: object, attribute: attrs.Attribute, value: object) -> None:

@@ -23,6 +23,13 @@ from functools import partial
 from wrapgrad import hookimpl
 from wrapgrad.records import AttackSpec, MetricSpec
 
+#: What a ``--smoke`` run keeps of an attack-style search (the attacks and S_r run one).
+_SEARCH_SMOKE = {"steps": 2, "restarts": 1, "spsa_samples": 2}
+#: What a ``--smoke`` run keeps of a curve or path with ``n_steps`` points.
+_CURVE_SMOKE = {"n_steps": 4}
+#: What a ``--smoke`` run keeps of a Captum metric's perturbation samples.
+_CAPTUM_SMOKE = {"n_perturb_samples": 2}
+
 
 @hookimpl
 def wrapgrad_metrics() -> Iterator[MetricSpec]:
@@ -35,111 +42,52 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
     from wrapgrad_metrics.maps import KendallTau, LocalisationAUC, SpearmanRho, TopKIntersection
     from wrapgrad_metrics.model_based import CaptumInfidelity, CaptumSensitivityMax, Sensitivity
 
-    yield MetricSpec(
-        name="topk_intersection",
-        factory=TopKIntersection,
-        summary="Share of the k most important features two maps share (IN; Ghorbani et al. 2019).",
-        higher_is_better=True,
-        requires="maps",
-    )
-    yield MetricSpec(
-        name="kendall_tau",
-        factory=KendallTau,
-        summary="Kendall's tau-b between two maps (CO; as scipy.stats.kendalltau).",
-        higher_is_better=True,
-        requires="maps",
-    )
-    yield MetricSpec(
-        name="spearman_rho",
-        factory=SpearmanRho,
-        summary="Spearman's rank correlation between two maps (average ranks).",
-        higher_is_better=True,
-        requires="maps",
-    )
-    yield MetricSpec(
-        name="localisation_auc",
-        factory=LocalisationAUC,
-        summary="ROC-AUC of a map against a ground-truth foreground mask (Jha et al. 2022).",
-        higher_is_better=True,
-        requires="mask",
-    )
-    yield MetricSpec(
-        name="sensitivity",
-        factory=Sensitivity,
-        summary="S_r: largest relative map change in an l_inf ball keeping the label (Jha et al.).",
-        higher_is_better=False,
-        requires="model",
-        smoke={"steps": 2, "restarts": 1, "spsa_samples": 2},  # what a --smoke run keeps
-    )
-    yield MetricSpec(
-        name="deletion",
-        factory=Deletion,
-        summary="Area under the deletion curve (MoRF default; LeRF with order='lerf').",
-        higher_is_better=False,
-        requires="model",
-        smoke={"n_steps": 4},  # what a --smoke run keeps
-    )
-    yield MetricSpec(
-        name="insertion",
-        factory=Insertion,
-        summary="Area under the insertion curve (MoRF default; LeRF with order='lerf').",
-        higher_is_better=True,
-        requires="model",
-        smoke={"n_steps": 4},  # what a --smoke run keeps
-    )
-    yield MetricSpec(
-        name="sic",
-        factory=partial(PerformanceInformationCurve, "sic"),
-        summary="Area under the softmax-information curve (Kapishnikov et al. 2019).",
-        higher_is_better=True,
-        requires="model",
-    )
-    yield MetricSpec(
-        name="aic",
-        factory=partial(PerformanceInformationCurve, "aic"),
-        summary="Area under the accuracy-information curve (Kapishnikov et al. 2019).",
-        higher_is_better=True,
-        requires="model",
-    )
-    yield MetricSpec(
-        name="ig_saturation",
-        factory=IGSaturation,
-        summary="Share of IG path gradient mass after the logit saturates (Jha et al. 2022).",
-        higher_is_better=False,
-        requires="model",
-        smoke={"n_steps": 4},  # what a --smoke run keeps
-    )
-    yield MetricSpec(
-        name="captum_infidelity",
-        factory=CaptumInfidelity,
-        summary="captum.metrics.infidelity with seeded Gaussian perturbations (Yeh et al. 2019).",
-        higher_is_better=False,
-        requires="model",
-        smoke={"n_perturb_samples": 2},  # what a --smoke run keeps
-    )
-    yield MetricSpec(
-        name="captum_sensitivity_max",
-        factory=CaptumSensitivityMax,
-        summary="captum.metrics.sensitivity_max with seeded uniform perturbations (Yeh et al.).",
-        higher_is_better=False,
-        requires="model",
-        smoke={"n_perturb_samples": 2},  # what a --smoke run keeps
-    )
+    # name, factory, higher_is_better, requires, smoke caps, summary
+    table = (
+        ("topk_intersection", TopKIntersection, True, "maps", {},
+         "Share of the k most important features two maps share (IN; Ghorbani et al. 2019)."),
+        ("kendall_tau", KendallTau, True, "maps", {},
+         "Kendall's tau-b between two maps (CO; as scipy.stats.kendalltau)."),
+        ("spearman_rho", SpearmanRho, True, "maps", {},
+         "Spearman's rank correlation between two maps (average ranks)."),
+        ("localisation_auc", LocalisationAUC, True, "mask", {},
+         "ROC-AUC of a map against a ground-truth foreground mask (Jha et al. 2022)."),
+        ("sensitivity", Sensitivity, False, "model", _SEARCH_SMOKE,
+         "S_r: largest relative map change in an l_inf ball keeping the label (Jha et al.)."),
+        ("deletion", Deletion, False, "model", _CURVE_SMOKE,
+         "Area under the deletion curve (MoRF default; LeRF with order='lerf')."),
+        ("insertion", Insertion, True, "model", _CURVE_SMOKE,
+         "Area under the insertion curve (MoRF default; LeRF with order='lerf')."),
+        ("sic", partial(PerformanceInformationCurve, "sic"), True, "model", {},
+         "Area under the softmax-information curve (Kapishnikov et al. 2019)."),
+        ("aic", partial(PerformanceInformationCurve, "aic"), True, "model", {},
+         "Area under the accuracy-information curve (Kapishnikov et al. 2019)."),
+        ("ig_saturation", IGSaturation, False, "model", _CURVE_SMOKE,
+         "Share of IG path gradient mass after the logit saturates (Jha et al. 2022)."),
+        ("captum_infidelity", CaptumInfidelity, False, "model", _CAPTUM_SMOKE,
+         "captum.metrics.infidelity with seeded Gaussian perturbations (Yeh et al. 2019)."),
+        ("captum_sensitivity_max", CaptumSensitivityMax, False, "model", _CAPTUM_SMOKE,
+         "captum.metrics.sensitivity_max with seeded uniform perturbations (Yeh et al.)."),
+    )  # fmt: skip
+    for name, factory, higher_is_better, requires, smoke, summary in table:
+        yield MetricSpec(
+            name=name,
+            factory=factory,
+            summary=summary,
+            higher_is_better=higher_is_better,
+            requires=requires,
+            smoke=smoke,
+        )
 
 
 @hookimpl
 def wrapgrad_attacks() -> Iterator[AttackSpec]:
     from wrapgrad_metrics.attacks import IFIA, AdversarialIFIA
 
-    yield AttackSpec(
-        name="ifia",
-        factory=IFIA,
-        summary="Iterative feature-importance attack: top-k, mass-center, targeted (FAR Alg. 1).",
-        smoke={"steps": 2, "restarts": 1, "spsa_samples": 2},  # what a --smoke run keeps
-    )
-    yield AttackSpec(
-        name="adversarial_ifia",
-        factory=AdversarialIFIA,
-        summary="Adversarial IFIA: cross-entropy + lambda * map dissimilarity (FAR Alg. 2).",
-        smoke={"steps": 2, "restarts": 1, "spsa_samples": 2},  # what a --smoke run keeps
-    )
+    for name, factory, summary in (
+        ("ifia", IFIA,
+         "Iterative feature-importance attack: top-k, mass-center, targeted (FAR Alg. 1)."),
+        ("adversarial_ifia", AdversarialIFIA,
+         "Adversarial IFIA: cross-entropy + lambda * map dissimilarity (FAR Alg. 2)."),
+    ):  # fmt: skip
+        yield AttackSpec(name=name, factory=factory, summary=summary, smoke=_SEARCH_SMOKE)

@@ -42,20 +42,22 @@ from wrapgrad_metrics.functional import (
     topk_intersection,
     topk_mask,
 )
-from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
+    ascent_forward,
     check_bounds,
     check_epsilon,
+    check_surrogate,
     explain_map,
     first_map,
     grad_or_zeros,
-    make_surrogate,
     predict,
     project,
     random_start,
+    resolve_surrogate,
     resolve_target,
     spsa_gradient,
     step_direction,
+    where_label_kept,
 )
 
 __all__ = ["IFIA", "AdversarialIFIA", "check_norm", "importance_of"]
@@ -197,11 +199,7 @@ class IFIA:
                 "the map's spatial shape)"
             )
         self.channel_reduction = channel_reduction
-        if not (callable(surrogate) or surrogate in ("auto", "spsa")):
-            raise WrapgradValueError(
-                f"surrogate: expected 'auto', 'spsa' or a callable, got {surrogate!r}"
-            )
-        self.surrogate = surrogate
+        self.surrogate = check_surrogate(surrogate)
         self.spsa_samples = spsa_samples
         self.seed = seed
         self.progress = progress
@@ -209,13 +207,6 @@ class IFIA:
     # ------------------------------------------------------------------------------------------
     def _extra_loss(self, model: Callable[..., Tensor], x: Tensor, t: Tensor) -> Tensor | None:
         return None
-
-    def _map_fn(self, explain: Any) -> Callable[..., Tensor] | None:
-        if callable(self.surrogate):
-            return self.surrogate
-        if self.surrogate == "spsa":
-            return None
-        return make_surrogate(explain)
 
     def __call__(
         self, model: Callable[..., Tensor], inputs: Tensor, target: Any, explain: Callable[..., Any]
@@ -244,14 +235,9 @@ class IFIA:
                 extra = self._extra_loss(model, xa, t)
             return v if extra is None else extra.detach().to(torch.float64) + self.lam * v
 
-        map_fn = self._map_fn(explain)
+        map_fn = resolve_surrogate(self.surrogate, explain)
         generator = torch.Generator().manual_seed(self.seed)
-
-        def forward(z: Tensor) -> Tensor:
-            if self.beta is None:
-                return model(z)
-            with SoftplusMode(self.beta):
-                return model(z)
+        forward = ascent_forward(model, self.beta)
 
         def gradient(xa: Tensor) -> Tensor:
             if map_fn is not None:
@@ -291,8 +277,7 @@ class IFIA:
                         self.norm,
                         self.bounds,
                     )
-                    ok = predict(model, start) == labels0
-                    xa = torch.where(ok.reshape(shape), start, x)
+                    xa, _ = where_label_kept(model, start, x, labels0)
                 eta = torch.full((x.shape[0],), self.step_size, dtype=x.dtype, device=x.device)
                 for _ in range(self.steps):
                     g = gradient(xa)
@@ -304,8 +289,7 @@ class IFIA:
                         self.bounds,
                     )
                     if self.reject_label_flips:
-                        keep = predict(model, cand) == labels0
-                        xa = torch.where(keep.reshape(shape), cand, xa)
+                        xa, keep = where_label_kept(model, cand, xa, labels0)
                         eta = torch.where(keep, eta, eta / 2)
                     else:
                         xa = cand

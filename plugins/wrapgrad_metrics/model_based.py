@@ -10,21 +10,22 @@ import torch
 from torch import Tensor
 
 from wrapgrad.checks import check_positive_int
-from wrapgrad.errors import WrapgradValueError
 from wrapgrad.progress import progress_bar
-from wrapgrad_metrics.softplus import SoftplusMode
 from wrapgrad_metrics.surrogate import (
+    ascent_forward,
     check_bounds,
     check_epsilon,
+    check_surrogate,
     explain_map,
     grad_or_zeros,
-    make_surrogate,
     predict,
     project,
     random_start,
+    resolve_surrogate,
     resolve_target,
     spsa_gradient,
     step_direction,
+    where_label_kept,
 )
 
 __all__ = ["CaptumInfidelity", "CaptumSensitivityMax", "Sensitivity"]
@@ -85,11 +86,7 @@ class Sensitivity:
             check_epsilon(beta, "beta")
         self.beta = beta
         self.bounds = check_bounds(bounds, torch.zeros(0))
-        if not (callable(surrogate) or surrogate in ("auto", "spsa")):
-            raise WrapgradValueError(
-                f"surrogate: expected 'auto', 'spsa' or a callable, got {surrogate!r}"
-            )
-        self.surrogate = surrogate
+        self.surrogate = check_surrogate(surrogate)
         self.spsa_samples = check_positive_int(spsa_samples, "spsa_samples")
         self.seed = seed
         self.progress = progress
@@ -110,18 +107,9 @@ class Sensitivity:
             diff = a.reshape(a.shape[0], -1).to(torch.float64) - flat0
             return diff.norm(dim=1) / n0.clamp_min(1e-300)
 
-        map_fn = (
-            self.surrogate
-            if callable(self.surrogate)
-            else (make_surrogate(explain) if self.surrogate == "auto" else None)
-        )
+        map_fn = resolve_surrogate(self.surrogate, explain)
         generator = torch.Generator().manual_seed(self.seed)
-
-        def forward(z: Tensor) -> Tensor:
-            if self.beta is None:
-                return model(z)
-            with SoftplusMode(self.beta):
-                return model(z)
+        forward = ascent_forward(model, self.beta)
 
         s0 = None
         if map_fn is not None:
@@ -149,8 +137,7 @@ class Sensitivity:
                 start = project(
                     x + random_start(x, self.r, "linf", generator), x, self.r, "linf", self.bounds
                 )
-                ok = predict(model, start) == labels0
-                xa = torch.where(ok.reshape(shape), start, x)
+                xa, ok = where_label_kept(model, start, x, labels0)
                 best = torch.maximum(best, torch.where(ok, measure(xa), best))
                 eta = torch.full((x.shape[0],), self.step_size, dtype=x.dtype, device=x.device)
                 for _ in range(self.steps):
@@ -162,8 +149,7 @@ class Sensitivity:
                         "linf",
                         self.bounds,
                     )
-                    keep = predict(model, cand) == labels0
-                    xa = torch.where(keep.reshape(shape), cand, xa)
+                    xa, keep = where_label_kept(model, cand, xa, labels0)
                     eta = torch.where(keep, eta, eta / 2)
                     best = torch.maximum(best, torch.where(keep, measure(xa), best))
                     bar.update(1)

@@ -9,9 +9,10 @@ second derivative of ReLU by that of softplus,
           \\frac{d^2}{dx^2}\\mathrm{softplus}_\\beta(x) = \\beta\\,\\sigma(\\beta x)(1 - \\sigma(\\beta x)),
 
 and softplus_β → ReLU as β → ∞. The user's modules are never swapped: :class:`SoftplusMode` is a
-:class:`torch.overrides.TorchFunctionMode` that, while active, answers every ReLU call (``nn.ReLU``,
-``F.relu``, ``torch.relu``, ``Tensor.relu`` and their in-place forms, which write softplus(β)
-into their input as ``relu_`` writes ReLU) with softplus(β).
+:class:`~wrapgrad.differentiable.ReLUReplacementMode` (a :class:`torch.overrides.TorchFunctionMode`,
+the skeleton :class:`~wrapgrad.differentiable.FarReLUMode` shares) that, while active, answers
+every ReLU call (``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu`` and their in-place
+forms, which write softplus(β) into their input as ``relu_`` writes ReLU) with softplus(β).
 """
 
 from __future__ import annotations
@@ -22,18 +23,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
+from wrapgrad.differentiable import ReLUReplacementMode
 from wrapgrad.errors import WrapgradValueError
 
 __all__ = ["SoftplusMode", "softplus_twin"]
-
-
-def _relu_functions() -> tuple[set[Any], set[Any]]:
-    """``(out-of-place ReLUs, in-place ReLUs)`` that torch dispatches through the mode."""
-    out_of_place = {obj.relu for obj in (F, torch, Tensor) if hasattr(obj, "relu")}
-    in_place = {obj.relu_ for obj in (F, torch, Tensor) if hasattr(obj, "relu_")}
-    return out_of_place, in_place
 
 
 class _SoftplusInplace(torch.autograd.Function):
@@ -60,7 +54,7 @@ class _SoftplusInplace(torch.autograd.Function):
         return grad * -torch.expm1(-ctx.beta * out), None
 
 
-class SoftplusMode(TorchFunctionMode):
+class SoftplusMode(ReLUReplacementMode):
     """While active, ReLU is computed as softplus(β) (in-place forms write it into their input).
 
     Args:
@@ -77,29 +71,14 @@ class SoftplusMode(TorchFunctionMode):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
             raise WrapgradValueError(f"beta: expected a positive number, got {beta!r}")
         self.beta = float(beta)
-        self._relus, self._inplace = _relu_functions()
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        inplace = func in self._inplace or (func is F.relu and bool(kwargs.get("inplace")))
-        if func in self._relus or inplace:
-            x = args[0] if args else kwargs["input"]
-            if len(args) > 1 and func is F.relu:  # F.relu(x, True)
-                inplace = inplace or bool(args[1])
-            if not inplace:
-                return F.softplus(x, beta=self.beta)
-            # In-place forms write into x (code may ignore the returned tensor, ``h.relu_()``).
-            if torch.is_grad_enabled() and x.requires_grad:
-                return _SoftplusInplace.apply(x, self.beta)
-            with torch.no_grad():
-                return x.copy_(F.softplus(x, beta=self.beta))
-        return func(*args, **kwargs)
+    def replace(self, x: Tensor, inplace: bool) -> Tensor:
+        if not inplace:
+            return F.softplus(x, beta=self.beta)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _SoftplusInplace.apply(x, self.beta)
+        with torch.no_grad():
+            return x.copy_(F.softplus(x, beta=self.beta))
 
 
 def softplus_twin(model: Callable[..., Tensor], beta: float = 1.0) -> Callable[..., Tensor]:

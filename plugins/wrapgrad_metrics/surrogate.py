@@ -23,11 +23,14 @@ from wrapgrad.checks import check_bounds as check_range_argument
 from wrapgrad.checks import check_positive
 from wrapgrad.differentiable import KERNELS
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
+from wrapgrad_metrics.softplus import softplus_twin
 
 __all__ = [
     "MapFn",
+    "ascent_forward",
     "check_bounds",
     "check_epsilon",
+    "check_surrogate",
     "explain_map",
     "explainer_info",
     "first_map",
@@ -36,10 +39,12 @@ __all__ = [
     "predict",
     "project",
     "random_start",
+    "resolve_surrogate",
     "resolve_target",
     "spsa_gradient",
     "step_direction",
     "target_logits",
+    "where_label_kept",
 ]
 
 #: ``map_fn(forward, x, target) -> map``: a differentiable attribution map.
@@ -73,6 +78,17 @@ def predict(model: Callable[..., Tensor], x: Tensor) -> Tensor:
     with torch.no_grad():
         out = model(x)
     return out.reshape(out.shape[0], -1).argmax(dim=1)
+
+
+def where_label_kept(
+    model: Callable[..., Tensor], candidate: Tensor, fallback: Tensor, labels: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(points, kept)``: ``candidate`` for the samples whose predicted class is still
+    ``labels`` (``kept``), ``fallback`` for the others (how the label-preserving ascents of S_r
+    and IFIA reject a start or a step that flips the prediction)."""
+    kept = predict(model, candidate) == labels
+    mask = kept.reshape(-1, *([1] * (candidate.dim() - 1)))
+    return torch.where(mask, candidate, fallback), kept
 
 
 def resolve_target(model: Callable[..., Tensor], inputs: Tensor, target: Any) -> Tensor:
@@ -169,6 +185,32 @@ def make_surrogate(explain: Any, *, ig_steps: int = 16) -> MapFn | None:
 
     surrogate.__name__ = name
     return surrogate
+
+
+def check_surrogate(surrogate: Any) -> str | MapFn:
+    """``surrogate=`` of an attack or of S_r: ``"auto"``, ``"spsa"`` or a callable
+    ``(forward, x, target) -> map``."""
+    if not (callable(surrogate) or surrogate in ("auto", "spsa")):
+        raise WrapgradValueError(
+            f"surrogate: expected 'auto', 'spsa' or a callable, got {surrogate!r}"
+        )
+    return surrogate
+
+
+def resolve_surrogate(surrogate: str | MapFn, explain: Any) -> MapFn | None:
+    """The differentiable map a gradient ascent follows: a callable ``surrogate`` itself;
+    ``"auto"``: :func:`make_surrogate` of ``explain`` (None where it knows none); ``"spsa"``:
+    None (the ascent estimates gradients through ``explain`` by SPSA)."""
+    if callable(surrogate):
+        return surrogate
+    return make_surrogate(explain) if surrogate == "auto" else None
+
+
+def ascent_forward(model: Callable[..., Tensor], beta: float | None) -> Callable[..., Tensor]:
+    """The forward pass a surrogate map is differentiated through: ``model`` itself
+    (``beta=None``) or its softplus(β) twin (:func:`~wrapgrad_metrics.softplus.softplus_twin`,
+    FAR Sec. 4)."""
+    return model if beta is None else softplus_twin(model, beta)
 
 
 def spsa_gradient(

@@ -82,7 +82,10 @@ class Explanation:
 
     variant: Variant
     explain: Any
-    """What :func:`wrapgrad.wrap` returned (metrics and attacks re-explain with it)."""
+    """What :func:`wrapgrad.wrap` returned for :attr:`seed`. The maps of each global batch
+    were drawn with that batch's own seed (:meth:`explain_for`), so that they do not depend on
+    how the batches are spread over processes; metrics and attacks re-explain a batch with
+    :meth:`explain_for`."""
     raw: Tensor
     """The maps as ``explain`` returned them."""
     maps: Tensor
@@ -96,6 +99,14 @@ class Explanation:
     """``rebuild(**enhancer_options)``: the variant's ``explain`` built again with these
     enhancer options replaced (e.g. ``generator=`` for fresh noise); None without an
     enhancer."""
+
+    def explain_for(self, unit: Any) -> Any:
+        """The ``explain`` that computed the maps of global batch ``unit``
+        (:class:`wrapgrad.sharding.Unit`): the variant rebuilt with the batch's seed
+        ``unit.seed(seed)``; :attr:`explain` itself for a variant without a seed."""
+        if self.rebuild is None or self.seed is None:
+            return self.explain
+        return self.rebuild(seed=unit.seed(self.seed))
 
     def runs(self) -> list[Explanation]:
         """This explanation and its replicates, in seed order."""

@@ -104,6 +104,8 @@ class Plan:
         split_seeds: model label -> ``(split seed, field)``: the train/test split seed each
             model was trained on, where its step knows it (:meth:`add_model`); the data step
             loads that split, so no evaluated or held-out item is a training item.
+        groups: group label -> the labels of its models (replicates, e.g. one objective's
+            training seeds; :meth:`add_model`); the report aggregates each group.
     """
 
     def __init__(self, file: str, pipeline: PipelineTable) -> None:
@@ -118,6 +120,7 @@ class Plan:
         self.levels: dict[str, tuple[str, ...]] = {}
         self.masks: dict[str, str] = {}
         self.split_seeds: dict[str, tuple[int, str]] = {}
+        self.groups: dict[str, list[str]] = {}
 
     @property
     def seed(self) -> int:
@@ -159,16 +162,21 @@ class Plan:
         *,
         split_seed: int | None = None,
         split_field: str | None = None,
+        group: str | None = None,
     ) -> None:
         """Declare a model the run will have (labels are distinct) and, where known, the seed
         of the train/test split it was trained on (``split_seed``, e.g. a recipe's
         ``data_seed``; ``split_field`` names where it comes from): the data step then evaluates
-        and calibrates on that split's held-out part."""
+        and calibrates on that split's held-out part. ``group``: the model is a replicate of
+        that group (e.g. one objective at several training seeds; its info then says
+        ``"group"`` and ``"seed"``), which the report pools (:mod:`wrapgrad_pipeline.groups`)."""
         if label in self.models:
             raise self.fail(field, f"expected a model label not used yet, got {label!r}")
         self.models.append(label)
         if split_seed is not None:
             self.split_seeds[label] = (int(split_seed), split_field or field)
+        if group is not None:
+            self.groups.setdefault(group, []).append(label)
 
 
 @attrs.frozen(kw_only=True)

@@ -146,6 +146,9 @@ def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     metrics = metric_keys(results)
     for exp in results.get("expectations", []):
+        named = [*exp.get("order", []), *([exp["best"]] if exp.get("best") else [])]
+        if not set(named) <= set(results["enhancers"]):
+            continue  # names groups of models: judged over seeds (wrapgrad_pipeline.groups)
         keys = [m for m in metrics if m["key"] == exp["metric"] or m["label"] == exp["metric"]]
         methods = exp.get("methods") or results["methods"]
         for method in [m for m in results["methods"] if m in methods]:
@@ -299,6 +302,24 @@ def _expect_text(exp: Mapping[str, Any], hib: bool) -> str:
     return "; ".join(parts)
 
 
+def _verdict(row: Mapping[str, Any]) -> str:
+    """An expectation's verdict: held (every step significant), held in the means, or not."""
+    if row["significant"]:
+        return "**held** (every step significant)"
+    if row["held"]:
+        return "**held** in the means (not every step significant)"
+    return "**did not hold**"
+
+
+def _step_marks(step: Mapping[str, Any], hib: bool) -> tuple[str, str]:
+    """``(sign, significance)`` of one expected step: ``<`` or ``≥`` (for higher is better),
+    and ``" (significant)"``, ``" (not significant)"`` or nothing where it did not improve."""
+    sign = ("<" if hib else ">") if step["improved"] else ("≥" if hib else "≤")
+    if not step["improved"]:
+        return sign, ""
+    return sign, " (significant)" if step["significant"] else " (not significant)"
+
+
 def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
     rows = expectation_rows(results)
     if not rows:
@@ -327,19 +348,11 @@ def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
     for r in rows:
         m = r["metric"]
         hib = m.get("higher_is_better") is not False
-        if r["significant"]:
-            verdict = "**held** (every step significant)"
-        elif r["held"]:
-            verdict = "**held** in the means (not every step significant)"
-        else:
-            verdict = "**did not hold**"
+        verdict = _verdict(r)
         mask = f", ground-truth mask `{m['mask']}`" if m.get("mask") else ""
         yield f"- `{r['method']}`, {m['key']}{mask}: {_expect_text(r['expect'], hib)}: {verdict}"
         for s in r["steps"]:
-            sign = ("<" if hib else ">") if s["improved"] else ("≥" if hib else "≤")
-            sig = ""
-            if s["improved"]:
-                sig = " (significant)" if s["significant"] else " (not significant)"
+            sign, sig = _step_marks(s, hib)
             extra = ""
             if len(s.get("seed_differences", [])) > 1:
                 d = s["seed_differences"]
@@ -463,6 +476,8 @@ def _figures(results: Mapping[str, Any]) -> Iterable[str]:
 def render_markdown(results: Mapping[str, Any]) -> str:
     """``report.md``: the run's facts, deviations, calibration, tables of mean and 95% CI,
     expectations, the noise-level sweep, attacks, errors and figures."""
+    from wrapgrad_pipeline import groups  # it uses this module's helpers
+
     lines = [f"# {results['name']}", ""]
     if results.get("description"):
         lines += [results["description"].strip(), ""]
@@ -475,9 +490,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     lines += _section("Run", _run(results))
     lines += _section("Deviations from the protocol", _deviations(results))
     lines += _section("Calibration", _calibration(results))
+    lines += _section("Groups over seeds", groups.table_lines(results))
     for method in results["methods"]:
         lines += _section(method, _method_table(results, method))
     lines += _section("Expectations", _expectations(results))
+    lines += _section("Expectations over seeds", groups.expectation_lines(results))
     lines += _section("Noise-level sweep", _sweep(results))
     for extra in results.get("sections", []):  # added by plugins' steps: {"title", "lines"}
         lines += _section(extra["title"], extra["lines"])

@@ -43,12 +43,14 @@ from typing import Any
 import attrs
 import torch
 
+from wrapgrad.distributed import world
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.registry import Registry, use_registry
 from wrapgrad_pipeline.context import RunContext
 from wrapgrad_pipeline.plan import PipelineConfig, installed_steps, validate
 from wrapgrad_pipeline.report import RESULTS_FORMAT
 from wrapgrad_pipeline.schema import PipelineError
+from wrapgrad_pipeline.sharded import is_sharded, on_main
 
 try:
     import tomllib
@@ -169,6 +171,12 @@ class Pipeline:
     ) -> PipelineRun:
         """Run every step and write the report into ``out_dir`` (created if needed).
 
+        Inside an initialised process group (``torchrun``), the ``explain`` and ``evaluate``
+        steps split their global batches over the ranks, the others run once on rank 0, and
+        rank 0 writes the same report one process writes (``results.json`` says
+        ``world_size``); every rank returns it (:mod:`wrapgrad_pipeline.sharded`,
+        ``docs/distributed.md``).
+
         Args:
             out_dir: the output directory; every file goes inside it.
             smoke: shrink every size first (CI).
@@ -185,7 +193,7 @@ class Pipeline:
                 out_dir=Path(out_dir),
                 source_dir=self.path.parent if self.path else Path.cwd(),
                 smoke=smoke,
-                progress=progress,
+                progress=progress and world().main,
             )
             _run_steps(self, context)
         if context.written is None or context.results_path is None or context.report_path is None:
@@ -224,6 +232,7 @@ def _run_steps(pipeline: Pipeline, context: RunContext) -> None:
             },
             "versions": _versions(),
             "seeds": {"pipeline": config.seed},
+            "world_size": world().size,
             "timings_s": {},
             "errors": [],
         }
@@ -237,7 +246,14 @@ def _run_steps(pipeline: Pipeline, context: RunContext) -> None:
             last = time.perf_counter()
             for name in config.steps:
                 spec, step = steps[name]
-                step.run(config.tables[name], context)
+                if is_sharded(step):  # every rank, each its share of the global batches
+                    step.run(config.tables[name], context)
+                else:  # once, on rank 0, which then sends its context to every rank
+                    on_main(
+                        lambda: step.run(config.tables[name], context),  # noqa: B023
+                        context,
+                        f"step {name!r}",
+                    )
                 for entry in spec.provides:
                     if not context.has(entry):
                         raise WrapgradValueError(

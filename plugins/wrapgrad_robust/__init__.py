@@ -1,10 +1,13 @@
-"""Built-in plugin: robust-attribution training objectives (the FAR family) and ``wrapgrad train``.
+"""Built-in plugin: robust-attribution training objectives (the FAR family), ``wrapgrad train``,
+the pipeline's ``train`` step and the accuracy metrics robust models are reported with.
 
 Objectives (``wrapgrad.train(model, data, objective=name, **options)``): ``natural``, ``pgd``
 (Madry et al.), ``ig_norm`` and ``ig_sum_norm`` (Chen et al.'s RAR), ``aat`` and ``adv_aat``
 (Ivankay et al.'s FAR, Eqs. 10-11), all instances of :class:`~wrapgrad_robust.objectives.
 FarObjective` (FAR Eqs. 5-6). Presets for the paper's MNIST settings and for the embedded data:
-:func:`~wrapgrad_robust.presets.preset`. Command: ``wrapgrad train``.
+:func:`~wrapgrad_robust.presets.preset`. Command: ``wrapgrad train``. Pipeline step: ``[train]``
+(:mod:`wrapgrad_robust.step`). Metrics: ``natural_accuracy`` and ``pgd_accuracy``
+(:mod:`wrapgrad_robust.metrics`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from wrapgrad import hookimpl
-from wrapgrad.records import CommandSpec, ObjectiveSpec
+from wrapgrad.records import CommandSpec, MetricSpec, ObjectiveSpec, PipelineStepSpec
 from wrapgrad_robust.objectives import (
     FarConfig,
     FarObjective,
@@ -85,4 +88,40 @@ def wrapgrad_commands() -> Iterator[CommandSpec]:
         name="train",
         factory=add_train_command,
         summary="Train a reference model with an objective; write the checkpoint and a summary.",
+    )
+
+
+@hookimpl
+def wrapgrad_metrics() -> Iterator[MetricSpec]:
+    from wrapgrad_robust.metrics import NaturalAccuracy, PGDAccuracy
+
+    yield MetricSpec(
+        name="natural_accuracy",
+        factory=NaturalAccuracy,
+        summary="Per-sample top-1 correctness on the clean inputs (FAR's NA).",
+        higher_is_better=True,
+        requires="model",
+    )
+    yield MetricSpec(
+        name="pgd_accuracy",
+        factory=PGDAccuracy,
+        summary="Per-sample correctness under a PGD attack on the cross-entropy (FAR's AA).",
+        higher_is_better=True,
+        requires="model",
+        smoke={"steps": 2, "restarts": 1},  # what a --smoke run keeps
+    )
+
+
+@hookimpl
+def wrapgrad_pipeline_steps() -> Iterator[PipelineStepSpec]:
+    from wrapgrad_robust.step import TrainStep, TrainTable
+
+    yield PipelineStepSpec(
+        name="train",
+        factory=TrainStep,
+        summary="Train every objective x seed with wrapgrad.train (one labelled model each).",
+        table="train",
+        schema=TrainTable,
+        needs=("data",),
+        provides=("models",),
     )

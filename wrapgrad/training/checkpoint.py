@@ -73,9 +73,10 @@ def architecture(model: nn.Module) -> dict[str, Any]:
 
 def is_writer() -> bool:
     """Whether this process writes checkpoints: always, unless ``torch.distributed`` is
-    initialised and this is not rank 0."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    initialised and this is not rank 0 (:func:`wrapgrad.distributed.world`)."""
+    from wrapgrad.distributed import world
+
+    return world().main
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:

@@ -15,18 +15,44 @@ Reproducible: the shuffling and the objective draw from their own generators (se
 it is checkpointed at each epoch's end, so a resumed run gives the weights of an uninterrupted
 one bit for bit (same device and thread count).
 
-Extension points (kept for a distributed loop and iterative procedures):
+Extension points (kept for iterative procedures):
 
 * batches come from a :class:`~wrapgrad.training.batches.BatchSource`
   (``epoch_batches(generator)`` and ``len``): tensors
-  (shuffled by the loop's generator) or a ``DataLoader`` (its own sampler); a distributed
-  sampler is another source;
+  (shuffled by the loop's generator) or a ``DataLoader`` (its own sampler);
 * checkpoints are written by the process of rank 0 only
   (:func:`~wrapgrad.training.checkpoint.is_writer`);
 * ``on_epoch_end(record, model)`` runs after each epoch, before its checkpoint is written (so
   state it changes in the model, e.g. a re-shaped noise buffer, is checkpointed too); returning
   True stops the run. Calling ``train`` again with ``resume=True`` and more ``epochs`` continues a
   finished run (with a constant learning rate; a schedule's length is fixed by ``epochs``).
+
+Distributed (under an initialised ``torch.distributed`` process group of more than one process,
+e.g. started by ``torchrun``; see ``docs/distributed.md``):
+
+* the data is sharded by :class:`~wrapgrad.training.batches.ShardedBatches`: every rank draws
+  the same seeded permutation (the loop's checkpointed shuffle generator) and takes its slice of
+  each *global* batch of ``batch_size`` samples, the batches a single process forms; its mean
+  loss is weighted by ``W n_r / N`` so the averaged gradient is the global batch's;
+* gradients are synchronised by ``DistributedDataParallel``: the objective is called with the
+  DDP-wrapped model, so its final loss (and every extra forward pass of an inner maximisation)
+  runs through it. DDP all-reduces only when ``backward()`` accumulates into the parameters'
+  ``.grad``; inner maximisations and attribution maps differentiate with respect to the
+  *inputs* (``torch.autograd.grad``), which never fires the parameters' hooks, so the one
+  ``loss.backward()`` of a step is the one all-reduce, double-backward terms included (no
+  ``no_sync`` needed). The collectives DDP runs inside forward passes (rank 0's buffers with
+  ``broadcast_buffers=True``, the one-time bucket rebuild) run between steps instead
+  (:func:`_between_steps`), so the objective's forward passes run none: their number may
+  differ between ranks, and a rank whose objective raises reaches the check that fails every
+  rank instead of leaving them in a collective;
+* each rank draws the objective's noise and dropout from its own stream, seeded from
+  ``(seed, epoch, rank)`` at each epoch's start, and epoch metrics are summed over ranks, so
+  the history is the same on every rank;
+* rank 0 reads the checkpoint on resume and sends it to every rank; rank 0 writes it. The
+  checkpoint holds no trace of the number of ranks (``batch_size`` is the global batch), so it
+  resumes on any number;
+* an exception in a rank's step (its objective, the callback, a checkpoint write) makes every
+  rank raise :class:`~wrapgrad.distributed.RankFailedError` naming it.
 """
 
 from __future__ import annotations
@@ -49,8 +75,17 @@ from wrapgrad.checks import (
     check_seed,
 )
 from wrapgrad.differentiable import check_differentiable
+from wrapgrad.distributed import (
+    World,
+    agree,
+    any_rank,
+    broadcast_object,
+    derived_seed,
+    sum_over_ranks,
+    world,
+)
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
-from wrapgrad.training.batches import BatchSource, batch_source
+from wrapgrad.training.batches import BatchSource, batch_source, sharded_source, shards
 from wrapgrad.training.checkpoint import (
     architecture,
     check_identity,
@@ -143,11 +178,15 @@ def _device(model: nn.Module, device: Any) -> torch.device:
             return t.device
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        out = torch.device(device)
     except (TypeError, RuntimeError) as exc:
         raise WrapgradValueError(
             f"device: expected a torch device ('cpu', 'cuda', 'cuda:1', ...), got {device!r}"
         ) from exc
+    if out.type == "cuda" and out.index is None and torch.cuda.is_available():
+        # "cuda" is the current device: cuda:LOCAL_RANK in a process group on NCCL
+        out = torch.device("cuda", torch.cuda.current_device())
+    return out
 
 
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = 500) -> float:
@@ -200,12 +239,23 @@ class _Meter:
 
     def add(self, metrics: Mapping[str, Any], n: int) -> None:
         for k, v in metrics.items():
+            if n == 0:  # a weight-0 stand-in: the key only
+                self.sums.setdefault(k, torch.zeros((), dtype=torch.float64))
+                continue
             v = torch.as_tensor(v).detach().to(torch.float64)
             self.sums[k] = self.sums[k] + v * n if k in self.sums else v * n
         self.samples += n
 
     def means(self) -> dict[str, float]:
         return {k: float(v) / max(1, self.samples) for k, v in self.sums.items()}
+
+    def reduce(self) -> None:
+        """Sum the samples and metric sums over every rank (a collective)."""
+        keys = sorted(self.sums)
+        row = [torch.tensor(float(self.samples))] + [self.sums[k].cpu().reshape(()) for k in keys]
+        total = sum_over_ranks(torch.stack([t.to(torch.float64) for t in row]))
+        self.samples = round(float(total[0]))
+        self.sums = dict(zip(keys, total[1:], strict=True))
 
 
 def _batch_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -220,6 +270,46 @@ def _batch_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         for m, flag in zip(model.modules(), flags, strict=True):
             m.training = flag
     return (out.argmax(dim=1) == y).to(torch.float32).mean()
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel`` (which makes every rank start from rank
+    0's parameters and buffers)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index or 0] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+def _between_steps(net: nn.Module, model: nn.Module) -> None:
+    """The collectives DDP would run inside the next forward pass, run here by every rank
+    after each step instead, so that the objective's forward passes run no collective and a
+    rank whose objective raises cannot leave the others waiting in one: the one-time
+    rebuild of DDP's gradient buckets (``reducer._rebuild_buckets``, which DDP itself calls at
+    the same point between iterations under ``Join``), and rank 0's buffers (BatchNorm
+    statistics) broadcast to every rank (what ``broadcast_buffers=True`` does before each
+    forward pass)."""
+    reducer = getattr(net, "reducer", None)
+    if reducer is not None and hasattr(reducer, "_rebuild_buckets"):
+        reducer._rebuild_buckets()
+    with torch.no_grad():
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
+def _resume_state(path: Any, identity: dict[str, Any], w: World) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None: start afresh), read and checked by rank 0 and sent
+    to every rank; an unreadable or mismatched one fails on every rank."""
+    state, failure = None, None
+    if w.main:
+        try:
+            if path.exists():
+                state = load_checkpoint(path)
+                check_identity(state.get("identity", {}), identity, path)
+        except Exception as exc:
+            failure = exc
+    agree(failure, f"train: resume from {path}")
+    return broadcast_object(state)
 
 
 def _config(**kw: Any) -> TrainConfig:
@@ -346,7 +436,11 @@ def train(
         raise WrapgradTypeError(
             f"on_epoch_end: expected a callable (record, model), got {type(on_epoch_end).__name__}"
         )
-    source = batch_source(data, config.batch_size)
+    w = world()
+    if w.distributed:
+        source = sharded_source(data, config.batch_size, w.rank, w.size)
+    else:
+        source = batch_source(data, config.batch_size)
     if eval_data is not None:
         batch_source(eval_data, config.batch_size)  # same checks
     with use_registry(registry):
@@ -362,7 +456,7 @@ def train(
     identity = {k: {"fingerprint": fingerprint(v), "description": v} for k, v in identity.items()}
     with torch.random.fork_rng(devices=_rng_devices(dev)):
         return _run(
-            model, params, source, obj, name, config, dev, identity, eval_data, on_epoch_end
+            model, params, source, obj, name, config, dev, identity, eval_data, on_epoch_end, w
         )
 
 
@@ -377,6 +471,7 @@ def _run(
     identity: dict[str, Any],
     eval_data: tuple[Tensor, Tensor] | None,
     on_epoch_end: Callable[[EpochRecord, nn.Module], Any] | None,
+    w: World,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
@@ -391,9 +486,8 @@ def _run(
     history: list[EpochRecord] = []
     path = None if config.checkpoint_dir is None else checkpoint_path(config.checkpoint_dir)
     done = 0
-    if path is not None and config.resume and path.exists():
-        state = load_checkpoint(path)
-        check_identity(state.get("identity", {}), identity, path)
+    state = _resume_state(path, identity, w) if path is not None and config.resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
@@ -416,24 +510,35 @@ def _run(
     )
     unchecked = bool(getattr(objective, "needs_input_gradients", False))
     per_epoch = config.scheduler == "plateau"  # stepped on the epoch's loss, not per batch
+    net = _data_parallel(model, device) if w.distributed else model
     try:
         for epoch in range(done + 1, config.epochs + 1):
             model.train()
             epoch_start = time.perf_counter()
             meter = _Meter()
-            for xb, yb in source.epoch_batches(shuffle):
-                xb = xb.to(device, non_blocking=True)
-                yb = yb.to(device, non_blocking=True)
-                if unchecked:  # before the first step: a model without input gradients
-                    check_differentiable(model, xb, argument="model")
-                    unchecked = False
-                with autocast_context(config, device):
-                    loss = objective(model, xb, yb, generator=draws)
-                if not isinstance(loss, Tensor) or loss.dim() != 0:
-                    raise WrapgradTypeError(
-                        f"objective: {name!r} must return a scalar loss tensor, got "
-                        f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}"
-                    )
+            if w.distributed:  # each rank its own streams, resumable at epoch boundaries
+                draws.manual_seed(derived_seed(config.seed, "objective", epoch, w.rank))
+                _seed_global_rng(derived_seed(config.seed, "dropout", epoch, w.rank), device)
+            for shard in shards(source, shuffle):
+                xb = shard.inputs.to(device, non_blocking=True)
+                yb = shard.labels.to(device, non_blocking=True)
+                failure = None
+                try:
+                    if unchecked:  # before the first step: a model without input gradients
+                        check_differentiable(model, xb, argument="model")
+                        unchecked = False
+                    with autocast_context(config, device):
+                        loss = objective(net, xb, yb, generator=draws)
+                    if not isinstance(loss, Tensor) or loss.dim() != 0:
+                        raise WrapgradTypeError(
+                            f"objective: {name!r} must return a scalar loss tensor, got "
+                            f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}"
+                        )
+                except Exception as exc:
+                    failure = exc
+                agree(failure, f"train: objective {name!r} in epoch {epoch}")
+                if shard.weight != 1.0:  # this rank's share of the global batch's mean
+                    loss = loss * shard.weight
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.max_grad_norm is not None:
@@ -443,14 +548,20 @@ def _run(
                 scaler.update()
                 if sched is not None and not per_epoch:
                     sched.step()
+                if w.distributed:
+                    _between_steps(net, model)
                 metrics = dict(getattr(objective, "metrics", None) or {})
                 metrics.setdefault("loss", loss.detach())
                 if "accuracy" not in metrics:
-                    metrics["accuracy"] = _batch_accuracy(model, xb, yb)
-                meter.add(metrics, len(yb))
+                    metrics["accuracy"] = (
+                        _batch_accuracy(model, xb, yb) if shard.samples else torch.zeros(())
+                    )
+                meter.add(metrics, shard.samples)
                 bar.update(1)
                 if config.progress:
                     bar.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}", refresh=False)
+            if w.distributed:
+                meter.reduce()
             means = meter.means()
             if not math.isfinite(means.get("loss", 0.0)):
                 raise WrapgradValueError(
@@ -469,32 +580,44 @@ def _run(
                 samples=meter.samples,
             )
             history.append(record)
-            stop = bool(on_epoch_end(record, model)) if on_epoch_end is not None else False
-            if path is not None and is_writer():
-                save_checkpoint(
-                    path,
-                    {
-                        "epoch": epoch,
-                        "identity": identity,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": None if sched is None else sched.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "generators": {
-                            "shuffle": shuffle.get_state(),
-                            "objective": draws.get_state(),
+            failure, stop = None, False
+            try:
+                stop = bool(on_epoch_end(record, model)) if on_epoch_end is not None else False
+            except Exception as exc:
+                failure = exc
+            agree(failure, f"train: on_epoch_end after epoch {epoch}")
+            stop = any_rank(stop)
+            failure = None
+            try:
+                if path is not None and is_writer():
+                    save_checkpoint(
+                        path,
+                        {
+                            "epoch": epoch,
+                            "identity": identity,
+                            "model": model.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "scheduler": None if sched is None else sched.state_dict(),
+                            "scaler": scaler.state_dict(),
+                            "generators": {
+                                "shuffle": shuffle.get_state(),
+                                "objective": draws.get_state(),
+                            },
+                            "rng": _global_rng_state(device),
+                            "objective_state": objective.state_dict()
+                            if hasattr(objective, "state_dict")
+                            else None,
+                            "history": [r.to_dict() for r in history],
                         },
-                        "rng": _global_rng_state(device),
-                        "objective_state": objective.state_dict()
-                        if hasattr(objective, "state_dict")
-                        else None,
-                        "history": [r.to_dict() for r in history],
-                    },
-                )
+                    )
+            except Exception as exc:
+                failure = exc
+            agree(failure, f"train: checkpoint of epoch {epoch}")
             if stop:
                 break
     finally:
         bar.close()
+        del net  # the DDP wrapper (its hooks go with it)
         for m, flag in zip(model.modules(), flags, strict=True):
             m.training = flag
         for p in params:
@@ -507,4 +630,5 @@ def _run(
         checkpoint=path,
         resumed_from=resumed_from,
         seconds=time.perf_counter() - start_time,
+        world_size=w.size,
     )

@@ -161,6 +161,8 @@ class TrainResult:
     """The epoch the run resumed after (0: a fresh run)."""
     seconds: float = 0.0
     """Wall-clock time of this call."""
+    world_size: int = 1
+    """How many processes trained (``torch.distributed``'s world size; 1 without it)."""
 
     @property
     def final(self) -> EpochRecord | None:
@@ -174,6 +176,7 @@ class TrainResult:
             "epochs": len(self.history),
             "resumed_from": self.resumed_from,
             "seconds": self.seconds,
+            "world_size": self.world_size,
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
             "config": {
                 k: (str(v) if isinstance(v, Path) else v)

@@ -25,6 +25,8 @@ from torch import Tensor
 from wrapgrad.checks import check_positive_int
 from wrapgrad.errors import UnknownNameError, closest
 from wrapgrad.records import Spec
+from wrapgrad.sharding import Unit, run_sharded
+from wrapgrad_pipeline import sharded
 from wrapgrad_pipeline.context import RunContext
 from wrapgrad_pipeline.plan import Plan, ScoreColumn
 from wrapgrad_pipeline.schema import checked, setting
@@ -273,7 +275,10 @@ def _per_sample(out: Any) -> np.ndarray:
 
 
 class EvaluateStep:
-    """Scores every method x variant with every metric and attack."""
+    """Scores every method x variant with every metric and attack, one global batch at a time
+    (spread over the ranks of a distributed run, :mod:`wrapgrad_pipeline.sharded`)."""
+
+    sharded = True
 
     # -- check ---------------------------------------------------------------------------------
     def check(self, table: EvaluateTable, plan: Plan) -> EvaluateTable:
@@ -475,6 +480,9 @@ class EvaluateStep:
         context.results["scores_by_seed"] = context.scores_by_seed
 
     def _metrics(self, table: EvaluateTable, context: RunContext) -> dict[str, float]:
+        """Every metric cell, one global batch at a time (spread over the ranks of a
+        distributed run): a batch's seeded parameters, fresh noise and re-explanations are
+        seeded from the batch's global index, so the scores do not depend on the ranks."""
         from tqdm.auto import tqdm
 
         from wrapgrad.evaluation import metric as build_metric
@@ -489,60 +497,97 @@ class EvaluateStep:
             if not m.methods or method in m.methods
             for v in context.variants
         ]
-        bar = tqdm(jobs, desc="evaluate", disable=not context.progress, leave=False)
-        for m, method, v in bar:
-            bar.set_postfix_str(f"{m.label} {method} {v}", refresh=False)
-            started = time.perf_counter()
-            spec = get_registry().get("metric", str(m.name))
-            params = _defaults(spec, m.params, context)
-            ex = context.explanations[method][v]
-            n = int(ex.raw.shape[0])  # the method's samples ([explain].method_samples)
-            k = n if m.samples is None else min(m.samples, n)
-            x, y = data.inputs[:k], data.labels[:k]
-            model = context.models[ex.variant.model].model
-            reexplain = None
-            if m.fresh_noise and ex.rebuild is not None and spec.requires == "model":
-                seed = params.get("seed", context.seed)
-                reexplain = CachedExplain(
-                    ex.rebuild(seed=None, generator=_fresh_generator(x, seed, str(m.label), v))
-                )
+        units = sharded.units(context, int(data.inputs.shape[0]))
+        bar = tqdm(total=len(units), desc="evaluate", disable=not context.progress, leave=False)
+
+        def work(unit: Unit) -> dict[str, Any]:
+            torch.manual_seed(unit.seed(context.seed, "evaluate"))
+            scores: dict[str, list[list[float]]] = {}
+            errors: list[dict[str, str]] = []
+            for m, method, v in jobs:
+                started = time.perf_counter()
+                spec = get_registry().get("metric", str(m.name))
+                params = _defaults(spec, m.params, context)
+                ex = context.explanations[method][v]
+                n = int(ex.raw.shape[0])  # the method's samples ([explain].method_samples)
+                k = unit.take(n if m.samples is None else min(m.samples, n)).stop
+                if k == 0:
+                    continue
+                batch = slice(unit.start, unit.start + k)
+                x, y = data.inputs[batch], data.labels[batch]
+                base = params.get("seed", context.seed)
+                if "seed" in params:
+                    params["seed"] = unit.seed(base, "metric")
+                model = context.models[ex.variant.model].model
+                reexplain = None
+                if m.fresh_noise and ex.rebuild is not None and spec.requires == "model":
+                    seed = unit.seed(base, "fresh")
+                    reexplain = CachedExplain(
+                        ex.rebuild(seed=None, generator=_fresh_generator(x, seed, str(m.label), v))
+                    )
+                for mask in m.masks or (None,):
+                    key = f"{m.label}[{mask}]" if mask else str(m.label)
+                    per_seed = []
+                    for r, run in enumerate(ex.runs()):
+                        if reexplain is not None and r > 0:
+                            reexplain.replay()
+                        try:
+                            metric = build_metric(str(m.name), **params)
+                            if spec.requires == "mask":
+                                out = metric(run.maps[batch], data.masks[mask][batch])
+                            elif spec.requires == "maps":
+                                other = next(
+                                    var.label
+                                    for var in context.variants.values()
+                                    if var.model == ex.variant.model and var.enhancer == m.against
+                                )
+                                runs = context.explanations[method][other].runs()
+                                against = runs[min(len(per_seed), len(runs) - 1)]
+                                out = metric(run.maps[batch], against.maps[batch])
+                            else:
+                                explain = run.explain_for(unit) if reexplain is None else reexplain
+                                out = metric(model, x, y, KnownMaps(explain, x, y, run.raw[batch]))
+                            vals = _per_sample(out)
+                        except Exception as exc:  # one degenerate cell must not sink the whole run
+                            errors.append(
+                                {
+                                    "metric": key,
+                                    "method": method,
+                                    "enhancer": v,
+                                    "error": f"{type(exc).__name__}: {exc}".strip()[:500],
+                                }
+                            )
+                            vals = np.full(k, np.nan)
+                        per_seed.append([float(s) for s in vals])
+                    scores[f"{method}|{v}|{key}"] = per_seed
+                spent = time.perf_counter() - started
+                seconds[str(m.label)] = seconds.get(str(m.label), 0.0) + spent
+            bar.update(1)
+            return {"scores": scores, "errors": errors}
+
+        parts = run_sharded(
+            units, work, what="evaluate", store=sharded.shard_store(context, "evaluate")
+        )
+        bar.close()
+        for m, method, v in jobs:
             for mask in m.masks or (None,):
                 key = f"{m.label}[{mask}]" if mask else str(m.label)
-                per_seed = []
-                for r, run in enumerate(ex.runs()):
-                    if reexplain is not None and r > 0:
-                        reexplain.replay()
-                    try:
-                        metric = build_metric(str(m.name), **params)
-                        if spec.requires == "mask":
-                            out = metric(run.maps[:k], data.masks[mask][:k])
-                        elif spec.requires == "maps":
-                            other = next(
-                                var.label
-                                for var in context.variants.values()
-                                if var.model == ex.variant.model and var.enhancer == m.against
-                            )
-                            runs = context.explanations[method][other].runs()
-                            against = runs[min(len(per_seed), len(runs) - 1)]
-                            out = metric(run.maps[:k], against.maps[:k])
-                        else:
-                            explain = run.explain if reexplain is None else reexplain
-                            out = metric(model, x, y, KnownMaps(explain, x, y, run.raw[:k]))
-                        vals = _per_sample(out)
-                    except Exception as exc:  # one degenerate cell must not sink the whole run
-                        context.record_error(
-                            metric=key,
-                            method=method,
-                            enhancer=v,
-                            error=f"{type(exc).__name__}: {exc}".strip()[:500],
-                        )
-                        vals = np.full(k, np.nan)
-                    per_seed.append([float(s) for s in vals])
+                rows = [
+                    p["scores"][cell]
+                    for p in parts
+                    if (cell := f"{method}|{v}|{key}") in p["scores"]
+                ]
+                per_seed = [
+                    [s for row in rows for s in row[r]]
+                    for r in range(len(context.explanations[method][v].runs()))
+                ]
                 context.scores_by_seed[method][v][key] = per_seed
                 context.scores[method][v][key] = _seed_mean(per_seed)
-            spent = time.perf_counter() - started
-            seconds[str(m.label)] = round(seconds.get(str(m.label), 0.0) + spent, 3)
-        return seconds
+        errors = [e for p in parts for e in p["errors"]]
+        for i, error in enumerate(errors):  # a cell that fails in several batches: noted once
+            if error not in errors[:i]:
+                context.record_error(**error)
+        return {label: round(t, 3) for label, t in seconds.items()}
 
     def _attacks(
         self, table: EvaluateTable, context: RunContext, rows: list[dict[str, Any]]
@@ -553,6 +598,8 @@ class EvaluateStep:
         from wrapgrad.registry import get_registry
 
         data = context.data
+        units = sharded.units(context, int(data.inputs.shape[0]))
+        jobs = [(method, v) for method in context.explanations for v in context.variants]
         out = []
         for a in table.attacks:
             record: dict[str, Any] = {
@@ -573,32 +620,72 @@ class EvaluateStep:
                     }
                 )
             params = _defaults(get_registry().get("attack", a.name), a.params, context)
-            jobs = [(method, v) for method in context.explanations for v in context.variants]
-            for method, v in tqdm(
-                jobs, desc=f"attack {a.label}", disable=not context.progress, leave=False
-            ):
-                ex = context.explanations[method][v]
-                n = min(a.samples, int(ex.raw.shape[0]))
-                x, y = data.inputs[:n], data.labels[:n]
-                model = context.models[ex.variant.model].model
-                result = build_attack(a.name, **params)(
-                    model, x, y, KnownMaps(ex.explain, x, y, ex.raw[:n])
-                )
+            bar = tqdm(
+                total=len(units),
+                desc=f"attack {a.label}",
+                disable=not context.progress,
+                leave=False,
+            )
+
+            def work(unit: Unit, a: AttackTable = a, params: dict = params, bar: Any = bar) -> Any:
+                """One global batch of the attack on every method and variant (its ``seed``
+                derived from the batch's global index)."""
+                torch.manual_seed(unit.seed(context.seed, "attack"))
+                out: dict[str, dict[str, Any]] = {}
+                for method, v in jobs:
+                    ex = context.explanations[method][v]
+                    n = unit.take(min(a.samples, int(ex.raw.shape[0]))).stop
+                    if n == 0:
+                        continue
+                    batch = slice(unit.start, unit.start + n)
+                    x, y = data.inputs[batch], data.labels[batch]
+                    model = context.models[ex.variant.model].model
+                    options = dict(params)
+                    if "seed" in options:
+                        options["seed"] = unit.seed(options["seed"], "attack")
+                    result = build_attack(a.name, **options)(
+                        model, x, y, KnownMaps(ex.explain_for(unit), x, y, ex.raw[batch])
+                    )
+                    for score in a.scores:
+                        if score not in result.metrics:
+                            raise context.fail(
+                                f"[evaluate].attacks {a.label!r}.scores",
+                                f"{score!r} is not one of the attack's scores "
+                                f"{sorted(result.metrics)}",
+                            )
+                    per_sample = {
+                        score: torch.as_tensor(result.metrics[score]).double().reshape(-1)
+                        for score in a.scores
+                    }
+                    per_sample["label_kept"] = result.label_kept.double().reshape(-1)
+                    per_sample["perturbation"] = result.perturbation_norm().double().reshape(-1)
+                    for name in ("objective_before", "objective_after"):
+                        value = getattr(result, name)
+                        per_sample[name] = torch.as_tensor(value).double().reshape(-1)
+                    out[f"{method}|{v}"] = {k: t.cpu() for k, t in per_sample.items()}
+                bar.update(1)
+                return out
+
+            parts = run_sharded(
+                units,
+                work,
+                what=f"attack {a.label}",
+                store=sharded.shard_store(context, f"attack-{a.label}"),
+            )
+            bar.close()
+            for method, v in jobs:
+                found = [p[f"{method}|{v}"] for p in parts if f"{method}|{v}" in p]
+                cat = {key: torch.cat([f[key] for f in found]) for key in found[0]}
                 for score in a.scores:
-                    if score not in result.metrics:
-                        raise context.fail(
-                            f"[evaluate].attacks {a.label!r}.scores",
-                            f"{score!r} is not one of the attack's scores {sorted(result.metrics)}",
-                        )
-                    vals = torch.as_tensor(result.metrics[score]).double().reshape(-1).tolist()
+                    vals = cat[score].tolist()
                     context.scores[method][v][f"{a.label}:{score}"] = vals
                     # attacks run on the first enhancer seed's maps only
                     context.scores_by_seed[method][v][f"{a.label}:{score}"] = [vals]
                 record["runs"].setdefault(method, {})[v] = {
-                    "label_kept": float(result.label_kept.float().mean()),
-                    "perturbation": float(result.perturbation_norm().mean()),
-                    "objective_before": torch.as_tensor(result.objective_before).double().tolist(),
-                    "objective_after": torch.as_tensor(result.objective_after).double().tolist(),
+                    "label_kept": float(cat["label_kept"].float().mean()),
+                    "perturbation": float(cat["perturbation"].float().mean()),
+                    "objective_before": cat["objective_before"].tolist(),
+                    "objective_after": cat["objective_after"].tolist(),
                 }
             out.append(record)
         return out

@@ -11,6 +11,8 @@ import torch
 
 from wrapgrad.checks import check_positive_int
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
+from wrapgrad.sharding import Unit, run_sharded
+from wrapgrad_pipeline import sharded
 from wrapgrad_pipeline.context import Explanation, RunContext, Variant
 from wrapgrad_pipeline.levels import LevelReference, resolve_options
 from wrapgrad_pipeline.plan import Plan, variant_label
@@ -108,7 +110,11 @@ class ExplainTable:
 
 
 class ExplainStep:
-    """Explains the evaluated samples with ``wrap(model, method, enhancer, **options)``."""
+    """Explains the evaluated samples with ``wrap(model, method, enhancer, **options)``, one
+    global batch (:mod:`wrapgrad.sharding`) at a time, spread over the ranks of a distributed
+    run (:mod:`wrapgrad_pipeline.sharded`)."""
+
+    sharded = True
 
     def check(self, table: ExplainTable, plan: Plan) -> ExplainTable:
         methods = tuple(
@@ -201,57 +207,70 @@ class ExplainStep:
         }
         settings: dict[str, Any] = {}
         timings: dict[str, float] = {}
-        jobs = [(method, v) for method in table.methods for v in variants]
-        bar = tqdm(
-            total=len(jobs) * table.replicates,
-            desc="explain",
-            disable=not context.progress,
-            leave=False,
-        )
-        for method, v in jobs:
-            started = time.perf_counter()
-            n = min(table.method_samples.get(method, data.inputs.shape[0]), data.inputs.shape[0])
-            model_label, enh = variants[v]
-            levels = context.levels.get(model_label, {})
-            where = f"[explain].enhancers[{labels.index(str(enh.label))}].options"
-            options = resolve_options(enh.options, levels, where)
-            seeds: list[int | None] = [None]
-            if enh.name is not None and "seed" in option_names("enhancer", enh.name):
-                base = int(options.pop("seed", context.seed))
-                seeds = [base + r for r in range(table.replicates)]
-            build = variant_builder(
-                context.models[model_label].model, table, method, enh.name, options, levels
-            )
-            settings[v] = {"name": enh.name, "options": dict(build.options), "seeds": seeds}
-            runs = []
-            for seed in seeds:
-                bar.set_postfix_str(f"{method} {v}" + ("" if seed is None else f" seed {seed}"))
-                explain = build() if seed is None else build(seed=seed)
-                raw = torch.cat(
-                    [
-                        explain(xb, target=yb).detach()
-                        for xb, yb in zip(
-                            data.inputs[:n].split(table.batch_size),
-                            data.labels[:n].split(table.batch_size),
-                            strict=True,
-                        )
-                    ]
+        jobs: dict[tuple[str, str], tuple[int, list[int | None], Builder, Any, bool]] = {}
+        for method in table.methods:
+            for v in variants:
+                n = min(
+                    table.method_samples.get(method, data.inputs.shape[0]), data.inputs.shape[0]
                 )
+                model_label, enh = variants[v]
+                levels = context.levels.get(model_label, {})
+                where = f"[explain].enhancers[{labels.index(str(enh.label))}].options"
+                options = resolve_options(enh.options, levels, where)
+                seeds: list[int | None] = [None]
+                if enh.name is not None and "seed" in option_names("enhancer", enh.name):
+                    base = int(options.pop("seed", context.seed))
+                    seeds = [base + r for r in range(table.replicates)]
+                build = variant_builder(
+                    context.models[model_label].model, table, method, enh.name, options, levels
+                )
+                settings[v] = {"name": enh.name, "options": dict(build.options), "seeds": seeds}
+                plain = build() if seeds == [None] else None
+                jobs[method, v] = (n, seeds, build, plain, enh.name is not None)
+        units = sharded.units(context, int(data.inputs.shape[0]))
+        bar = tqdm(total=len(units), desc="explain", disable=not context.progress, leave=False)
+
+        def work(unit: Unit) -> dict[str, list[torch.Tensor]]:
+            """The maps of one global batch: every method, variant and enhancer seed, each
+            seed's noise drawn from the batch's own seed (``unit.seed(seed)``); the global
+            generator, for components that draw from it, seeded from the batch too."""
+            torch.manual_seed(unit.seed(context.seed, "explain"))
+            out: dict[str, list[torch.Tensor]] = {}
+            for (method, v), (n, seeds, build, plain, _) in jobs.items():
+                started = time.perf_counter()
+                part = unit.take(n)
+                xb = data.inputs[unit.start : unit.start + part.stop]
+                yb = data.labels[unit.start : unit.start + part.stop]
+                out[f"{method}|{v}"] = [
+                    (plain if seed is None else build(seed=unit.seed(seed)))(xb, target=yb).detach()
+                    for seed in seeds
+                    if part.stop
+                ]
+                timings[method] = timings.get(method, 0.0) + time.perf_counter() - started
+            bar.update(1)
+            return out
+
+        parts = run_sharded(
+            units, work, what="explain", store=sharded.shard_store(context, "explain")
+        )
+        bar.close()
+        for (method, v), (_n, seeds, build, plain, enhanced) in jobs.items():
+            runs = []
+            for r, seed in enumerate(seeds):
+                raw = torch.cat([p[f"{method}|{v}"][r] for p in parts if p[f"{method}|{v}"]])
                 runs.append(
                     Explanation(
                         variant=context.variants[v],
-                        explain=explain,
+                        explain=plain if seed is None else build(seed=seed),
                         raw=raw,
                         maps=raw.abs() if table.absolute else raw,
                         seed=seed,
-                        rebuild=build if enh.name is not None else None,
+                        rebuild=build if enhanced else None,
                     )
                 )
-                bar.update(table.replicates if seed is None else 1)
             runs[0].replicates = runs[1:]
             context.explanations.setdefault(method, {})[v] = runs[0]
-            timings[method] = round(timings.get(method, 0.0) + time.perf_counter() - started, 3)
-        bar.close()
+        timings = {k: round(t, 3) for k, t in timings.items()}
         context.results["methods"] = list(table.methods)
         context.results["enhancers"] = list(variants)
         context.results["variants"] = {

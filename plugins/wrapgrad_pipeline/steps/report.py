@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Mapping
 
 import attrs
 
@@ -70,6 +71,12 @@ class ReportTable:
     expect: tuple[ExpectTable, ...] = setting(
         (), doc="expected rankings, judged per method and per mask"
     )
+    reference: Mapping[str, Mapping[str, float]] = setting(
+        factory=dict,
+        doc="published numbers shown beside the run's: `{<variant or group label> = {<metric "
+        "label or row> = value}}` (e.g. a paper's table)",
+    )
+    reference_source: str = setting("", doc="where the reference numbers come from")
     deviations: tuple[str, ...] = setting(
         (),
         doc="where the run departs from the protocol it reproduces, each with its reason; "
@@ -114,13 +121,23 @@ class ReportStep:
                 raise plan.fail(
                     where, "expected 'order' (variant labels, worst to best) or 'best' (one label)"
                 )
-            for j, label in enumerate([*e.order, *([e.best] if e.best else [])]):
-                if label not in plan.variants:
+            named = [*e.order, *([e.best] if e.best else [])]
+            known = plan.groups if set(named) <= set(plan.groups) else plan.variants
+            for j, label in enumerate(named):
+                if label not in known:
                     field = f"{where}.order[{j}]" if j < len(e.order) else f"{where}.best"
-                    raise plan.unknown(field, str(label), plan.variants, "variant label")
+                    raise plan.unknown(field, str(label), known, "variant label")
             for j, method in enumerate(e.methods):
                 if method not in plan.methods:
                     raise plan.unknown(f"{where}.methods[{j}]", method, plan.methods, "method")
+        for label, values in table.reference.items():
+            if label not in plan.variants and label not in plan.groups:
+                known = [*plan.variants, *plan.groups]
+                raise plan.unknown(f"[report].reference.{label}", label, known, "variant label")
+            for key in values:
+                if key not in columns and key not in labels:
+                    where = f"[report].reference.{label}.{key}"
+                    raise plan.unknown(where, key, [*labels, *columns], "metric label")
         return table
 
     def shrink(self, table: ReportTable) -> ReportTable:
@@ -138,6 +155,8 @@ class ReportStep:
             results["models"] = models
         results["expectations"] = [attrs.asdict(e) for e in table.expect]
         results["expectations_source"] = table.expect_source
+        results["reference"] = {k: dict(v) for k, v in table.reference.items()}
+        results["reference_source"] = table.reference_source
         results["deviations"] = list(table.deviations)
         results["figures"] = []
         results.setdefault("errors", [])
@@ -154,6 +173,7 @@ class ReportStep:
     @staticmethod
     def _figures(table: ReportTable, context: RunContext) -> None:
         from wrapgrad_pipeline.figures import bar_charts, grid_figure, safe_name, sweep_figure
+        from wrapgrad_pipeline.groups import group_bar_charts
 
         folder = context.output(table.figures)
         data = context.data
@@ -180,7 +200,10 @@ class ReportStep:
             context.results["figures"].append(
                 {"title": "noise-level sweep", "path": f"{table.figures}/{path.name}"}
             )
-        for fig in bar_charts(context.results, folder):
+        for fig in [
+            *group_bar_charts(context.results, folder),
+            *bar_charts(context.results, folder),
+        ]:
             context.figure_paths.append(folder / fig["file"])
             context.results["figures"].append(
                 {"title": fig["title"], "path": f"{table.figures}/{fig['file']}"}

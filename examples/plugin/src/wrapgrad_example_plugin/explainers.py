@@ -6,14 +6,15 @@ from typing import Any
 
 import torch
 
+from wrapgrad.differentiable import saliency
 from wrapgrad.records import ExplainerTraits
 
 __all__ = ["GradientXSign"]
 
 
 class GradientXSign:
-    """``explainer(model, inputs, target)``: the gradient of the target logit times the sign
-    of the input. Differentiable (``create_graph=True`` keeps the graph) and gradient-only, so
+    """``explainer(model, inputs, target)``: the gradient of the target logit
+    (:func:`wrapgrad.differentiable.saliency` without magnitudes) times the sign of the input. Differentiable (``create_graph=True`` keeps the graph) and gradient-only, so
     the engine may run it on stacked weight samples under ``vmap``."""
 
     traits = ExplainerTraits(
@@ -30,11 +31,5 @@ class GradientXSign:
         create_graph: bool = False,
         **kw: Any,
     ) -> torch.Tensor:
-        x = inputs if inputs.requires_grad else inputs.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = model(x)
-            if target is not None:
-                index = torch.as_tensor(target, device=out.device).reshape(-1, 1)
-                out = out.gather(1, index.expand(out.shape[0], 1))
-            (grad,) = torch.autograd.grad(out.sum(), x, create_graph=create_graph)
+        grad = saliency(model, inputs, target, abs=False, create_graph=create_graph)
         return grad * torch.sign(inputs.detach())
