@@ -634,8 +634,10 @@ def test_report_command_prints_the_same_report(
     assert main(["report", str(tmp_path)]) == 2  # no results.json there
 
 
-# robust_training_mnist.toml has its own smoke test (tests/test_robust_pipeline.py)
-SMOKED_HERE = [p for p in EXAMPLES if p.name != "robust_training_mnist.toml"]
+# robust_training_mnist.toml and neural_sde_cmnist.toml have their own smoke tests
+# (tests/test_robust_pipeline.py, tests/test_sde_pipeline.py), also with built-in plugins only
+OWN_SMOKE_TESTS = {"robust_training_mnist.toml", "neural_sde_cmnist.toml"}
+SMOKED_HERE = [p for p in EXAMPLES if p.name not in OWN_SMOKE_TESTS]
 
 
 @pytest.mark.parametrize("example", SMOKED_HERE, ids=lambda p: p.stem)

@@ -13,6 +13,7 @@ import torch
 
 from wrapgrad.errors import UnknownNameError
 from wrapgrad.guard import ModelSnapshot
+from wrapgrad.registry import Registry, use_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "neural_sde_cmnist.toml"
@@ -33,7 +34,10 @@ def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("sde_smoke")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WRAPGRAD_CACHE", str(root / "cache"))
-        run = Pipeline.from_file(EXAMPLE).run(root / "out", smoke=True, progress=False)
+        # after the README's set-up alone: the built-in plugins, none of the test-only ones
+        mp.setenv("WRAPGRAD_DISABLE_PLUGIN_AUTOLOAD", "1")
+        with use_registry(Registry()):
+            run = Pipeline.from_file(EXAMPLE).run(root / "out", smoke=True, progress=False)
     return root, run
 
 
