@@ -175,3 +175,15 @@ def test_cmnist_train_and_test_digits_are_disjoint():
 def test_cmnist_bad_max_degrees():
     with pytest.raises(WrapgradValueError, match="max_degrees"):
         load_cmnist(max_degrees=-1, limit=2)
+
+
+def test_train_and_test_loads_what_a_training_command_needs() -> None:
+    from wrapgrad.catalog import load_dataset, train_and_test
+
+    train_set, (x, y) = train_and_test("digits8x8", limit=100, test_samples=7)
+    assert len(train_set) == 100
+    test_set = load_dataset("digits8x8", split="test")
+    assert torch.equal(x, test_set.inputs[:7])
+    assert torch.equal(y, test_set.labels[:7])
+    _, (x_all, _) = train_and_test("digits8x8", test_samples=10**6)  # capped at the split
+    assert len(x_all) == len(test_set)

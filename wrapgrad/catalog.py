@@ -25,7 +25,7 @@ from torch import nn
 from wrapgrad.errors import WrapgradValueError
 from wrapgrad.registry import Registry, get_registry, use_registry
 
-__all__ = ["load_dataset", "pretrained", "recipe"]
+__all__ = ["load_dataset", "pretrained", "recipe", "train_and_test"]
 
 
 def load_dataset(
@@ -41,6 +41,23 @@ def load_dataset(
     with use_registry(registry):
         spec = get_registry().get("dataset", name, argument="dataset")
         return spec.factory(split=split, seed=seed, **options)
+
+
+def train_and_test(
+    name: str,
+    *,
+    limit: int | None = None,
+    test_samples: int,
+    registry: Registry | None = None,
+) -> tuple[Any, tuple[Any, Any]]:
+    """What a training command loads: the train split of data set ``name`` (its first ``limit``
+    items, through the data set's ``limit`` option, when given) and ``(inputs, labels)`` of the
+    first ``test_samples`` items of its test split (all of them if it has fewer)."""
+    options = {} if limit is None else {"limit": limit}
+    train_set = load_dataset(name, split="train", registry=registry, **options)
+    test_set = load_dataset(name, split="test", registry=registry)
+    n = min(test_samples, len(test_set))
+    return train_set, (test_set.inputs[:n], test_set.labels[:n])
 
 
 def _model_spec(model: str, what: str) -> Any:

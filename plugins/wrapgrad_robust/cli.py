@@ -66,17 +66,15 @@ def build_model(name: str, dataset: Any, seed: int) -> Any:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from wrapgrad.catalog import load_dataset, pretrained
+    from wrapgrad.catalog import pretrained, train_and_test
     from wrapgrad.training import accuracy, train
     from wrapgrad_robust.presets import preset
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    data_options = {} if args.limit is None else {"limit": args.limit}
-    train_set = load_dataset(args.dataset, split="train", **data_options)
-    test_set = load_dataset(args.dataset, split="test")
-    n_eval = min(args.eval_samples, len(test_set))
-    eval_data = (test_set.inputs[:n_eval], test_set.labels[:n_eval])
+    train_set, eval_data = train_and_test(
+        args.dataset, limit=args.limit, test_samples=args.eval_samples
+    )
     init = args.init
     if init == "auto":  # the robust presets fine-tune the natural model, as FAR does
         from wrapgrad.registry import get_registry
@@ -118,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         "preset": args.preset,
         "settings": settings,
         "seed": args.seed,
-        "test_samples": n_eval,
+        "test_samples": len(eval_data[1]),
         "test_accuracy": test_accuracy,
         "torch": torch.__version__,
         "result": result.to_dict(),

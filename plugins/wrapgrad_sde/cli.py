@@ -44,7 +44,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from wrapgrad.catalog import load_dataset
+    from wrapgrad.catalog import train_and_test
     from wrapgrad.files import atomic_write
     from wrapgrad.training import accuracy
     from wrapgrad_sde.recipes import build_model, convert
@@ -53,11 +53,9 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from wrapgrad.sde import train_sde
 
-    data_options = {} if args.limit is None else {"limit": args.limit}
-    train_set = load_dataset(args.dataset, split="train", **data_options)
-    test_set = load_dataset(args.dataset, split="test")
-    n_eval = min(args.eval_samples, len(test_set))
-    eval_data = (test_set.inputs[:n_eval], test_set.labels[:n_eval])
+    train_set, eval_data = train_and_test(
+        args.dataset, limit=args.limit, test_samples=args.eval_samples
+    )
     model = build_model(args.model, train_set.inputs.shape[1], train_set.num_classes, args.seed)
     sde_options = {} if args.guide_method is None else {"guide_method": args.guide_method}
     sde = convert(model, args.kind, args.sigma, args.seed, sde_options)
@@ -91,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "preset": args.preset,
         "settings": settings,
-        "test_samples": n_eval,
+        "test_samples": len(eval_data[1]),
         "test_accuracy": test_accuracy,
         "torch": torch.__version__,
         "result": result.to_dict(),
