@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from wrapgrad.errors import WrapgradValueError
+from wrapgrad.stats import BOOTSTRAP, bootstrap_means, seed_matrix
 
 __all__ = [
     "BOOTSTRAP",
@@ -49,10 +50,6 @@ __all__ = [
     "seeded_mean_ci",
     "step_test",
 ]
-
-#: Bootstrap replicates of the seed-and-sample intervals and tests.
-BOOTSTRAP = 2000
-
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
     """``(mean, low, high, n)``: the mean of the finite values and its Student-t interval.
@@ -72,39 +69,6 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
         return mean, math.nan, math.nan, 1
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
     return mean, mean - half, mean + half, n
-
-
-def seed_matrix(by_seed: Sequence[Sequence[float | None]]) -> np.ndarray:
-    """``(R, n)`` float64 scores of ``R`` seeds (None as NaN)."""
-    rows = [[math.nan if v is None else float(v) for v in row] for row in by_seed]
-    if not rows or len({len(r) for r in rows}) != 1:
-        raise WrapgradValueError(
-            f"by_seed: expected one score list per seed, all of one length, got lengths "
-            f"{[len(r) for r in rows]}"
-        )
-    return np.asarray(rows, dtype=np.float64)
-
-
-def _counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
-    """``(b, n)`` counts of ``n`` draws with replacement from ``n`` items, ``b`` times."""
-    idx = rng.integers(0, n, size=(b, n))
-    counts = np.zeros((b, n))
-    np.add.at(counts, (np.arange(b)[:, None], idx), 1.0)
-    return counts
-
-
-def bootstrap_means(matrix: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
-    """``(n_boot,)`` means of ``matrix`` ``(R, n)`` with its seeds (rows) and samples (columns)
-    resampled with replacement, independently (a crossed two-way bootstrap). Columns with a NaN
-    are dropped; a single row is resampled over samples only."""
-    m = matrix[:, np.all(np.isfinite(matrix), axis=0)]
-    r, n = m.shape
-    if n == 0:
-        return np.full(n_boot, np.nan)
-    rng = np.random.default_rng(seed)
-    wr = _counts(rng, n_boot, r) if r > 1 else np.ones((n_boot, 1))
-    wn = _counts(rng, n_boot, n)
-    return np.einsum("br,rn,bn->b", wr, m, wn) / (r * n)
 
 
 def seeded_mean_ci(

@@ -32,48 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from wrapgrad.stats import BOOTSTRAP, bootstrap_means, seed_matrix
+
 __all__ = ["BOOTSTRAP", "bootstrap_means", "compare_kinds", "mean_interval", "seed_matrix"]
-
-#: Bootstrap replicates.
-BOOTSTRAP = 2000
-
-
-def seed_matrix(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
-    """``(R, n)`` float64 scores (None as NaN); rows must have one length."""
-    out = [[math.nan if v is None else float(v) for v in row] for row in rows]
-    if not out or len({len(r) for r in out}) != 1:
-        raise ValueError(
-            f"rows: expected one score list per seed, of one length, got lengths "
-            f"{[len(r) for r in out]}"
-        )
-    return np.asarray(out, dtype=np.float64)
-
 
 def _finite_columns(*matrices: np.ndarray) -> np.ndarray:
     keep = np.ones(matrices[0].shape[1], dtype=bool)
     for m in matrices:
         keep &= np.all(np.isfinite(m), axis=0)
     return keep
-
-
-def _weights(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
-    """``(b, n)`` multiplicities of ``n`` draws with replacement from ``n`` items, ``b`` times."""
-    idx = rng.integers(0, n, size=(b, n))
-    counts = np.zeros((b, n))
-    np.add.at(counts, (np.arange(b)[:, None], idx), 1.0)
-    return counts
-
-
-def bootstrap_means(matrix: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
-    """``(n_boot,)`` means of ``matrix`` ``(R, n)`` (finite columns) with its rows and columns
-    resampled independently with replacement; a single row: columns only."""
-    r, n = matrix.shape
-    if n == 0:
-        return np.full(n_boot, math.nan)
-    rng = np.random.default_rng(seed)
-    wr = _weights(rng, n_boot, r) if r > 1 else np.ones((n_boot, 1))
-    wn = _weights(rng, n_boot, n)
-    return np.einsum("br,rn,bn->b", wr, matrix, wn) / (r * n)
 
 
 def mean_interval(
