@@ -436,88 +436,64 @@ def ig_sum_norm(
     )
 
 
-def _aat(
-    name: str,
-    robust_loss: bool,
-    lam: Any,
-    epsilon: Any,
-    step_size: Any,
-    steps: Any,
-    k: Any,
-    random_start: Any,
-    ig_steps: Any,
-    ig_method: Any,
-    softplus_beta: Any,
-    dissimilarity: Any,
-    explainer: Any,
-    norm: Any,
-    bounds: Any,
-) -> FarObjective:
-    return _build(
-        FarConfig(
-            name=name,
-            robust_loss=robust_loss,
-            lam=check_nonnegative(lam, "lam"),
-            explainer=check_choice(explainer, "explainer", sorted(KERNELS)),
-            dissimilarity=check_choice(dissimilarity, "dissimilarity", DISSIMILARITIES),
-            keep_label=not robust_loss,
-            k=_check_k(k),
-            **_attack_options(epsilon, step_size, steps, random_start, norm, bounds),
-            **_attribution_options(ig_steps, ig_method, softplus_beta),
+def _ifia_objective(name: str, robust_loss: bool, doc: str) -> Callable[..., FarObjective]:
+    """The factory of AAT (``robust_loss=False``: Eq. 5, IFIA keeps the label) or AdvAAT
+    (``robust_loss=True``: Eq. 6), documented by ``doc``: the two take the same options with
+    the same defaults (FAR Tables 2-3), declared once here."""
+
+    def factory(
+        *,
+        lam: float = 0.5,
+        epsilon: float = MNIST_EPSILON,
+        step_size: float | None = None,
+        steps: int = 7,
+        k: int | float | None = 50,
+        random_start: bool = False,
+        ig_steps: int = 10,
+        ig_method: str = "gausslegendre",
+        softplus_beta: float | None = 1.0,
+        dissimilarity: str = "pcl",
+        explainer: str = "integrated_gradients",
+        norm: str = "linf",
+        bounds: tuple[float, float] | None = (0.0, 1.0),
+    ) -> FarObjective:
+        return _build(
+            FarConfig(
+                name=name,
+                robust_loss=robust_loss,
+                lam=check_nonnegative(lam, "lam"),
+                explainer=check_choice(explainer, "explainer", sorted(KERNELS)),
+                dissimilarity=check_choice(dissimilarity, "dissimilarity", DISSIMILARITIES),
+                keep_label=not robust_loss,
+                k=_check_k(k),
+                **_attack_options(epsilon, step_size, steps, random_start, norm, bounds),
+                **_attribution_options(ig_steps, ig_method, softplus_beta),
+            )
         )
-    )
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__module__ = __name__
+    factory.__doc__ = doc
+    return factory
 
 
-def aat(
-    *,
-    lam: float = 0.5,
-    epsilon: float = MNIST_EPSILON,
-    step_size: float | None = None,
-    steps: int = 7,
-    k: int | float | None = 50,
-    random_start: bool = False,
-    ig_steps: int = 10,
-    ig_method: str = "gausslegendre",
-    softplus_beta: float | None = 1.0,
-    dissimilarity: str = "pcl",
-    explainer: str = "integrated_gradients",
-    norm: str = "linf",
-    bounds: tuple[float, float] | None = (0.0, 1.0),
-) -> FarObjective:
-    """FAR's AAT (Eq. 10): :math:`\\ell(x, y) + \\lambda \\max_{\\tilde x}
+aat = _ifia_objective(
+    "aat",
+    robust_loss=False,
+    doc="""FAR's AAT (Eq. 10): :math:`\\ell(x, y) + \\lambda \\max_{\\tilde x}
     \\mathrm{PCL}[\\mathrm{IG}(\\tilde x, 0), \\mathrm{IG}(x, 0)]`, the inner maximum by IFIA
     (Algorithm 1: label kept).
 
     Defaults: FAR Tables 2-3 on MNIST (λ = 0.5, ε = 0.3, 7 steps of 1.2 ε / 7, top-k with
-    k = 50, β = 1). ``step_size=None`` means ``1.2 * epsilon / steps``."""
-    return _aat(
-        "aat", False, lam, epsilon, step_size, steps, k, random_start, ig_steps, ig_method,
-        softplus_beta, dissimilarity, explainer, norm, bounds,
-    )  # fmt: skip
+    k = 50, β = 1). ``step_size=None`` means ``1.2 * epsilon / steps``.""",
+)
 
-
-def adv_aat(
-    *,
-    lam: float = 0.5,
-    epsilon: float = MNIST_EPSILON,
-    step_size: float | None = None,
-    steps: int = 7,
-    k: int | float | None = 50,
-    random_start: bool = False,
-    ig_steps: int = 10,
-    ig_method: str = "gausslegendre",
-    softplus_beta: float | None = 1.0,
-    dissimilarity: str = "pcl",
-    explainer: str = "integrated_gradients",
-    norm: str = "linf",
-    bounds: tuple[float, float] | None = (0.0, 1.0),
-) -> FarObjective:
-    """FAR's AdvAAT (Eq. 11): :math:`\\max_{\\tilde x} \\{\\ell(\\tilde x, y) + \\lambda
+adv_aat = _ifia_objective(
+    "adv_aat",
+    robust_loss=True,
+    doc="""FAR's AdvAAT (Eq. 11): :math:`\\max_{\\tilde x} \\{\\ell(\\tilde x, y) + \\lambda
     \\mathrm{PCL}[\\mathrm{IG}(\\tilde x, 0), \\mathrm{IG}(x, 0)]\\}`, the inner maximum by
     Adversarial IFIA (Algorithm 2). With ``lam=0`` it is :func:`pgd` (FAR Eq. 7).
 
-    Defaults as :func:`aat` (FAR Table 3: λ = 0.5 on MNIST)."""
-    return _aat(
-        "adv_aat", True, lam, epsilon, step_size, steps, k, random_start, ig_steps, ig_method,
-        softplus_beta, dissimilarity, explainer, norm, bounds,
-    )  # fmt: skip
+    Defaults as :func:`aat` (FAR Table 3: λ = 0.5 on MNIST).""",
+)
