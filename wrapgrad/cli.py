@@ -2,20 +2,112 @@
 
 ``wrapgrad plugins`` and ``wrapgrad --version`` live here; every other subcommand comes from a
 plugin's ``wrapgrad_commands`` hook (see :mod:`wrapgrad.hookspecs`), built-ins included.
+
+What several plugins' commands share lives here too, so that a flag means the same in every
+command: :func:`add_source_arguments` (a registered model and data set), and for a command that
+trains a model (``wrapgrad train``, ``wrapgrad sde``) :func:`add_training_arguments`, then in
+its action :func:`training_data`, :func:`loop_options` and :func:`write_summary`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import wrapgrad
 from wrapgrad.errors import WrapgradError
 
 
+# -- what plugins' commands share -----------------------------------------------------------------
+def add_source_arguments(parser: argparse.ArgumentParser, *, model: str, dataset: str) -> None:
+    """``--model`` and ``--dataset``: a registered model and data set by name, with the
+    command's defaults."""
+    parser.add_argument("--model", default=model, help=f"registered model (default: {model})")
+    parser.add_argument(
+        "--dataset", default=dataset, help=f"registered data set (default: {dataset})"
+    )
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a command that trains a model: ``--out DIR`` (required), ``--seed``,
+    ``--batch-size`` and ``--lr`` (over the command's preset), ``--device``, ``--resume`` (from
+    ``DIR/checkpoint.pt``) and ``-q/--quiet`` (:func:`loop_options`), ``--limit``,
+    ``--eval-samples`` and ``--threads`` (:func:`training_data`)."""
+    parser.add_argument("--out", required=True, help="output folder (DIR)")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and training seed")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
+    parser.add_argument("--limit", type=int, help="train on the first N training items only")
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (1 is faster on a busy small machine)"
+    )
+    parser.add_argument(
+        "--eval-samples", dest="eval_samples", type=int, default=1000, help="test samples"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def training_data(args: argparse.Namespace) -> tuple[Any, tuple[Any, Any]]:
+    """``(train set, (test inputs, test labels))`` of a training command: ``--threads`` applied
+    to torch, then :func:`wrapgrad.catalog.train_and_test` of ``--dataset`` (the first
+    ``--limit`` training items; ``--eval-samples`` test items)."""
+    import torch
+
+    from wrapgrad.catalog import train_and_test
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return train_and_test(args.dataset, limit=args.limit, test_samples=args.eval_samples)
+
+
+def loop_options(args: argparse.Namespace, eval_data: Any) -> dict[str, Any]:
+    """The keywords of :func:`wrapgrad.train` (and of what trains on it) that a training
+    command's arguments set: ``seed``, ``device``, ``checkpoint_dir`` (``--out``), ``resume``,
+    ``progress`` (not ``--quiet``), and ``eval_data``."""
+    return {
+        "seed": args.seed,
+        "device": args.device,
+        "checkpoint_dir": Path(args.out),
+        "resume": args.resume,
+        "progress": not args.quiet,
+        "eval_data": eval_data,
+    }
+
+
+def write_summary(
+    args: argparse.Namespace, eval_data: Any, test_accuracy: float, result: Any, **facts: Any
+) -> Path:
+    """Write ``DIR/summary.json`` of a training command, atomically: ``--model``, ``--dataset``,
+    ``--seed``, the command's ``facts`` (its settings, ...), the test samples and accuracy,
+    torch's version and ``result.to_dict()`` (values JSON cannot hold as their ``repr``)."""
+    import torch
+
+    from wrapgrad.files import atomic_write
+
+    summary = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "seed": args.seed,
+        **facts,
+        "test_samples": len(eval_data[1]),
+        "test_accuracy": test_accuracy,
+        "torch": torch.__version__,
+        "result": result.to_dict(),
+    }
+    return atomic_write(
+        Path(args.out) / "summary.json", json.dumps(summary, indent=2, default=repr)
+    )
+
+
+# -- the command line ---------------------------------------------------------------------------------
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(f"{{:<{w}}}" for w in widths)

@@ -80,14 +80,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_calibrate_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
     """Add the ``calibrate`` sub-parser; return its action."""
+    from wrapgrad.cli import add_source_arguments
+
     p = subparsers.add_parser(
         "calibrate",
         help="calibrate a reference model's noise level to a relative accuracy drop",
         description="Find the noise level whose relative accuracy drop is --target-drop "
         "(Bykov et al. 2022, Eq. 5) for a reference model on its data set's test split.",
     )
-    p.add_argument("--model", default="small_cnn", help="reference model (small_cnn, small_resnet)")
-    p.add_argument("--dataset", default="mnist", help="data set (mnist, cmnist, digits8x8)")
+    add_source_arguments(p, model="small_cnn", dataset="mnist")
     p.add_argument("--perturber", default="weight", choices=["weight", "input"])
     p.add_argument(
         "--calibrator", default="accuracy_drop", help="accuracy_drop, halve, noisegrad++"

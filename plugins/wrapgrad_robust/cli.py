@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 __all__ = ["add_train_command", "build_model", "parse_options"]
@@ -64,17 +62,12 @@ def build_model(name: str, dataset: Any, seed: int) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    from wrapgrad.catalog import pretrained, train_and_test
+    from wrapgrad.catalog import pretrained
+    from wrapgrad.cli import loop_options, training_data, write_summary
     from wrapgrad.training import accuracy, train
     from wrapgrad_robust.presets import preset
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    train_set, eval_data = train_and_test(
-        args.dataset, limit=args.limit, test_samples=args.eval_samples
-    )
+    train_set, eval_data = training_data(args)
     init = args.init
     if init == "auto":  # the robust presets fine-tune the natural model, as FAR does
         from wrapgrad.registry import get_registry
@@ -91,47 +84,31 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     settings.update(parse_options(args.option))
-    out = Path(args.out)
     result = train(
-        model,
-        train_set.tensors(),
-        args.objective,
-        seed=args.seed,
-        device=args.device,
-        checkpoint_dir=out,
-        resume=args.resume,
-        progress=not args.quiet,
-        eval_data=eval_data,
-        **settings,
+        model, train_set.tensors(), args.objective, **loop_options(args, eval_data), **settings
     )
     test_accuracy = accuracy(result.model, *eval_data)
     for r in result.history:
         parts = ", ".join(f"{k} {v:.4f}" for k, v in sorted(r.metrics.items()))
         print(f"epoch {r.epoch}: {parts}; test accuracy {r.eval_accuracy:.4f} ({r.seconds:.1f} s)")
-    summary = {
-        "model": args.model,
-        "dataset": args.dataset,
-        "objective": result.objective,
-        "init": init,
-        "preset": args.preset,
-        "settings": settings,
-        "seed": args.seed,
-        "test_samples": len(eval_data[1]),
-        "test_accuracy": test_accuracy,
-        "torch": torch.__version__,
-        "result": result.to_dict(),
-    }
-    from wrapgrad.files import atomic_write
-
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=repr))
-    print(
-        f"test accuracy {test_accuracy:.4f}; checkpoint {result.checkpoint}; summary {out / 'summary.json'}"
+    summary = write_summary(
+        args,
+        eval_data,
+        test_accuracy,
+        result,
+        objective=result.objective,
+        init=init,
+        preset=args.preset,
+        settings=settings,
     )
+    print(f"test accuracy {test_accuracy:.4f}; checkpoint {result.checkpoint}; summary {summary}")
     return 0
 
 
 def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
     """Add the ``train`` sub-parser; return its action."""
+    from wrapgrad.cli import add_source_arguments, add_training_arguments
+
     p = subparsers.add_parser(
         "train",
         help="train a registered model with a training objective (natural, pgd, aat, ...)",
@@ -139,14 +116,12 @@ def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
         "objective (wrapgrad.train), showing progress; write DIR/checkpoint.pt and "
         "DIR/summary.json.",
     )
-    p.add_argument("--model", default="small_cnn", help="registered model (small_cnn, ...)")
-    p.add_argument("--dataset", default="mnist", help="registered data set (mnist, ...)")
+    add_source_arguments(p, model="small_cnn", dataset="mnist")
     p.add_argument(
         "--objective",
         default="adv_aat",
         help="natural, pgd, ig_norm, ig_sum_norm, aat, adv_aat, ...",
     )
-    p.add_argument("--out", required=True, help="output folder (checkpoint and summary)")
     p.add_argument(
         "--preset",
         default="embedded",
@@ -161,8 +136,6 @@ def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
         "auto: fine-tune for a robust objective where the model has a recipe",
     )
     p.add_argument("--epochs", type=int, help="epochs (overrides the preset)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
-    p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--optimizer", help="adam, adamw or sgd")
     p.add_argument(
         "--option",
@@ -170,15 +143,5 @@ def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
         metavar="KEY=VALUE",
         help="an objective or loop option, e.g. --option lam=0.5 (repeatable)",
     )
-    p.add_argument("--seed", type=int, default=0, help="initialisation and training seed")
-    p.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
-    p.add_argument("--limit", type=int, help="train on the first N training items only")
-    p.add_argument(
-        "--threads", type=int, help="torch intra-op threads (1 is faster on a busy small machine)"
-    )
-    p.add_argument(
-        "--eval-samples", dest="eval_samples", type=int, default=1000, help="test samples"
-    )
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_training_arguments(p)
     return _run
