@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from wrapgrad.errors import UnknownNameError
+from wrapgrad.errors import UnknownNameError, WrapgradError
 from wrapgrad.records import PipelineStepSpec, Spec
 from wrapgrad.registry import Registry, get_registry, use_registry
 from wrapgrad_pipeline.schema import (
@@ -142,6 +142,21 @@ class Plan:
             return get_registry().get(kind, name)
         except UnknownNameError as exc:
             raise self.unknown(field, name, exc.known, kind) from None
+
+    def recipe(self, model: str, dataset: str, overrides: Mapping[str, Any], field: str) -> Any:
+        """The training recipe of the registered ``model`` on ``dataset`` with ``overrides``
+        (:func:`wrapgrad.catalog.recipe`), or an error naming ``field`` (``"[model].recipe"``;
+        an unknown override as ``<field>.<name>``, with the closest recipe options)."""
+        from wrapgrad.catalog import recipe
+
+        try:
+            return recipe(model, dataset, **dict(overrides))
+        except UnknownNameError as exc:
+            raise self.unknown(
+                f"{field}.{exc.name}", exc.name, exc.known, "recipe option"
+            ) from None
+        except WrapgradError as exc:
+            raise self.fail(field, str(exc)) from None
 
     def check_options(self, spec: Spec, options: Mapping[str, Any], field: str) -> None:
         """Refuse option names ``spec``'s component does not take (its declared options, else

@@ -328,7 +328,6 @@ class TrainStep:
 
     # -- check -------------------------------------------------------------------------------
     def check(self, table: TrainTable, plan: Any) -> TrainTable:
-        from wrapgrad.catalog import recipe
 
         spec = plan.component("model", table.model, "[train].model")
         data = plan.tables["data"]
@@ -339,14 +338,7 @@ class TrainStep:
                     "[train].init",
                     f'the model {spec.name!r} has no training recipe to fine-tune; use "scratch"',
                 )
-            try:
-                recipe(spec.name, dataset, **dict(table.recipe))
-            except UnknownNameError as exc:
-                raise plan.unknown(
-                    f"[train].recipe.{exc.name}", exc.name, exc.known, "recipe option"
-                ) from None
-            except WrapgradError as exc:
-                raise plan.fail("[train].recipe", str(exc)) from None
+            plan.recipe(spec.name, dataset, table.recipe, "[train].recipe")
         elif table.recipe:
             raise plan.fail("[train].recipe", 'expected no recipe with init = "scratch"')
         split_seed, split_field = _split_seed(table, spec.name, dataset, data)

@@ -8,7 +8,6 @@ from typing import Any
 import attrs
 import torch
 
-from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad_pipeline.context import RunContext
 from wrapgrad_pipeline.plan import Plan
 from wrapgrad_pipeline.schema import setting
@@ -56,7 +55,6 @@ class ModelStep:
     """Trains (or loads from the cache) ``[model].name`` through :func:`wrapgrad.pretrained`."""
 
     def check(self, table: ModelTable, plan: Plan) -> ModelTable:
-        from wrapgrad.catalog import recipe
 
         spec = plan.component("model", table.name, "[model].name")
         dataset = plan.tables["data"].dataset
@@ -68,14 +66,7 @@ class ModelStep:
             )
         split_seed = None
         if table.weights is None and getattr(spec, "recipe", None) is not None:
-            try:
-                record = recipe(spec.name, dataset, **dict(table.recipe))
-            except UnknownNameError as exc:
-                raise plan.unknown(
-                    f"[model].recipe.{exc.name}", exc.name, exc.known, "recipe option"
-                ) from None
-            except WrapgradValueError as exc:
-                raise plan.fail("[model].recipe", str(exc)) from None
+            record = plan.recipe(spec.name, dataset, table.recipe, "[model].recipe")
             # The split the recipe trains on: the data step evaluates its held-out part.
             split_seed = getattr(record, "data_seed", None)
         label = table.label or spec.name
