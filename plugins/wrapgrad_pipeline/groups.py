@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from wrapgrad_pipeline.stats import BOOTSTRAP, check_expectation, seed_matrix, seeded_mean_ci
+from wrapgrad_pipeline.stats import BOOTSTRAP, seed_matrix, seeded_mean_ci
 
 __all__ = [
     "expectation_lines",
@@ -81,10 +81,6 @@ def group_stats(rows: Sequence[Sequence[float]], confidence: float = 0.95) -> tu
     return (*seeded_mean_ci(rows, confidence), len(rows))
 
 
-def _named(exp: Mapping[str, Any]) -> list[str]:
-    return [*exp.get("order", []), *([exp["best"]] if exp.get("best") else [])]
-
-
 def _aligned(
     results: Mapping[str, Any], method: str, key: str, labels: Sequence[str]
 ) -> tuple[dict[str, list[list[float]]], list[Any]]:
@@ -100,35 +96,23 @@ def group_expectations(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     method and metric key: ``{"method", "metric", "expect", "seeds", "held", "significant",
     "steps": [...]}`` as :func:`~wrapgrad_pipeline.stats.check_expectation` gives them, with
     ``seeds`` the training seeds compared."""
+    from wrapgrad_pipeline.report import expectation_cells, expectation_names, judge
+
     groups = model_groups(results)
     rows = []
     for exp in results.get("expectations", []):
-        named = _named(exp)
+        named = expectation_names(exp)
         if not named or not set(named) <= set(groups):
             continue
         labels = list(groups) if exp.get("best") else list(dict.fromkeys(named))
-        keys = [m for m in results.get("metrics", []) if exp["metric"] in (m["key"], m["label"])]
-        methods = exp.get("methods") or results.get("methods", [])
-        for method in [m for m in results.get("methods", []) if m in methods]:
-            for m in keys:
-                hib = m.get("higher_is_better")
-                by_seed, seeds = _aligned(results, method, m["key"], labels)
-                if hib is None or not seeds or any(not r or not r[0] for r in by_seed.values()):
-                    continue
-                scores = {
-                    g: np.nanmean(seed_matrix(r), axis=0).tolist() for g, r in by_seed.items()
-                }
-                verdict = check_expectation(
-                    scores,
-                    exp.get("order", []),
-                    exp.get("best"),
-                    bool(hib),
-                    exp.get("alpha", 0.05),
-                    by_seed=by_seed,
-                )
-                rows.append(
-                    {"method": method, "metric": m, "expect": exp, **verdict, "seeds": seeds}
-                )
+        for method, m in expectation_cells(results, exp):
+            hib = m.get("higher_is_better")
+            by_seed, seeds = _aligned(results, method, m["key"], labels)
+            if hib is None or not seeds or any(not r or not r[0] for r in by_seed.values()):
+                continue
+            scores = {g: np.nanmean(seed_matrix(r), axis=0).tolist() for g, r in by_seed.items()}
+            verdict = judge(exp, scores, hib, by_seed)
+            rows.append({"method": method, "metric": m, "expect": exp, **verdict, "seeds": seeds})
     return rows
 
 
@@ -205,15 +189,17 @@ def table_lines(results: Mapping[str, Any]) -> Iterable[str]:
 
 def expectation_lines(results: Mapping[str, Any]) -> Iterable[str]:
     """The expectations that name groups, judged over seeds and samples (module docstring)."""
-    from wrapgrad_pipeline.report import _expect_text, _num, _p, _step_marks, _verdict
+    from wrapgrad_pipeline.report import _p, verdict_lines
 
-    rows = group_expectations(results)
-    if not rows:
-        return
-    if results.get("expectations_source"):
-        yield results["expectations_source"]
-        yield ""
-    yield (
+    def detail(row: Mapping[str, Any], step: Mapping[str, Any]) -> str:
+        flips = "" if step["consistent"] or not step["improved"] else ", sign differs across seeds"
+        per_seed = ", ".join(
+            f"seed {seed} {d:+.3f}"
+            for seed, d in zip(row["seeds"], step["seed_differences"], strict=False)
+        )
+        return f"Wilcoxon {_p(step['p'])}, bootstrap {_p(step['p_bootstrap'])}; {per_seed}{flips}"
+
+    intro = (
         "Each step compares the two groups' models of the same training seed on the same "
         "samples. It is significant when the one-sided Wilcoxon signed-rank test on the "
         f"seed-averaged per-sample differences and a paired bootstrap over seeds and samples "
@@ -221,25 +207,7 @@ def expectation_lines(results: Mapping[str, Any]) -> Iterable[str]:
         "at every seed. Listed per step: the means, the Wilcoxon p, the bootstrap p and the "
         "mean difference at each seed."
     )
-    yield ""
-    for r in rows:
-        m = r["metric"]
-        hib = m.get("higher_is_better") is not False
-        verdict = _verdict(r)
-        yield f"- `{r['method']}`, {m['key']}: {_expect_text(r['expect'], hib)}: {verdict}"
-        for s in r["steps"]:
-            sign, sig = _step_marks(s, hib)
-            flips = "" if s["consistent"] or not s["improved"] else ", sign differs across seeds"
-            per_seed = ", ".join(
-                f"seed {seed} {d:+.3f}"
-                for seed, d in zip(r["seeds"], s["seed_differences"], strict=False)
-            )
-            yield (
-                f"  - {s['worse']} {_num(s['mean_worse'], 3)} {sign} {s['better']} "
-                f"{_num(s['mean_better'], 3)}: Wilcoxon {_p(s['p'])}, bootstrap "
-                f"{_p(s['p_bootstrap'])}; {per_seed}{flips}{sig}"
-            )
-    yield ""
+    yield from verdict_lines(results, group_expectations(results), intro, detail, digits=3)
 
 
 # -- figures -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,17 @@ __all__ = [
     "arrow",
     "cell_stats",
     "cells",
+    "expectation_cells",
+    "expectation_names",
     "expectation_rows",
     "fill_in",
+    "judge",
     "load_results",
     "metric_keys",
     "render_markdown",
     "results_to_json",
     "seed_cells",
+    "verdict_lines",
 ]
 
 RESULTS_FORMAT = "wrapgrad-pipeline-results/1"
@@ -141,31 +145,55 @@ def cell_stats(results: Mapping[str, Any], method: str, key: str) -> dict[str, t
     return out
 
 
+def expectation_names(exp: Mapping[str, Any]) -> list[str]:
+    """The labels an expectation names (its ``order``, then its ``best``)."""
+    return [*exp.get("order", []), *([exp["best"]] if exp.get("best") else [])]
+
+
+def expectation_cells(
+    results: Mapping[str, Any], exp: Mapping[str, Any]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The ``(method, metric column)`` pairs an expectation is judged on, in report order: its
+    ``methods`` (default: every method) by the columns of its ``metric`` (a key, or a label:
+    one column per ground-truth mask)."""
+    methods = exp.get("methods") or results.get("methods", [])
+    keys = [m for m in metric_keys(results) if exp["metric"] in (m["key"], m["label"])]
+    for method in [m for m in results.get("methods", []) if m in methods]:
+        for m in keys:
+            yield method, m
+
+
+def judge(
+    exp: Mapping[str, Any],
+    scores: Mapping[str, Sequence[float]],
+    higher_is_better: bool,
+    by_seed: Mapping[str, Sequence[Sequence[float | None]]],
+) -> dict[str, Any]:
+    """:func:`~wrapgrad_pipeline.stats.check_expectation` of an expectation of the results
+    (its ``order``, ``best`` and ``alpha``, 0.05 when not given) on these scores."""
+    return check_expectation(
+        scores,
+        exp.get("order", []),
+        exp.get("best"),
+        bool(higher_is_better),
+        exp.get("alpha", 0.05),
+        by_seed=by_seed,
+    )
+
+
 def expectation_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every expectation judged per method and per metric key (one per ground-truth mask)."""
     rows = []
-    metrics = metric_keys(results)
     for exp in results.get("expectations", []):
-        named = [*exp.get("order", []), *([exp["best"]] if exp.get("best") else [])]
-        if not set(named) <= set(results["enhancers"]):
+        if not set(expectation_names(exp)) <= set(results["enhancers"]):
             continue  # names groups of models: judged over seeds (wrapgrad_pipeline.groups)
-        keys = [m for m in metrics if m["key"] == exp["metric"] or m["label"] == exp["metric"]]
-        methods = exp.get("methods") or results["methods"]
-        for method in [m for m in results["methods"] if m in methods]:
-            for m in keys:
-                scores = cells(results, method, m["key"])
-                hib = m.get("higher_is_better")
-                if hib is None or any(len(v) == 0 for v in scores.values()):
-                    continue  # no direction (validation refuses it) or nothing scored
-                verdict = check_expectation(
-                    scores,
-                    exp.get("order", []),
-                    exp.get("best"),
-                    bool(hib),
-                    exp.get("alpha", 0.05),
-                    by_seed=seed_cells(results, method, m["key"]),
-                )
-                rows.append({"method": method, "metric": m, "expect": exp, **verdict})
+        for method, m in expectation_cells(results, exp):
+            scores = cells(results, method, m["key"])
+            hib = m.get("higher_is_better")
+            if hib is None or any(len(v) == 0 for v in scores.values()):
+                continue  # no direction (validation refuses it) or nothing scored
+            verdict = judge(exp, scores, hib, seed_cells(results, method, m["key"]))
+            rows.append({"method": method, "metric": m, "expect": exp, **verdict})
     return rows
 
 
@@ -320,16 +348,55 @@ def _step_marks(step: Mapping[str, Any], hib: bool) -> tuple[str, str]:
     return sign, " (significant)" if step["significant"] else " (not significant)"
 
 
-def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
-    rows = expectation_rows(results)
+def verdict_lines(
+    results: Mapping[str, Any],
+    rows: list[dict[str, Any]],
+    intro: str,
+    detail: Callable[[Mapping[str, Any], Mapping[str, Any]], str],
+    digits: int = 4,
+) -> Iterable[str]:
+    """The lines of judged expectations ``rows`` (of variants here, of groups in
+    :mod:`wrapgrad_pipeline.groups`): the file's ``expectations_source``, ``intro``, then per row
+    its expectation and verdict, and per step the two means (``digits`` decimals), the sign,
+    ``detail(row, step)`` (its p-values, ...) and whether it is significant."""
     if not rows:
         return
     if results.get("expectations_source"):
         yield results["expectations_source"]
         yield ""
-    seeds = max(r["seeds"] for r in rows)
+    yield intro
+    yield ""
+    for r in rows:
+        m = r["metric"]
+        hib = m.get("higher_is_better") is not False
+        mask = f", ground-truth mask `{m['mask']}`" if m.get("mask") else ""
+        expected = _expect_text(r["expect"], hib)
+        yield f"- `{r['method']}`, {m['key']}{mask}: {expected}: {_verdict(r)}"
+        for s in r["steps"]:
+            sign, sig = _step_marks(s, hib)
+            yield (
+                f"  - {s['worse']} {_num(s['mean_worse'], digits)} {sign} {s['better']} "
+                f"{_num(s['mean_better'], digits)}: {detail(r, s)}{sig}"
+            )
+    yield ""
+
+
+def _seed_detail(row: Mapping[str, Any], step: Mapping[str, Any]) -> str:
+    """A variant step's p-value and, with several enhancer seeds, its bootstrap p and the
+    difference at each seed."""
+    d = step.get("seed_differences", [])
+    if len(d) <= 1:
+        return _p(step["p"])
+    flips = "" if all(x > 0 for x in d) or all(x < 0 for x in d) else ", sign flips across seeds"
+    diffs = ", ".join(f"{x:+.4f}" for x in d)
+    return f"{_p(step['p'])}, bootstrap {_p(step['p_bootstrap'])}, per seed {diffs}{flips}"
+
+
+def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
+    rows = expectation_rows(results)
+    seeds = max((r["seeds"] for r in rows), default=1)
     if seeds > 1:
-        yield (
+        intro = (
             f"Each step is judged by its means over samples and {seeds} enhancer seeds. It is "
             f"significant when (1) the paired one-sided Wilcoxon signed-rank test on the "
             f"seed-averaged per-sample scores and (2) a paired bootstrap over seeds and samples "
@@ -339,35 +406,12 @@ def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
             f"mean difference at each seed."
         )
     else:
-        yield (
+        intro = (
             "Each step is judged by its means and a paired one-sided Wilcoxon signed-rank test "
             "on the per-sample scores (with one enhancer seed: conditional on one set of "
             "Monte-Carlo draws)."
         )
-    yield ""
-    for r in rows:
-        m = r["metric"]
-        hib = m.get("higher_is_better") is not False
-        verdict = _verdict(r)
-        mask = f", ground-truth mask `{m['mask']}`" if m.get("mask") else ""
-        yield f"- `{r['method']}`, {m['key']}{mask}: {_expect_text(r['expect'], hib)}: {verdict}"
-        for s in r["steps"]:
-            sign, sig = _step_marks(s, hib)
-            extra = ""
-            if len(s.get("seed_differences", [])) > 1:
-                d = s["seed_differences"]
-                flips = (
-                    ""
-                    if all(x > 0 for x in d) or all(x < 0 for x in d)
-                    else (", sign flips across seeds")
-                )
-                diffs = ", ".join(f"{d:+.4f}" for d in s["seed_differences"])
-                extra = f", bootstrap {_p(s['p_bootstrap'])}, per seed {diffs}{flips}"
-            yield (
-                f"  - {s['worse']} {_num(s['mean_worse'])} {sign} {s['better']} "
-                f"{_num(s['mean_better'])}: {_p(s['p'])}{extra}{sig}"
-            )
-    yield ""
+    yield from verdict_lines(results, rows, intro, _seed_detail)
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\-]*)(?::([^{}]*))?\}")
