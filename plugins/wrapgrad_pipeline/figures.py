@@ -3,7 +3,7 @@ metric."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 from wrapgrad.files import atomic_write
 from wrapgrad_pipeline.report import arrow, cell_stats, metric_keys
 
-__all__ = ["bar_charts", "grid_figure", "safe_name"]
+__all__ = ["bar_charts", "grid_figure", "grouped_bars", "safe_name", "save_metric_chart"]
 
 
 def safe_name(text: str) -> str:
@@ -68,6 +68,35 @@ def grid_figure(
     return _save(fig, path)
 
 
+def grouped_bars(
+    ax: Any, ticks: Sequence[str], series: Mapping[str, Sequence[tuple[float, ...]]]
+) -> np.ndarray:
+    """Bars of means with their 95% intervals as error bars on ``ax``: one group per tick, one
+    bar per series in each (``series[label][i]`` is ``(mean, low, high, ...)`` at tick ``i``).
+    Returns the ticks' positions."""
+    xs = np.arange(len(ticks))
+    width = 0.8 / max(1, len(series))
+    for j, (label, stats) in enumerate(series.items()):
+        means = np.array([s[0] for s in stats])
+        err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
+        offset = (j - (len(series) - 1) / 2) * width
+        ax.bar(xs + offset, means, width, yerr=np.nan_to_num(err), capsize=2, label=label)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(ticks, fontsize=8)
+    return xs
+
+
+def save_metric_chart(
+    fig: Any, ax: Any, metric: Mapping[str, Any], path: Path, title: str
+) -> dict[str, str]:
+    """Title ``ax`` with the metric's key and direction, add the legend, write ``path`` and
+    return its entry in ``results["figures"]`` (without the folder)."""
+    ax.set_title(f"{metric['key']} {arrow(metric.get('higher_is_better'))}", fontsize=9)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return {"title": title, "file": path.name}
+
+
 def bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str, str]]:
     """One bar chart per metric key: mean and 95% CI per method and variant (over samples and
     enhancer seeds, as the report's tables)."""
@@ -77,20 +106,12 @@ def bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str, str]]
     for m in metric_keys(results):
         fig = _figure(1.2 + 1.1 * len(enhancers) * max(1, len(methods)) / 2, 3.2)
         ax = fig.add_subplot(1, 1, 1)
-        width = 0.8 / max(1, len(enhancers))
-        for j, e in enumerate(enhancers):
-            stats = [cell_stats(results, meth, m["key"])[e] for meth in methods]
-            means = np.array([s[0] for s in stats])
-            err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
-            xs = np.arange(len(methods)) + (j - (len(enhancers) - 1) / 2) * width
-            ax.bar(xs, means, width, yerr=np.nan_to_num(err), capsize=2, label=e)
-        ax.set_xticks(np.arange(len(methods)))
-        ax.set_xticklabels(methods, fontsize=8)
-        ax.set_title(f"{m['key']} {arrow(m.get('higher_is_better'))}", fontsize=9)
-        ax.legend(fontsize=7)
-        rel = f"bar_{safe_name(m['key'])}.png"
-        _save(fig, folder / rel)
-        made.append({"title": f"{m['key']} (mean, 95% CI)", "file": rel})
+        series = {
+            e: [cell_stats(results, meth, m["key"])[e] for meth in methods] for e in enhancers
+        }
+        grouped_bars(ax, methods, series)
+        path = folder / f"bar_{safe_name(m['key'])}.png"
+        made.append(save_metric_chart(fig, ax, m, path, f"{m['key']} (mean, 95% CI)"))
     return made
 
 

@@ -214,8 +214,7 @@ def expectation_lines(results: Mapping[str, Any]) -> Iterable[str]:
 def group_bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str, str]]:
     """One bar chart per score: each group's mean and 95% interval (per method), the reference
     value as a black mark where there is one. Written atomically as ``groups_<key>.png``."""
-    from wrapgrad_pipeline.figures import _figure, _save, safe_name
-    from wrapgrad_pipeline.report import arrow
+    from wrapgrad_pipeline.figures import _figure, grouped_bars, safe_name, save_metric_chart
 
     groups = model_groups(results)
     if not groups:
@@ -226,27 +225,19 @@ def group_bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str,
     for m in results.get("metrics", []):
         fig = _figure(1.6 + 0.9 * len(names) * max(1, len(methods)), 3.4)
         ax = fig.add_subplot(1, 1, 1)
-        width = 0.8 / max(1, len(methods))
-        xs = np.arange(len(names))
-        for j, method in enumerate(methods):
-            stats = [
+        series = {
+            method: [
                 group_stats(_rows(results, method, m["key"], [v for _, v in groups[g]]))
                 for g in names
             ]
-            means = np.array([s[0] for s in stats])
-            err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
-            offset = (j - (len(methods) - 1) / 2) * width
-            ax.bar(xs + offset, means, width, yerr=np.nan_to_num(err), capsize=3, label=method)
+            for method in methods
+        }
+        xs = grouped_bars(ax, names, series)
         refs = [_reference(results, g, m["key"], m["label"]) for g in names]
         if any(r is not None for r in refs):
             rx = [x for x, r in zip(xs, refs, strict=True) if r is not None]
             ry = [float(r) for r in refs if r is not None]
             ax.scatter(rx, ry, marker="_", s=600, color="black", zorder=3, label="reference")
-        ax.set_xticks(xs)
-        ax.set_xticklabels(names, fontsize=8)
-        ax.set_title(f"{m['key']} {arrow(m.get('higher_is_better'))}", fontsize=9)
-        ax.legend(fontsize=7)
-        rel = f"groups_{safe_name(m['key'])}.png"
-        _save(fig, folder / rel)
-        made.append({"title": f"{m['key']} by group (mean, 95% CI)", "file": rel})
+        path = folder / f"groups_{safe_name(m['key'])}.png"
+        made.append(save_metric_chart(fig, ax, m, path, f"{m['key']} by group (mean, 95% CI)"))
     return made
