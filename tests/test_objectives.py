@@ -15,6 +15,7 @@ from wrapgrad.differentiable import integrated_gradients
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.registry import get_registry
 
+from ._problems import bright_band
 from ._trained import state_of, unchanged
 
 #: Small options that keep each objective's inner maximisation cheap.
@@ -40,13 +41,8 @@ def tiny_cnn() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def problem() -> tuple[torch.Tensor, torch.Tensor]:
-    """48 8x8 images in [0, 1]; the class is which third of the image is brightest."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(48, 1, 8, 8, generator=g) * 0.5
-    y = torch.arange(48) % 3
-    for c in range(3):
-        x[y == c, :, :, 3 * c : 3 * c + 2] += 0.5
-    return x.clamp(0, 1), y
+    """48 8x8 images in [0, 1]; the class is which third of the image (columns) is brightest."""
+    return bright_band(48, dim=3)
 
 
 def _build(name: str, **options):

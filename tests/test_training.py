@@ -11,6 +11,8 @@ import wrapgrad
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
 from wrapgrad.training import EpochRecord, TrainResult, load_checkpoint
 
+from ._problems import bright_band
+
 
 def tiny(seed: int = 0, width: int = 6) -> nn.Module:
     torch.manual_seed(seed)
@@ -27,12 +29,8 @@ def tiny(seed: int = 0, width: int = 6) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def data() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(40, 1, 8, 8, generator=g) * 0.5
-    y = torch.arange(40) % 3
-    for c in range(3):
-        x[y == c, :, 3 * c : 3 * c + 2] += 0.5
-    return x, y
+    """40 8x8 images in [0, 1]; the class is which third of the image (rows) is brightest."""
+    return bright_band(40, dim=2)
 
 
 PGD = {"objective": "pgd", "epsilon": 0.1, "steps": 2, "step_size": 0.05}
@@ -132,34 +130,16 @@ def test_resume_after_an_interrupted_epoch_is_bit_identical(tmp_path, data, use_
 
 def test_resume_refuses_another_architecture_objective_or_setting(tmp_path, data) -> None:
     wrapgrad.train(tiny(), data, epochs=1, checkpoint_dir=tmp_path, **PGD, **RUN)
-    with pytest.raises(WrapgradValueError, match=r"^model: .*another architecture"):
-        wrapgrad.train(
-            tiny(width=7), data, epochs=2, checkpoint_dir=tmp_path, resume=True, **PGD, **RUN
-        )
-    with pytest.raises(WrapgradValueError, match=r"^objective: .*another objective"):
-        wrapgrad.train(
-            tiny(), data, "natural", epochs=2, checkpoint_dir=tmp_path, resume=True, **RUN
-        )
-    with pytest.raises(WrapgradValueError, match=r"^objective"):
-        wrapgrad.train(
-            tiny(),
-            data,
-            epochs=2,
-            checkpoint_dir=tmp_path,
-            resume=True,
-            **{**PGD, "steps": 3},
-            **RUN,
-        )
-    with pytest.raises(WrapgradValueError, match=r"^lr: .*lr=0.01"):
-        wrapgrad.train(
-            tiny(),
-            data,
-            epochs=2,
-            checkpoint_dir=tmp_path,
-            resume=True,
-            **PGD,
-            **{**RUN, "lr": 0.1},
-        )
+    for width, options, match in (
+        (7, {**PGD, **RUN}, r"^model: .*another architecture"),
+        (6, {"objective": "natural", **RUN}, r"^objective: .*another objective"),
+        (6, {**PGD, "steps": 3, **RUN}, r"^objective"),
+        (6, {**PGD, **RUN, "lr": 0.1}, r"^lr: .*lr=0.01"),
+    ):
+        with pytest.raises(WrapgradValueError, match=match):
+            wrapgrad.train(
+                tiny(width=width), data, epochs=2, checkpoint_dir=tmp_path, resume=True, **options
+            )
     # resume=False starts afresh and overwrites
     fresh = wrapgrad.train(tiny(width=7), data, epochs=1, checkpoint_dir=tmp_path, **PGD, **RUN)
     assert fresh.resumed_from == 0
