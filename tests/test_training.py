@@ -204,33 +204,41 @@ def test_schedules_optimisers_autocast_and_objects(data) -> None:
     assert 0.0 <= r.history[0].accuracy <= 1.0  # the loop measured it
 
 
-def test_bad_input_names_the_argument(data) -> None:
-    x, y = data
-    with pytest.raises(WrapgradValueError, match=r"^data: .*non-empty"):
-        wrapgrad.train(tiny(), (x[:0], y[:0]), "natural")
-    with pytest.raises(WrapgradValueError, match=r"^data: .*non-empty"):
-        wrapgrad.train(tiny(), DataLoader(TensorDataset(x[:0], y[:0])), "natural")
-    with pytest.raises(WrapgradValueError, match=r"^data: .*one label"):
-        wrapgrad.train(tiny(), (x, y[:3]), "natural")
-    with pytest.raises(WrapgradTypeError, match=r"^data"):
-        wrapgrad.train(tiny(), x, "natural")
-    with pytest.raises(WrapgradValueError, match=r"^epsilon"):
-        wrapgrad.train(tiny(), data, "adv_aat", epsilon=0.0)
-    with pytest.raises(WrapgradValueError, match=r"^ig_steps"):
-        wrapgrad.train(tiny(), data, "aat", ig_steps=0)
-    with pytest.raises(UnknownNameError, match=r"did you mean 'adv_aat'"):
-        wrapgrad.train(tiny(), data, "adv_at")
-    with pytest.raises(UnknownNameError, match=r"^lamb: .*did you mean 'lam'"):
-        wrapgrad.train(tiny(), data, "aat", lamb=0.5)
-    with pytest.raises(UnknownNameError, match=r"^epoch: .*did you mean 'epochs'"):
-        wrapgrad.train(tiny(), data, "aat", epoch=3)
-    with pytest.raises(WrapgradValueError, match=r"^epochs"):
-        wrapgrad.train(tiny(), data, "natural", epochs=0)
-    with pytest.raises(WrapgradValueError, match=r"^optimizer"):
-        wrapgrad.train(tiny(), data, "natural", optimizer="lbfgs")
-    with pytest.raises(WrapgradValueError, match=r"^lam"):
-        wrapgrad.train(tiny(), data, lambda m, i, t, generator=None: m(i).sum(), lam=0.5)
+def _constant_objective(m, i, t, generator=None):
+    return m(i).sum()
 
+
+@pytest.mark.parametrize(
+    ("source", "objective", "options", "error", "match"),
+    [
+        ("empty", "natural", {}, WrapgradValueError, r"^data: .*non-empty"),
+        ("empty loader", "natural", {}, WrapgradValueError, r"^data: .*non-empty"),
+        ("three labels", "natural", {}, WrapgradValueError, r"^data: .*one label"),
+        ("inputs only", "natural", {}, WrapgradTypeError, r"^data"),
+        ("data", "adv_aat", {"epsilon": 0.0}, WrapgradValueError, r"^epsilon"),
+        ("data", "aat", {"ig_steps": 0}, WrapgradValueError, r"^ig_steps"),
+        ("data", "adv_at", {}, UnknownNameError, r"did you mean 'adv_aat'"),
+        ("data", "aat", {"lamb": 0.5}, UnknownNameError, r"^lamb: .*did you mean 'lam'"),
+        ("data", "aat", {"epoch": 3}, UnknownNameError, r"^epoch: .*did you mean 'epochs'"),
+        ("data", "natural", {"epochs": 0}, WrapgradValueError, r"^epochs"),
+        ("data", "natural", {"optimizer": "lbfgs"}, WrapgradValueError, r"^optimizer"),
+        ("data", _constant_objective, {"lam": 0.5}, WrapgradValueError, r"^lam"),
+    ],
+)
+def test_bad_input_names_the_argument(data, source, objective, options, error, match) -> None:
+    x, y = data
+    sources = {
+        "data": data,
+        "empty": (x[:0], y[:0]),
+        "empty loader": DataLoader(TensorDataset(x[:0], y[:0])),
+        "three labels": (x, y[:3]),
+        "inputs only": x,
+    }
+    with pytest.raises(error, match=match):
+        wrapgrad.train(tiny(), sources[source], objective, **options)
+
+
+def test_a_model_that_detaches_its_inputs_is_refused_where_gradients_are_needed(data) -> None:
     class Detached(nn.Module):
         def __init__(self) -> None:
             super().__init__()
