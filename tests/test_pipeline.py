@@ -22,6 +22,8 @@ from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.records import EnhancerSpec, ExplainerSpec, MetricSpec, PipelineStepSpec
 from wrapgrad.registry import Registry, get_registry, use_registry
 
+from ._steps import AddModelStep, step_plugin
+
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
 
 GOOD = """
@@ -688,20 +690,13 @@ class TwinTable:
     seed: int = attrs.field(default=0, metadata={"doc": "its initialisation seed"})
 
 
-class TwinStep:
-    """A test plugin's step adding a model, as a training step does."""
+class TwinStep(AddModelStep):
+    """A test plugin's step adding a model (untrained), as a training step does."""
 
-    def check(self, table: TwinTable, plan):
-        plan.add_model(table.label, "[twin].label")
-        return table
+    def label(self, table: TwinTable) -> tuple[str, str]:
+        return table.label, "[twin].label"
 
-    def shrink(self, table: TwinTable) -> TwinTable:
-        return table
-
-    def outputs(self, table: TwinTable) -> tuple[str, ...]:
-        return ()
-
-    def run(self, table: TwinTable, context) -> None:
+    def build(self, table: TwinTable, context) -> tuple[torch.nn.Module, dict]:
         data = context.data
         with torch.random.fork_rng():
             torch.manual_seed(table.seed)
@@ -712,21 +707,7 @@ class TwinStep:
                     in_channels=int(data.inputs.shape[1]), num_classes=int(data.dataset.num_classes)
                 )
             )
-        context.add_model(table.label, model.eval(), {"name": "small_cnn", "source": "random"})
-
-
-class _Twin:
-    @staticmethod
-    @hookimpl
-    def wrapgrad_pipeline_steps():
-        yield PipelineStepSpec(
-            name="twin",
-            factory=TwinStep,
-            table="twin",
-            schema=TwinTable,
-            needs=("data",),
-            provides=("models",),
-        )
+        return model, {"name": "small_cnn", "source": "random"}
 
 
 def _two_models() -> dict:
@@ -743,7 +724,7 @@ def _two_models() -> dict:
 
 @pytest.mark.usefixtures("no_work")
 def test_a_plugin_step_adds_a_table_and_models(registry) -> None:
-    registry.register(_Twin(), name="twin")
+    registry.register(step_plugin("twin", TwinStep, TwinTable), name="twin")
     config = Pipeline.from_dict(_two_models()).config
     # ordered by needs/provides: the twin step provides models, so it runs before calibration
     assert config.steps.index("twin") < config.steps.index("calibration")
@@ -768,7 +749,7 @@ def test_a_plugin_step_adds_a_table_and_models(registry) -> None:
 
 @pytest.mark.usefixtures("shared_cache")
 def test_every_model_and_enhancer_variant_is_explained_and_scored(tmp_path: Path, registry) -> None:
-    registry.register(_Twin(), name="twin")
+    registry.register(step_plugin("twin", TwinStep, TwinTable), name="twin")
     results = (
         Pipeline.from_dict(_two_models()).run(tmp_path / "out", smoke=True, progress=False).results
     )

@@ -17,8 +17,10 @@ from wrapgrad_pipeline.schema import PipelineError
 from wrapgrad_pipeline.steps.data import DataStep
 
 from wrapgrad import hookimpl
-from wrapgrad.records import MetricSpec, PipelineStepSpec
+from wrapgrad.records import MetricSpec
 from wrapgrad.sharding import global_batches
+
+from ._steps import AddModelStep, step_plugin
 
 
 # -- the split -----------------------------------------------------------------------------------
@@ -95,38 +97,17 @@ class LinearTable:
     seed: int = attrs.field(default=0, metadata={"doc": "its weights' seed"})
 
 
-class LinearStep:
-    def check(self, table: LinearTable, plan):
-        plan.add_model("linear", "[linear]")
-        return table
+class LinearStep(AddModelStep):
+    def label(self, table: LinearTable) -> tuple[str, str]:
+        return "linear", "[linear]"
 
-    def shrink(self, table: LinearTable) -> LinearTable:
-        return table
-
-    def outputs(self, table: LinearTable) -> tuple[str, ...]:
-        return ()
-
-    def run(self, table: LinearTable, context) -> None:
+    def build(self, table: LinearTable, context) -> tuple[nn.Module, dict]:
         g = torch.Generator().manual_seed(table.seed)
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
         with torch.no_grad():
             model[1].weight.copy_(torch.randn(10, 64, generator=g))
             model[1].bias.zero_()
-        context.add_model("linear", model.eval(), {"name": "linear", "source": "hand-built"})
-
-
-class _Linear:
-    @staticmethod
-    @hookimpl
-    def wrapgrad_pipeline_steps():
-        yield PipelineStepSpec(
-            name="linear",
-            factory=LinearStep,
-            table="linear",
-            schema=LinearTable,
-            needs=("data",),
-            provides=("models",),
-        )
+        return model, {"name": "linear", "source": "hand-built"}
 
 
 def _linear(absolute: bool, method: str, **explain: object) -> dict:
@@ -158,7 +139,7 @@ def _run(raw: dict, tmp_path: Path, name: str = "out"):
 def test_absolute_takes_the_absolute_value_of_every_draw_on_integrated_gradients(
     tmp_path: Path, registry
 ) -> None:
-    registry.register(_Linear(), name="linear")
+    registry.register(step_plugin("linear", LinearStep, LinearTable), name="linear")
     run = _run(_linear(True, "integrated_gradients"), tmp_path)
     sg = run.context.explanations["integrated_gradients"]["SG"]
     # The same draws, one by one: for a linear model IG is exactly (x + xi_j) * W[y]. The six
@@ -187,7 +168,7 @@ def test_absolute_takes_the_absolute_value_of_every_draw_on_integrated_gradients
 
 
 def test_absolute_false_gives_signed_saliency_maps(tmp_path: Path, registry) -> None:
-    registry.register(_Linear(), name="linear")
+    registry.register(step_plugin("linear", LinearStep, LinearTable), name="linear")
     run = _run(_linear(False, "saliency"), tmp_path)
     model = run.context.models["linear"].model
     labels = run.context.data.labels
@@ -244,7 +225,7 @@ def _probe(fresh: bool, replicates: int = 3) -> dict:
 def test_fresh_noise_draws_new_noise_at_every_re_explanation_and_repeats(
     tmp_path: Path, registry
 ) -> None:
-    registry.register(_Linear(), name="linear")
+    registry.register(step_plugin("linear", LinearStep, LinearTable), name="linear")
     registry.register(_Probe(), name="probe")
     fixed = _run(_probe(False), tmp_path, "fixed").results
     fresh = _run(_probe(True), tmp_path, "fresh").results
@@ -267,7 +248,7 @@ def test_fresh_noise_draws_new_noise_at_every_re_explanation_and_repeats(
 
 
 def test_fresh_noise_needs_a_metric_that_explains_again(registry) -> None:
-    registry.register(_Linear(), name="linear")
+    registry.register(step_plugin("linear", LinearStep, LinearTable), name="linear")
     raw = _probe(True)
     raw["evaluate"] = {
         "metrics": [{"label": "sparseness", "quantus": "Sparseness", "fresh_noise": True}]
@@ -287,7 +268,7 @@ def test_fresh_noise_needs_a_metric_that_explains_again(registry) -> None:
 def test_enhancer_seeds_give_different_maps_and_the_plain_method_is_computed_once(
     tmp_path: Path, registry
 ) -> None:
-    registry.register(_Linear(), name="linear")
+    registry.register(step_plugin("linear", LinearStep, LinearTable), name="linear")
     registry.register(_Probe(), name="probe")
     raw = _probe(False, replicates=2)
     raw["explain"]["enhancers"][1]["options"]["seed"] = 10
