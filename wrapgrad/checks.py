@@ -38,6 +38,7 @@ __all__ = [
     "check_generator",
     "check_in_range",
     "check_inputs",
+    "check_map",
     "check_nonnegative",
     "check_positive",
     "check_positive_int",
@@ -190,6 +191,28 @@ def as_input_tuple(inputs: Any, argument: str = "inputs") -> tuple[tuple[Tensor,
         f"{argument}: expected a torch.Tensor or a non-empty tuple of tensors (batch first), "
         f"got {describe(inputs)}"
     )
+
+
+def check_map(value: Any, argument: str = "attributions") -> Tensor:
+    """The attribution map of a single-input model: a tensor, or a tuple holding exactly one
+    (what an explainer returns for one input).
+
+    >>> check_map((torch.ones(2, 3),)).shape
+    torch.Size([2, 3])
+    >>> check_map([1.0])
+    Traceback (most recent call last):
+    ...
+    wrapgrad.errors.WrapgradTypeError: attributions: expected a tensor map, got list of 1 (float 1.0)
+    """
+    if isinstance(value, tuple):
+        if len(value) != 1:
+            raise WrapgradTypeError(
+                f"{argument}: expected one map (a single-input model), got a tuple of {len(value)}"
+            )
+        value = value[0]
+    if not isinstance(value, Tensor):
+        raise WrapgradTypeError(f"{argument}: expected a tensor map, got {describe(value)}")
+    return value
 
 
 def check_finite(t: Tensor, argument: str) -> None:

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+from wrapgrad.checks import check_map
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 
 __all__ = [
@@ -65,12 +66,7 @@ def reduce_channels(maps: Tensor, reduction: str | None, channel_dim: int = 1) -
 
 
 def _as_maps(value: object, argument: str) -> Tensor:
-    if isinstance(value, tuple) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, Tensor):
-        raise WrapgradTypeError(
-            f"{argument}: expected a tensor of attributions (B, ...), got {type(value).__name__}"
-        )
+    value = check_map(value, argument)
     if value.dim() < 2:
         raise WrapgradValueError(
             f"{argument}: expected a batch-first map of shape (B, ...) with at least 2 "

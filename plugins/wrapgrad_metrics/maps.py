@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wrapgrad.checks import check_map
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad_metrics import functional as fn
 
@@ -129,12 +130,7 @@ class LocalisationAUC:
         self.abs = bool(abs)
 
     def __call__(self, attributions: Tensor, mask: Tensor) -> Tensor:
-        if isinstance(attributions, tuple) and len(attributions) == 1:
-            attributions = attributions[0]
-        if not isinstance(attributions, Tensor):
-            raise WrapgradTypeError(
-                f"attributions: expected a tensor (B, ...), got {type(attributions).__name__}"
-            )
+        attributions = check_map(attributions)
         if not isinstance(mask, Tensor):
             raise WrapgradTypeError(f"mask: expected a boolean tensor, got {type(mask).__name__}")
         a = attributions.detach()

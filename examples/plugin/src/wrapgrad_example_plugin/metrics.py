@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wrapgrad.checks import check_positive
+from wrapgrad.checks import check_map, check_positive
 from wrapgrad.errors import WrapgradValueError
 
 __all__ = ["CosineSimilarity", "RelevanceMass"]
@@ -54,13 +54,7 @@ class RelevanceMass:
     higher_is_better = True
 
     def __call__(self, attributions: Any, mask: Tensor) -> Tensor:
-        if isinstance(attributions, tuple) and len(attributions) == 1:
-            attributions = attributions[0]
-        if not isinstance(attributions, Tensor):
-            raise WrapgradValueError(
-                f"attributions: expected a tensor, got {type(attributions).__name__}"
-            )
-        r = attributions.detach().double()
+        r = check_map(attributions).detach().double()
         m = torch.as_tensor(mask, device=r.device).bool()
         if m.dim() == r.dim() and m.shape[1] == 1 and r.shape[1] != 1:
             r = r.sum(dim=1, keepdim=True)
