@@ -70,9 +70,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "neuron_integrated_gradients": ({"layer": "features.2"}, {"neuron_selector": (0, 4, 4)}),
 }
 
-# Captum 0.9's LayerFeaturePermutation fails on any target for a classifier ("Output must be 2D");
-# wrapgrad passes what it is given, so the comparison runs without a target.
-NO_TARGET = {"layer_feature_permutation"}
+# Captum 0.9's LayerFeaturePermutation fails on any target for a classifier ("Output must be 2D":
+# it selects the target twice). wrapgrad selects it in the forward function, as Captum advises at
+# _select_targets; the direct call does the same by hand.
+TARGET_IN_FORWARD = {"layer_feature_permutation"}
 
 
 def test_every_captum_method_is_covered() -> None:
@@ -90,7 +91,11 @@ def _captum_direct(name: str, model: nn.Module, x: torch.Tensor, target: Any) ->
     cls = captum_classes()[name]
     opts, kwargs = CASES[name]
     layer = opts.get("layer")
-    obj = cls(model, model.get_submodule(layer)) if layer else cls(model)
+    forward: Any = model
+    if name in TARGET_IN_FORWARD and target is not None:
+        index = target.reshape(-1, 1)
+        forward, target = (lambda x: model(x).gather(1, index)[:, 0]), None
+    obj = cls(forward, model.get_submodule(layer)) if layer else cls(forward)
     if target is None:
         return obj.attribute(x, **kwargs)
     return obj.attribute(x, target=target, **kwargs)
@@ -101,7 +106,7 @@ def test_wrap_equals_captum(name: str, images: torch.Tensor, labels: torch.Tenso
     model = SmallCNN().eval()
     opts, kwargs = CASES[name]
     explain = wrapgrad.wrap(model, name, guard="verify", **opts)
-    target = labels if explain.explainer.takes_target and name not in NO_TARGET else None
+    target = labels if explain.traits.takes_target else None
     _seed_everything(123)
     got = explain(images.clone(), target=target, **kwargs)
     _seed_everything(123)
@@ -111,6 +116,53 @@ def test_wrap_equals_captum(name: str, images: torch.Tensor, labels: torch.Tenso
     if explain.family == "attribution":
         assert got.shape == images.shape
         assert got.device == images.device
+
+
+def test_layer_feature_permutation_explains_a_target(images: torch.Tensor, labels) -> None:
+    """Captum 0.9 fails on a target (the reason for the adapter's workaround); through wrap()
+    the maps are the target's, and the class and object forms agree."""
+    model = SmallCNN().eval()
+    layer = model.get_submodule("features.2")
+    with pytest.raises(AssertionError, match="Output must be 2D"):
+        ca.LayerFeaturePermutation(model, layer).attribute(images, target=labels)
+    _seed_everything(0)
+    by_name = wrapgrad.wrap(model, "layer_feature_permutation", layer="features.2")(
+        images, target=labels
+    )
+    _seed_everything(0)
+    by_object = wrapgrad.wrap(model, ca.LayerFeaturePermutation(model, layer))(
+        images, target=labels
+    )
+    torch.testing.assert_close(by_object, by_name, rtol=0, atol=0)
+    _seed_everything(0)
+    other = wrapgrad.wrap(model, "layer_feature_permutation", layer="features.2")(
+        images, target=(labels + 1) % 4
+    )
+    assert not torch.equal(other, by_name)
+
+
+def test_captum_traits_declare_what_a_call_needs() -> None:
+    """Target, baselines and randomness as the Captum classes' signatures and algorithms say
+    (the conformance kit builds its calls from these)."""
+    from wrapgrad.captum_adapter import method_traits
+
+    traits = {name: method_traits(cls) for name, cls in captum_classes().items()}
+    assert not traits["layer_activation"].takes_target  # explains no output
+    assert traits["neuron_conductance"].takes_target  # a neuron and a target
+    assert not traits["neuron_gradient"].takes_target
+    assert traits["layer_grad_cam"].takes_target
+    assert traits["saliency"].takes_target
+    assert {n for n, t in traits.items() if t.baseline_distribution} == {
+        "deep_lift_shap",
+        "layer_deep_lift_shap",
+        "neuron_deep_lift_shap",
+        "gradient_shap",
+        "layer_gradient_shap",
+        "neuron_gradient_shap",
+    }
+    # Exact Shapley values enumerate every permutation: deterministic, unlike the sampling one.
+    assert not traits["shapley_values"].stochastic
+    assert traits["shapley_value_sampling"].stochastic
 
 
 def test_class_and_object_forms_equal_the_name(cnn, images, labels) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+import attrs
 import pytest
 import torch
 from hypothesis import given, settings
@@ -228,6 +229,62 @@ def test_broken_explainers_fail() -> None:
     )
 
 
+def test_the_kit_builds_calls_from_the_traits() -> None:
+    """Traits declare what the call needs: no target, or a baseline distribution; a component
+    that declares otherwise than it behaves fails naming the check."""
+
+    def activation(model: Any, inputs: torch.Tensor, target: Any = None, **kw: Any) -> torch.Tensor:
+        if target is not None:
+            raise ValueError("explains no output: takes no target")
+        return inputs * model(inputs).sum(1).reshape(-1, 1, 1, 1).detach()
+
+    passed = check_component(explainer(activation, takes_target=False))
+    assert {r.status for r in passed} == {"passed"}
+    fails(explainer(activation), "check_explainer_output", "takes no target")
+
+    def expected_gradient(
+        model: Any, inputs: torch.Tensor, target: Any = None, *, baselines: Any = None, **kw: Any
+    ) -> torch.Tensor:
+        # Needs a distribution: every sample is compared with every reference row.
+        if baselines is None or baselines.shape[0] < 2:
+            raise ValueError("baselines: expected a distribution of at least two rows")
+        delta = inputs - baselines.mean(0, keepdim=True)
+        return delta * gradient(model, inputs, target)
+
+    # The kit passes baselines to a factory that takes them (its options name them).
+    spec = explainer(expected_gradient, baseline_distribution=True)
+    spec = attrs.evolve(spec, options=("baselines",))
+    assert {r.status for r in check_component(spec)} == {"passed"}
+    undeclared = attrs.evolve(spec, traits=spec.traits.evolve(baseline_distribution=False))
+    undeclared = attrs.evolve(
+        undeclared, factory=lambda: FunctionExplainer(expected_gradient, traits=undeclared.traits)
+    )
+    fails(undeclared, "check_explainer_batch_independence", "a distribution of at least two")
+
+    # A neuron method that also explains a target (NeuronConductance) declares it.
+    def neuron_times_target(
+        model: Any, inputs: torch.Tensor, target: Any = None, **kw: Any
+    ) -> torch.Tensor:
+        if kw.get("neuron_selector") is None or target is None:
+            raise ValueError("needs neuron_selector and a target")
+        return gradient(model, inputs, target)
+
+    both = explainer(neuron_times_target, family="neuron", takes_target=True)
+    assert {r.status for r in check_component(both)} == {"passed"}
+    fails(
+        explainer(neuron_times_target, family="neuron"),
+        "check_explainer_output",
+        "needs neuron_selector and a target",
+    )
+
+
+def test_takes_target_defaults_to_the_familys_convention() -> None:
+    assert ExplainerTraits().takes_target
+    assert not ExplainerTraits(family="neuron").takes_target
+    assert ExplainerTraits(family="neuron", takes_target=True).takes_target
+    assert not ExplainerTraits(family="layer", takes_target=False).takes_target
+
+
 # -- metrics ----------------------------------------------------------------------------------
 def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).flatten(1).norm(dim=1)
@@ -286,6 +343,52 @@ def test_a_model_metric_that_leaves_a_hook_fails() -> None:
 
     spec = MetricSpec(name="confidence", factory=lambda: confidence, summary="s", requires="model")
     fails(spec, "check_metric_model_unchanged", "_forward_pre_hooks changed (0 -> 1 hooks)")
+
+
+def _focus(mosaics: torch.Tensor, positions: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """The share of positive relevance on the tiles ``positions`` flags."""
+    b, _, h, w = maps.shape
+    tiles = positions.reshape(b, 1, 2, 1, 2, 1).float()
+    weight = tiles.expand(b, 1, 2, h // 2, 2, w // 2).reshape(b, 1, h, w)
+    relevance = maps.clamp(min=0)
+    return (relevance * weight).flatten(1).sum(1) / relevance.flatten(1).sum(1).clamp(min=1e-12)
+
+
+def test_mosaic_metrics_are_checked_in_their_call_form() -> None:
+    def focus(
+        model: Any, mosaics: torch.Tensor, target: Any, explain: Any, positions: torch.Tensor
+    ) -> torch.Tensor:
+        return _focus(mosaics, positions, explain(mosaics, target=target)).double()
+
+    spec = MetricSpec(
+        name="focus", factory=lambda: focus, summary="s", requires="mosaic", higher_is_better=True
+    )
+    results = check_component(spec)
+    assert {r.status for r in results} == {"passed"}
+    assert "check_metric_model_unchanged_on_error" in {r.check for r in results}
+
+    def mutating(
+        model: Any, mosaics: torch.Tensor, target: Any, explain: Any, positions: torch.Tensor
+    ) -> torch.Tensor:
+        positions.zero_()  # scribbles on the caller's positions
+        return focus(model, mosaics, target, explain, positions)
+
+    fails(
+        attrs.evolve(spec, factory=lambda: mutating),
+        "check_metric_scores",
+        "an argument after the call",
+    )
+
+
+def test_the_probe_mosaics_put_each_sample_on_its_flagged_tiles() -> None:
+    probe = make_probe()
+    assert probe.mosaics.shape == (3, 1, 16, 16)
+    assert probe.positions.shape == (3, 4)
+    for i in range(3):
+        tiles = [probe.mosaics[i, :, r : r + 8, c : c + 8] for r in (0, 8) for c in (0, 8)]
+        own = [bool(torch.equal(t, probe.inputs[i])) for t in tiles]
+        assert own == [bool(f) for f in probe.positions[i].tolist()]
+        assert sum(own) == 2
 
 
 # -- perturbers -------------------------------------------------------------------------------

@@ -147,6 +147,19 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
             "[evaluate].metrics[0].quantus",
             "did you mean 'sparseness'",
         ),
+        # Quantus metrics a pipeline cannot score: no score per sample, or mosaics as inputs
+        (
+            'quantus = "Sparseness"',
+            'quantus = "SensitivityN"',
+            "[evaluate].metrics[0].quantus",
+            "'SensitivityN' is not available: Quantus' SensitivityN gives no score per sample",
+        ),
+        (
+            'quantus = "Sparseness"',
+            'quantus = "Focus"',
+            "[evaluate].metrics[0].quantus",
+            "quantus_focus scores 2x2 mosaics",
+        ),
         ("samples = 12", "sampels = 12", "[data].sampels", "did you mean 'samples'"),
         (
             'sigma = "@calibration.ng.sigma"',

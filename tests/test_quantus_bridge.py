@@ -13,7 +13,12 @@ from torch import nn
 from wrapgrad_quantus import QuantusMetric, quantus_explain, quantus_metric
 
 import wrapgrad
-from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
+from wrapgrad.errors import (
+    UnavailableError,
+    UnknownNameError,
+    WrapgradTypeError,
+    WrapgradValueError,
+)
 
 from ._trained import one_thread, state_of, unchanged
 
@@ -158,13 +163,17 @@ def test_model_parameter_randomisation_sees_the_randomised_models(data) -> None:
         return wrapgrad.wrap(m, "saliency")(inputs, target=target)
 
     explain = wrapgrad.wrap(model, spy)
-    scores = quantus_metric("ModelParameterRandomisation", layer_order="independent")(
-        model, x, y, explain
-    )
-    assert set(scores) >= {"original", "conv", "fc"}
+    metric = quantus_metric("ModelParameterRandomisation", layer_order="independent")
+    scores = metric.raw(model, x, y, explain)  # Quantus' result: per-layer similarities
+    assert set(scores) == {"original", "conv", "fc"}
     # The maps of the randomised copies differ from the original's: similarity < 1.
     assert all(np.asarray(scores[layer]).mean() < 0.999 for layer in ("conv", "fc"))
     assert len(set(seen)) >= 2  # explanations were computed on other models than the user's
+    # The registered score: per sample, the mean over the randomised layers (not "original").
+    per_sample = metric(model, x, y, explain)
+    want = (np.asarray(scores["conv"]) + np.asarray(scores["fc"])) / 2
+    np.testing.assert_allclose(per_sample.numpy(), want, rtol=1e-12)
+    assert metric.higher_is_better is False
     assert _unchanged(model, before)
 
 
@@ -217,8 +226,10 @@ def test_quantus_metric_names_and_errors(data) -> None:
 
 
 def test_every_quantus_metric_is_a_registered_metric(data) -> None:
-    """``quantus_<snake case>`` per class, its direction, mask form for the localisation
-    metrics, and smoke caps only for options the class takes."""
+    """``quantus_<snake case>`` per class, its direction (Quantus', but the paper's for
+    RegionPerturbation's MoRF order), mask form for the localisation metrics, mosaic form for
+    Focus, smoke caps only for options the class takes; SensitivityN, which gives no score per
+    sample, unavailable with its reason."""
     import inspect
 
     from wrapgrad.registry import get_registry
@@ -226,14 +237,22 @@ def test_every_quantus_metric_is_a_registered_metric(data) -> None:
     reg = get_registry()
     classes = wrapgrad_quantus.quantus_metrics()
     for cls_name, cls in classes.items():
+        if cls_name in wrapgrad_quantus.metrics.NOT_PER_SAMPLE:
+            with pytest.raises(UnavailableError, match="no score per sample"):
+                reg.get("metric", wrapgrad_quantus.metric_name(cls_name))
+            continue
         spec = reg.get("metric", wrapgrad_quantus.metric_name(cls_name))
         names = set(inspect.signature(cls.__init__).parameters)
         assert set(spec.smoke_caps()) <= names, cls_name
         direction = str(cls.score_direction.name).lower()
-        assert spec.higher_is_better is {"higher": True, "lower": False}.get(direction), cls_name
+        quantus_says = {"higher": True, "lower": False}.get(direction)
+        want = True if cls_name == "RegionPerturbation" else quantus_says
+        assert spec.higher_is_better is want, cls_name
+    assert set(wrapgrad_quantus.metrics.NOT_PER_SAMPLE) == {"SensitivityN"}
     assert reg.get("metric", "quantus_max_sensitivity").smoke_caps() == {"nr_samples": 2}
     assert reg.get("metric", "quantus_relevance_rank_accuracy").requires == "mask"
     assert reg.get("metric", "quantus_sparseness").requires == "model"
+    assert reg.get("metric", "quantus_focus").requires == "mosaic"
     # declared options: the constructor's, plus the bridge's seed and batch_size, closed (so a
     # misspelt option is refused by name before anything runs)
     names, open_ = reg.get("metric", "quantus_max_sensitivity").option_names()

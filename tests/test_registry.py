@@ -10,7 +10,13 @@ import pytest
 import torch
 
 import wrapgrad
-from wrapgrad.errors import PluginConflictError, PluginLoadError, UnknownNameError, WrapgradWarning
+from wrapgrad.errors import (
+    PluginConflictError,
+    PluginLoadError,
+    UnavailableError,
+    UnknownNameError,
+    WrapgradWarning,
+)
 from wrapgrad.records import EnhancerSpec, ExplainerSpec, ExplainerTraits, MetricSpec
 from wrapgrad.registry import Registry
 
@@ -163,6 +169,52 @@ def test_plugins_registered_in_code_and_bad_records() -> None:
     with pytest.warns(WrapgradWarning, match="must yield ExplainerSpec"):
         names = reg.names("explainer")
     assert "saliency" in names  # the built-ins are untouched by the bad plugin
+
+
+def test_an_unavailable_name_is_unlisted_and_answered_with_its_reason() -> None:
+    """A plugin may name a component it knows but does not offer (``Spec.unavailable``): it is
+    in no listing, and looking it up says why; another plugin offering the name wins."""
+
+    def batch_score(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).abs().mean().expand(len(a))
+
+    class Knows:
+        @staticmethod
+        @wrapgrad.hookimpl
+        def wrapgrad_metrics():
+            yield MetricSpec(
+                name="batch_gap",
+                factory=lambda: batch_score,
+                unavailable="it scores the whole batch, not each sample; use l1_gap",
+            )
+
+    class Offers:
+        @staticmethod
+        @wrapgrad.hookimpl
+        def wrapgrad_metrics():
+            yield MetricSpec(name="batch_gap", factory=lambda: batch_score)
+
+    reg = Registry(autoload=False)
+    reg.register(Knows(), name="knows")
+    assert "batch_gap" not in reg.names("metric")
+    assert "batch_gap" not in reg.specs("metric")
+    assert not [r for r in reg.plugins() if r.name == "batch_gap"]
+    for asked in ("batch_gap", "Batch-Gap", "batchgap"):
+        with pytest.raises(UnavailableError) as info:
+            reg.get("metric", asked, argument="name")
+        assert str(info.value) == (
+            "name: metric 'batch_gap' is not available: it scores the whole batch, not each "
+            "sample; use l1_gap"
+        )
+    assert info.value.reason.startswith("it scores the whole batch")
+    with pytest.raises(UnavailableError, match="not each sample"):
+        wrapgrad.metric("batch_gap", registry=reg)
+    # A name nobody knows is still an unknown name with suggestions.
+    with pytest.raises(UnknownNameError):
+        reg.get("metric", "batch_gaps")
+
+    reg.register(Offers(), name="offers")
+    assert reg.get("metric", "batch_gap").unavailable == ""
 
 
 def test_spec_records_validate_names() -> None:

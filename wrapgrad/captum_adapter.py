@@ -62,6 +62,21 @@ _STOCHASTIC = {
     "NeuronGradientShap",
 }
 
+#: Subclasses of a stochastic method that draw nothing: exact Shapley values enumerate every
+#: permutation of the features (ShapleyValueSampling draws some of them).
+_DETERMINISTIC = {"ShapleyValues"}
+
+#: Methods whose ``baselines`` are a distribution of reference inputs (DeepLiftShap averages
+#: DeepLift over all of them and needs at least two; GradientShap draws from them).
+_BASELINE_DISTRIBUTION = {
+    "DeepLiftShap",
+    "LayerDeepLiftShap",
+    "NeuronDeepLiftShap",
+    "GradientShap",
+    "LayerGradientShap",
+    "NeuronGradientShap",
+}
+
 #: Input-level methods that work through module hooks (and therefore cannot be vmap-ed).
 _HOOKED = {"DeepLift", "DeepLiftShap", "GuidedBackprop", "Deconvolution", "LRP", "GuidedGradCam"}
 
@@ -74,6 +89,13 @@ _VMAP_LAYOUT = {
     "GradientShap": "interleave",
 }
 
+
+#: Captum classes that select the target twice: Captum 0.9's LayerFeaturePermutation runs the
+#: model with the target selected inside the forward function it hands FeatureAblation, which
+#: selects the target again from that 1-D result and fails ("Output must be 2D to select tensor
+#: of targets"). For them the target is selected in the forward function alone (Captum's own
+#: advice at ``_select_targets``) and ``attribute`` gets none: :func:`_target_in_forward`.
+_TARGET_IN_FORWARD = {"LayerFeaturePermutation"}
 
 #: Captum's notices that it sets hooks it will remove (DeepLift, GuidedBackprop, ...).
 _HOOK_NOTICES = (
@@ -104,6 +126,25 @@ def _requiring_grad(inputs: Any) -> Any:
         out = tuple(one(t) for t in inputs)
         return inputs if all(a is b for a, b in zip(out, inputs, strict=True)) else out
     return one(inputs)
+
+
+def _target_in_forward(obj: Any, target: Any) -> tuple[Any, Any]:
+    """``(object, target)`` for ``obj.attribute``: for the classes of :data:`_TARGET_IN_FORWARD`
+    a shallow copy of ``obj`` whose forward function returns the target's outputs only, and no
+    target; others unchanged. The same attributions Captum defines: the forward function
+    returns what ``_select_targets(model(x), target)`` would."""
+    if target is None or type(obj).__name__ not in _TARGET_IN_FORWARD:
+        return obj, target
+    from captum._utils.common import _select_targets
+
+    forward = obj.forward_func
+
+    def selected(*args: Any, **kwargs: Any) -> Tensor:
+        return _select_targets(forward(*args, **kwargs), target)
+
+    fixed = copy.copy(obj)
+    fixed.forward_func = selected
+    return fixed, None
 
 
 def snake_case(name: str) -> str:
@@ -148,9 +189,11 @@ def method_info(cls: type) -> dict[str, Any]:
         "family": family,
         "needs_layer": "layer" in init,
         "uses_hooks": family != "attribution" or bool(names & _HOOKED),
-        "stochastic": bool(names & _STOCHASTIC),
+        "stochastic": bool(names & _STOCHASTIC) and not names & _DETERMINISTIC,
         "perturbation": "PerturbationAttribution" in names,
         "vmap_layout": _VMAP_LAYOUT.get(cls.__name__),
+        "takes_target": "target" in accepted(cls.attribute)[0],
+        "baseline_distribution": bool(names & _BASELINE_DISTRIBUTION),
     }
 
 
@@ -164,6 +207,8 @@ def method_traits(cls: type) -> ExplainerTraits:
         stochastic=info["stochastic"],
         requires_grad_inputs=info["family"] == "attribution" and not info["perturbation"],
         vmap_layout=None if info["uses_hooks"] else info["vmap_layout"],
+        takes_target=info["takes_target"],
+        baseline_distribution=info["baseline_distribution"],
     )
 
 
@@ -357,7 +402,7 @@ class CaptumExplainer:
 
     @property
     def takes_target(self) -> bool:
-        return "target" in accepted(self.cls.attribute)[0]
+        return self.traits.takes_target
 
     # -- building -------------------------------------------------------------------------------
     def build(self, model: Any) -> Any:
@@ -399,7 +444,7 @@ class CaptumExplainer:
                 f"axis, or a callable)"
             )
         if self.takes_target:
-            kw["target"] = target
+            obj, kw["target"] = _target_in_forward(obj, target)
         elif target is not None:
             raise WrapgradValueError(
                 f"target: {self.cls.__name__} takes no target"

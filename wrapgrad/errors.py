@@ -22,6 +22,7 @@ __all__ = [
     "ModelMutatedError",
     "PluginConflictError",
     "PluginLoadError",
+    "UnavailableError",
     "UnknownNameError",
     "WrapgradError",
     "WrapgradTypeError",
@@ -67,6 +68,25 @@ class UnknownNameError(WrapgradValueError, LookupError):
         else:
             msg += "; none is installed"
         super().__init__(msg)
+
+
+class UnavailableError(WrapgradValueError, LookupError):
+    """A name a plugin knows but does not offer (``Spec.unavailable``): the message says why.
+
+    >>> str(UnavailableError("name", "metric", "quantus_x", "it scores batches; use quantus_y"))
+    "name: metric 'quantus_x' is not available: it scores batches; use quantus_y"
+
+    Attributes:
+        argument: the argument that carried the name.
+        name: the name that was asked for.
+        reason: why it is not offered, and what to use instead.
+    """
+
+    def __init__(self, argument: str, what: str, name: str, reason: str) -> None:
+        self.argument = argument
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{argument}: {what} {name!r} is not available: {reason}")
 
 
 class PluginConflictError(WrapgradError, RuntimeError):

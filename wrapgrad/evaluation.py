@@ -33,9 +33,11 @@ def metric(name: str, *, registry: Registry | None = None, **params: Any) -> Any
     Map-to-map metrics (``topk_intersection``, ``kendall_tau``, ``spearman_rho``) are called as
     ``m(a, b)``; model-based ones (``sensitivity``, ``deletion``, ``insertion``, ``sic``, ``aic``,
     ``captum_infidelity``, ``captum_sensitivity_max``) as ``m(model, inputs, target, explain)``;
-    mask-based ones (``localisation_auc``) as ``m(attributions, mask)``. Each returns one score
-    per sample. An unknown name or parameter raises :class:`~wrapgrad.errors.UnknownNameError`
-    with the closest names.
+    mask-based ones (``localisation_auc``) as ``m(attributions, mask)``; mosaic ones
+    (``quantus_focus``) as ``m(model, mosaics, target, explain, positions)``. Each returns one
+    score per sample. An unknown name or parameter raises
+    :class:`~wrapgrad.errors.UnknownNameError` with the closest names; a name a plugin declares
+    unavailable raises :class:`~wrapgrad.errors.UnavailableError` with the reason.
     """
     with use_registry(registry):
         return _build(get_registry().get("metric", name, argument="name"), params)

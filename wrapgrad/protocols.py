@@ -155,13 +155,16 @@ class Enhancer(Protocol):
 
 @runtime_checkable
 class Metric(Protocol):
-    """A score per sample. Two call forms, declared by the metric's spec (``requires``):
+    """A score per sample. The call form is declared by the metric's spec (``requires``):
 
     * map-to-map (``"maps"``): ``metric(a, b) -> Tensor[B]``, e.g. top-k intersection of the maps
       before and after an attack;
     * model-based (``"model"``): ``metric(model, inputs, target, explain) -> Tensor[B]``, where
       ``explain`` is what :func:`wrapgrad.wrap` returns (e.g. the sensitivity S_r);
-    * mask-based (``"mask"``): ``metric(attributions, mask) -> Tensor[B]`` (localisation).
+    * mask-based (``"mask"``): ``metric(attributions, mask) -> Tensor[B]`` (localisation);
+    * mosaic (``"mosaic"``): ``metric(model, mosaics, target, explain, positions) -> Tensor[B]``,
+      each input a 2x2 mosaic of images and ``positions`` ``(B, 4)`` the 0/1 flags of the tiles
+      that show the target class (Focus).
 
     ``higher_is_better`` says the direction of the score.
     """

@@ -36,6 +36,7 @@ import attrs
 
 __all__ = [
     "KINDS",
+    "METRIC_FORMS",
     "VMAP_LAYOUTS",
     "AttackSpec",
     "CalibratorSpec",
@@ -112,6 +113,13 @@ class Spec:
     value it keeps (e.g. ``{"restarts": 1, "steps": 2}``). Declared by the component, so a
     pipeline runner needs to know no plugin's option names. Given as a dict."""
 
+    unavailable: str = attrs.field(default="", converter=str)
+    """Non-empty: why this component is not offered (the plugin knows the name, but the
+    component cannot keep its kind's contract here). The registry leaves it out of every
+    listing and answers a lookup of the name with an
+    :class:`~wrapgrad.errors.UnavailableError` carrying this reason, so a user who asks for it
+    learns why and what to use instead. Its factory is never called."""
+
     def smoke_caps(self) -> dict[str, Any]:
         """:attr:`smoke` as a dict."""
         return dict(self.smoke)
@@ -131,6 +139,8 @@ class Spec:
 #: ``repeat_interleave(s)`` (NoiseTunnel inside GradientShap).
 VMAP_LAYOUTS = ("block", "interleave")
 FAMILIES = ("attribution", "layer", "neuron")
+#: The call forms of metrics (:attr:`MetricSpec.requires`).
+METRIC_FORMS = ("maps", "model", "mask", "mosaic")
 
 
 @attrs.frozen(kw_only=True)
@@ -154,12 +164,25 @@ class ExplainerTraits:
     family: str = attrs.field(default="attribution", validator=attrs.validators.in_(FAMILIES))
     """``"attribution"`` (to the inputs), ``"layer"`` (to a layer's input or output, needs
     ``layer=``) or ``"neuron"`` (a neuron's value to the inputs, needs ``layer=`` and takes
-    ``neuron_selector`` instead of ``target``)."""
+    ``neuron_selector``)."""
+    takes_target: bool = attrs.field(
+        default=attrs.Factory(lambda self: self.family != "neuron", takes_self=True)
+    )
+    """Explains the output ``target`` selects, so a call takes a ``target``. Defaults to the
+    family's convention: attribution and layer methods take one, neuron methods (which take
+    ``neuron_selector``) do not. False for a method that explains no output and refuses a
+    target (Captum's LayerActivation); True for a neuron method that needs both (Captum's
+    NeuronConductance: the gradient of the target output through the neuron)."""
+    baseline_distribution: bool = False
+    """Its ``baselines`` are a distribution of reference inputs, rows not paired with the
+    inputs' rows, and it needs more than one (Captum's DeepLiftShap averages DeepLift over every
+    row; GradientShap draws rows at random). False: one baseline per sample (or one for all)."""
     uses_hooks: bool = False
     """Relies on module hooks (DeepLift, GuidedBackprop, LRP, layer methods): never vmapped."""
     stochastic: bool = False
     """Draws random numbers itself (Lime, KernelShap, GradientShap, ...), from torch's global RNG;
-    the engine seeds that RNG for the call and restores it afterwards."""
+    the engine seeds that RNG for the call and restores it afterwards. False: deterministic, the
+    same maps for the same arguments (what the checks hold it to)."""
     requires_grad_inputs: bool = False
     """Differentiates with respect to the inputs: inputs must be floating point, and the engine
     hands it inputs that require gradients."""
@@ -264,11 +287,12 @@ class MetricSpec(Spec):
 
     kind: ClassVar[str] = "metric"
     higher_is_better: bool | None = None
-    requires: str = attrs.field(
-        default="maps", validator=attrs.validators.in_(("maps", "model", "mask"))
-    )
-    """``"maps"``: ``metric(a, b)``; ``"model"``: ``metric(model, inputs, target, explain)``;
-    ``"mask"``: ``metric(attributions, mask)``."""
+    requires: str = attrs.field(default="maps", validator=attrs.validators.in_(METRIC_FORMS))
+    """The call form (:data:`METRIC_FORMS`): ``"maps"``: ``metric(a, b)``; ``"model"``:
+    ``metric(model, inputs, target, explain)``; ``"mask"``: ``metric(attributions, mask)``;
+    ``"mosaic"``: ``metric(model, mosaics, target, explain, positions)``, where each input is a
+    2x2 mosaic of images and ``positions`` ``(B, 4)`` flags the tiles (top left, top right,
+    bottom left, bottom right) that show the target class (Quantus' Focus)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -52,6 +52,7 @@ from wrapgrad import hookspecs
 from wrapgrad.errors import (
     PluginConflictError,
     PluginLoadError,
+    UnavailableError,
     UnknownNameError,
     WrapgradWarning,
 )
@@ -131,6 +132,8 @@ class Registry:
         self._origin: dict[str, tuple[str | None, str | None]] = {}
         self._pending: list[tuple[Any, str, str | None, str | None]] = []
         self._cache: dict[str, dict[str, _Provided]] = {}
+        #: Names plugins know but do not offer (``Spec.unavailable``), by kind.
+        self._unavailable: dict[str, dict[str, _Provided]] = {}
         self._lock = threading.RLock()
 
     # -- loading ----------------------------------------------------------------------------
@@ -278,6 +281,7 @@ class Registry:
                 return self._cache[kind]
             spec_cls, hook_name = KINDS[kind]
             found: dict[str, _Provided] = {}
+            withdrawn: dict[str, _Provided] = {}
             conflicts: dict[str, list[str]] = {}
             for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
                 try:
@@ -296,6 +300,9 @@ class Registry:
                     )
                     continue
                 for spec in specs:
+                    if spec.unavailable:
+                        withdrawn.setdefault(spec.name, _Provided(spec, impl.plugin_name))
+                        continue
                     if spec.name in found:
                         conflicts.setdefault(spec.name, [found[spec.name].plugin]).append(
                             impl.plugin_name
@@ -313,6 +320,8 @@ class Registry:
                     "Registry.unregister(name)."
                 )
             self._cache[kind] = found
+            # A name another plugin does offer is simply offered.
+            self._unavailable[kind] = {n: p for n, p in withdrawn.items() if n not in found}
             return found
 
     def _describe(self, plugin: str) -> str:
@@ -328,8 +337,9 @@ class Registry:
         return sorted(self._collect(kind))
 
     def get(self, kind: str, name: str, *, argument: str | None = None) -> Spec:
-        """The spec of ``kind`` called ``name``; an :class:`UnknownNameError` with the closest
-        names otherwise."""
+        """The spec of ``kind`` called ``name``; an :class:`UnavailableError` with the reason
+        for a name a plugin declares unavailable (``Spec.unavailable``), an
+        :class:`UnknownNameError` with the closest names otherwise."""
         found = self._collect(kind)
         try:
             key = normalize_name(name)
@@ -341,6 +351,15 @@ class Registry:
             if len(squashed) == 1:
                 key = squashed[0]
         if key is None or key not in found:
+            squash = (key or "").replace("_", "")
+            withdrawn = next(
+                (p for n, p in self._unavailable[kind].items() if n.replace("_", "") == squash),
+                None,
+            )
+            if withdrawn is not None:
+                raise UnavailableError(
+                    argument or kind, kind, withdrawn.spec.name, withdrawn.spec.unavailable
+                )
             raise UnknownNameError(argument or kind, str(name), found, what=kind)
         return found[key].spec
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from wrapgrad.errors import UnknownNameError, WrapgradError
+from wrapgrad.errors import UnavailableError, UnknownNameError, WrapgradError
 from wrapgrad.records import PipelineStepSpec, Spec
 from wrapgrad.registry import Registry, get_registry, use_registry
 from wrapgrad_pipeline.schema import (
@@ -140,6 +140,8 @@ class Plan:
             raise self.fail(field, f"expected a {kind} name (a string), got {name!r}")
         try:
             return get_registry().get(kind, name)
+        except UnavailableError as exc:
+            raise self.fail(field, f"{name!r} is not available: {exc.reason}") from None
         except UnknownNameError as exc:
             raise self.unknown(field, name, exc.known, kind) from None
 

@@ -7,7 +7,10 @@ any Quantus metric, and every Quantus metric as a registered wrapgrad metric.
   ``explain`` (:class:`QuantusMetric`);
 * the ``wrapgrad_metrics`` hook: each Quantus metric class as metric ``quantus_<snake case>``
   (``wrapgrad.metric("quantus_max_sensitivity", nr_samples=10)``; in pipeline files
-  ``quantus = "MaxSensitivity"``), with its score direction and ``--smoke`` caps declared.
+  ``quantus = "MaxSensitivity"``), with its call form, score direction and ``--smoke`` caps
+  declared; curves and per-layer scores reduced to one score per sample
+  (:mod:`wrapgrad_quantus.reductions`), Quantus classes that fail here repaired by subclasses
+  (:mod:`wrapgrad_quantus.fixes`).
 
 Example::
 
@@ -25,6 +28,7 @@ from wrapgrad_quantus.explain import explain_func_from, quantus_explain
 from wrapgrad_quantus.metrics import (
     QuantusMaskMetric,
     QuantusMetric,
+    QuantusMosaicMetric,
     metric_name,
     metric_specs,
     quantus_metric,
@@ -34,6 +38,7 @@ from wrapgrad_quantus.metrics import (
 __all__ = [
     "QuantusMaskMetric",
     "QuantusMetric",
+    "QuantusMosaicMetric",
     "explain_func_from",
     "metric_name",
     "quantus_explain",

@@ -1,12 +1,16 @@
 """Any Quantus metric on torch tensors with a wrapgrad ``explain``, and as a registered metric.
 
 :func:`quantus_metric` builds a Quantus metric by name and returns a :class:`QuantusMetric`:
-``metric(model, inputs, target, explain, **call_kwargs)`` gives one score per sample. Every
-Quantus metric class is also a registered wrapgrad metric, ``quantus_<snake case>``
-(``quantus_max_sensitivity``, ``quantus_relevance_rank_accuracy``, ...; :func:`metric_specs`):
-the localisation metrics follow wrapgrad's mask form ``m(attributions, mask)``, the others the
-model form ``m(model, inputs, target, explain)``, and each declares its score direction and its
-``--smoke`` caps, so ``wrapgrad.metric(...)`` and pipelines use them like any other metric.
+``metric(model, inputs, target, explain, **call_kwargs)`` gives one score per sample (curves
+and per-layer scores reduced as :mod:`wrapgrad_quantus.reductions` documents;
+``metric.raw(...)`` returns Quantus' own result). Every Quantus metric class is also a
+registered wrapgrad metric, ``quantus_<snake case>`` (``quantus_max_sensitivity``,
+``quantus_relevance_rank_accuracy``, ...; :func:`metric_specs`): the localisation metrics follow
+wrapgrad's mask form ``m(attributions, mask)``, Focus the mosaic form ``m(model, mosaics,
+target, explain, positions)``, the others the model form ``m(model, inputs, target, explain)``,
+and each declares its score direction and its ``--smoke`` caps, so ``wrapgrad.metric(...)`` and
+pipelines use them like any other metric. A metric that gives no score per sample
+(:data:`NOT_PER_SAMPLE`) is declared unavailable under its registered name, with the reason.
 """
 
 from __future__ import annotations
@@ -32,13 +36,18 @@ from wrapgrad_quantus.explain import (
     to_numpy_map,
     to_tensor,
 )
+from wrapgrad_quantus.fixes import fixed
 from wrapgrad_quantus.memo import MemoModel
+from wrapgrad_quantus.reductions import REDUCTIONS
 
 __all__ = [
+    "MOSAIC",
+    "NOT_PER_SAMPLE",
     "PREFIX",
     "SMOKE_CAPS",
     "QuantusMaskMetric",
     "QuantusMetric",
+    "QuantusMosaicMetric",
     "metric_name",
     "metric_specs",
     "quantus_metric",
@@ -60,6 +69,24 @@ SMOKE_CAPS: dict[str, int] = {
 
 #: Options of :class:`QuantusMetric` itself, beside the Quantus class's own.
 _OWN_OPTIONS = ("seed", "batch_size", "share_predictions")
+
+#: Quantus metrics that give no score per sample, with the reason: not offered as registered
+#: metrics (their names raise :class:`~wrapgrad.errors.UnavailableError` with it);
+#: ``quantus_metric(name).raw(...)`` still returns Quantus' result.
+NOT_PER_SAMPLE: dict[str, str] = {
+    "SensitivityN": (
+        "Quantus' SensitivityN gives no score per sample: for each number n of features "
+        "removed (in the order of the attributions) it returns one Pearson correlation across "
+        "the samples of the batch, of the output drops with the attributions removed at step "
+        "n (Ancona et al. 2018 draw random subsets of n features and report the correlation "
+        "averaged over samples). For Quantus' correlations per n use "
+        "wrapgrad_quantus.quantus_metric('SensitivityN').raw(model, inputs, target, explain)"
+    ),
+}
+
+#: Quantus metrics scored on 2x2 mosaics, with the positions of the target class's tiles as
+#: ``custom_batch`` (the metric form ``"mosaic"``).
+MOSAIC = ("Focus",)
 
 
 def _key(name: str) -> str:
@@ -128,11 +155,17 @@ def _is_localisation(cls: type) -> bool:
 def _reads_maps_only(cls: type) -> bool:
     """Localisation metrics that read nothing but the maps and the masks (Focus also needs the
     model and mosaic inputs)."""
-    return _is_localisation(cls) and cls.__name__ != "Focus"
+    return _is_localisation(cls) and cls.__name__ not in MOSAIC
 
 
-def _direction(cls: type) -> bool | None:
-    """Whether a higher score is better (Quantus' ``score_direction``); None if not said."""
+def _direction(metric: Any) -> bool | None:
+    """Whether a higher score is better for a Quantus class or metric: the direction of the
+    bridge's reduction where it declares one (:mod:`wrapgrad_quantus.reductions`; a class gives
+    its defaults), else Quantus' ``score_direction``; None if not said."""
+    cls = metric if isinstance(metric, type) else type(metric)
+    reduction = REDUCTIONS.get(cls.__name__)
+    if reduction is not None and reduction.direction is not None:
+        return reduction.direction(metric)
     direction = getattr(cls, "score_direction", None)
     value = str(getattr(direction, "name", direction) or "").lower()
     return True if "higher" in value else False if "lower" in value else None
@@ -161,22 +194,26 @@ def _masks(value: Any, x: np.ndarray) -> np.ndarray:
     return s
 
 
-def _per_sample(out: Any, n: int) -> Any:
-    """One score per sample as a float64 tensor ``(n,)``; other results as Quantus gives them."""
-    if isinstance(out, (list, np.ndarray)):
-        arr = np.asarray(out, dtype=np.float64)
-        if arr.ndim == 1 and arr.shape[0] == n:
-            return torch.from_numpy(arr)
-        return arr
-    return out
+def _positions(value: Any, n: int) -> np.ndarray:
+    """Focus' ``custom_batch``: ``(n, 4)`` 0/1 flags of the target class's tiles."""
+    p = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+    if p.shape != (n, 4) or not np.isin(p, (0, 1)).all():
+        raise WrapgradValueError(
+            f"positions: expected ({n}, 4) flags of 0 and 1 (top left, top right, bottom left, "
+            f"bottom right: the tiles that show the target class), got shape {p.shape}"
+        )
+    return p.astype(np.int64)
 
 
 class QuantusMetric:
     """A Quantus metric run on torch tensors with a wrapgrad ``explain``.
 
-    ``metric(model, inputs, target, explain, **call_kwargs)`` returns the scores: a float64
-    tensor ``(B,)`` where Quantus returns one score per sample, else what Quantus returns (a
-    dict of per-layer scores for the randomisation metrics). ``explain`` is what
+    ``metric(model, inputs, target, explain, **call_kwargs)`` returns one score per sample, a
+    float64 tensor ``(B,)``: Quantus' per-sample scores, or for the metrics that return curves
+    or per-layer scores their reduction (:data:`~wrapgrad_quantus.reductions.REDUCTIONS`:
+    PixelFlipping, Selectivity, RegionPerturbation, ROAD, the MPRT family).
+    ``metric.raw(...)`` takes the same arguments and returns Quantus' result as Quantus gives it
+    (the curves, the dict of per-layer scores). ``explain`` is what
     :func:`wrapgrad.wrap` returns, or None with ``explain_func_kwargs={...}`` for
     :func:`~wrapgrad_quantus.quantus_explain`. With ``explain``, the maps of ``inputs`` are
     ``explain(inputs, target=target)`` (one call; summed over channels for the localisation
@@ -214,11 +251,13 @@ class QuantusMetric:
         self.seed = seed
         self.batch_size = batch_size
         self.share_predictions = bool(share_predictions)
-        self.quantus = cls(**init_kwargs)
+        # The class as the bridge runs it (wrapgrad_quantus.fixes): a subclass where Quantus
+        # fails here (NumPy 2, BatchSufficiency, ROAD's per-sample curves, InputInvariance).
+        self.quantus = fixed(cls)(**init_kwargs)
 
     @property
     def higher_is_better(self) -> bool | None:
-        return _direction(type(self.quantus))
+        return _direction(self.quantus)
 
     def _run(self, **kwargs: Any) -> Any:
         if self.batch_size is not None:
@@ -232,7 +271,37 @@ class QuantusMetric:
         finally:
             np.random.set_state(state)
 
+    def scores(self, out: Any, n: int) -> Tensor:
+        """One score per sample, float64 ``(n,)``, from the result ``out`` of a call: Quantus'
+        per-sample scores as they are, other results by the class's reduction."""
+        if isinstance(out, (list, np.ndarray)):
+            arr = np.asarray(out, dtype=np.float64)
+            if arr.ndim == 1 and arr.shape[0] == n:
+                return torch.from_numpy(arr)
+        reduction = REDUCTIONS.get(self.name)
+        if reduction is None:
+            raise WrapgradValueError(
+                f"{self.name} returned {type(out).__name__} "
+                f"{getattr(np.asarray(out, dtype=object), 'shape', '')}, not one score per "
+                f"sample for {n} samples; metric.raw(...) returns Quantus' result as it is"
+            )
+        values = np.asarray(reduction(self.quantus, out), dtype=np.float64)
+        if values.shape != (n,):
+            raise WrapgradValueError(
+                f"{self.name}: the {reduction.name} of Quantus' result has shape {values.shape}, "
+                f"expected ({n},)"
+            )
+        return torch.from_numpy(values)
+
     def __call__(
+        self, model: nn.Module, inputs: Any, target: Any, explain: Any = None, **kwargs: Any
+    ) -> Tensor:
+        """One score per sample (see the class docstring); ``kwargs`` as for :meth:`raw`."""
+        if self.name in NOT_PER_SAMPLE:
+            raise WrapgradValueError(f"metric: {NOT_PER_SAMPLE[self.name]}")
+        return self.scores(self.raw(model, inputs, target, explain, **kwargs), _rows(inputs))
+
+    def raw(
         self,
         model: nn.Module,
         inputs: Any,
@@ -242,6 +311,15 @@ class QuantusMetric:
         explain_func_kwargs: dict[str, Any] | None = None,
         **call_kwargs: Any,
     ) -> Any:
+        """Quantus' result as Quantus returns it (per-sample scores as a list, curves, a dict of
+        per-layer scores, ...), for the same arguments as a call."""
+        if self.name in MOSAIC and call_kwargs.get("custom_batch") is None:
+            raise WrapgradValueError(
+                f"custom_batch: {self.name} scores 2x2 mosaics of images; pass the positions of "
+                "the target class's tiles, (B, 4) flags of 0 and 1 (top left, top right, bottom "
+                "left, bottom right), as custom_batch= (the registered metric takes them as "
+                "its fifth argument)"
+            )
         localisation = _is_localisation(self.cls)
         device = model_device(model)
         x_t = inputs if isinstance(inputs, Tensor) else to_tensor(inputs, device, "inputs")
@@ -293,7 +371,7 @@ class QuantusMetric:
             explain_func_kwargs=efk,
             **call_kwargs,
         )
-        return _per_sample(out, x.shape[0])
+        return out
 
     def on_maps(self, attributions: Tensor, mask: Tensor) -> Any:
         """A localisation score of given maps against ground-truth masks, per sample.
@@ -322,7 +400,7 @@ class QuantusMetric:
             a_batch=a_np,
             s_batch=_masks(mask, a_np),
         )
-        return _per_sample(out, a_np.shape[0])
+        return self.scores(out, a_np.shape[0])
 
     def __repr__(self) -> str:
         return f"QuantusMetric({self.name})"
@@ -344,6 +422,33 @@ class QuantusMaskMetric:
 
     def __repr__(self) -> str:
         return f"QuantusMaskMetric({self.metric.name})"
+
+
+class QuantusMosaicMetric:
+    """A Quantus metric on 2x2 mosaics (Focus) in wrapgrad's mosaic form: ``m(model, mosaics,
+    target, explain, positions)``, ``positions`` the ``(B, 4)`` 0/1 flags of the tiles (top
+    left, top right, bottom left, bottom right) that show the target class, Quantus'
+    ``custom_batch``."""
+
+    def __init__(self, metric: QuantusMetric) -> None:
+        self.metric = metric
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return self.metric.higher_is_better
+
+    def __call__(
+        self, model: nn.Module, mosaics: Any, target: Any, explain: Any, positions: Any, **kw: Any
+    ) -> Tensor:
+        kw["custom_batch"] = _positions(positions, _rows(mosaics))
+        return self.metric(model, mosaics, target, explain, **kw)
+
+    def __repr__(self) -> str:
+        return f"QuantusMosaicMetric({self.metric.name})"
+
+
+def _rows(inputs: Any) -> int:
+    return int(inputs.shape[0])
 
 
 def quantus_metric(
@@ -378,10 +483,23 @@ def quantus_metric(
     )
 
 
-def _factory(cls_name: str, mask_form: bool) -> Callable[..., Any]:
+#: The registered metric's class by call form (:attr:`~wrapgrad.records.MetricSpec.requires`).
+_FORMS: dict[str, Callable[[QuantusMetric], Any]] = {
+    "mask": QuantusMaskMetric,
+    "mosaic": QuantusMosaicMetric,
+    "model": lambda metric: metric,
+}
+
+
+def _form(cls: type) -> str:
+    if cls.__name__ in MOSAIC:
+        return "mosaic"
+    return "mask" if _reads_maps_only(cls) else "model"
+
+
+def _factory(cls_name: str, form: str) -> Callable[..., Any]:
     def build(**params: Any) -> Any:
-        metric = quantus_metric(cls_name, **params)
-        return QuantusMaskMetric(metric) if mask_form else metric
+        return _FORMS[form](quantus_metric(cls_name, **params))
 
     build.__name__ = metric_name(cls_name)
     build.__doc__ = f"Quantus {cls_name} (see quantus.{cls_name})."
@@ -398,13 +516,14 @@ def metric_specs() -> Iterator[MetricSpec]:
     """One :class:`~wrapgrad.records.MetricSpec` per Quantus metric class."""
     for cls_name, cls in sorted(quantus_metrics().items()):
         names, unknown = _init_names(cls)
-        mask_form = _reads_maps_only(cls)
+        form = _form(cls)
         yield MetricSpec(
             name=metric_name(cls_name),
-            factory=_factory(cls_name, mask_form),
+            factory=_factory(cls_name, form),
             summary=_summary(cls),
             options=None if unknown else (*sorted(names), *_OWN_OPTIONS),
             smoke={k: v for k, v in SMOKE_CAPS.items() if k in names},
             higher_is_better=_direction(cls),
-            requires="mask" if mask_form else "model",
+            requires=form,
+            unavailable=NOT_PER_SAMPLE.get(cls_name, ""),
         )

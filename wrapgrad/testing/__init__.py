@@ -18,9 +18,11 @@ pytest, :func:`check_component` runs the same checks and raises an ``AssertionEr
 every failed check and the component. :func:`checks_for` lists what applies to a component;
 ``docs/plugins.md`` lists every check.
 
-Checks run on a tiny seeded probe (a 1x6x6 ReLU CNN, a batch of three; see
-:mod:`wrapgrad.testing.probes`), building components with their spec's ``smoke`` caps, so the
-whole kit takes well under a second per component for the built-ins.
+Checks run on a tiny seeded probe (a 1x8x8 ReLU CNN, a batch of three; see
+:mod:`wrapgrad.testing.probes`), building components with their spec's ``smoke`` caps and each
+call from what the component declares (an explainer's
+:class:`~wrapgrad.records.ExplainerTraits`, a metric's ``requires``), so the whole kit takes
+well under a second per component for the built-ins.
 """
 
 from __future__ import annotations

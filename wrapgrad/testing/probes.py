@@ -108,6 +108,17 @@ class Probe:
     """``(1, 1, 8, 8)`` int64: four features, the four 4x4 quadrants (perturbation methods)."""
     baselines: Tensor
     """``(3, 1, 8, 8)``: one random baseline per sample, in [0, 0.5]."""
+    references: Tensor
+    """``(4, 1, 8, 8)``: a baseline distribution (reference inputs in [0, 0.5], not paired with
+    the samples), the same for every call: the ``baselines`` of explainers whose traits say
+    ``baseline_distribution``."""
+    mosaics: Tensor
+    """``(3, 1, 16, 16)``: one 2x2 mosaic per sample (the ``"mosaic"`` metric form): the
+    sample's image on the two tiles :attr:`positions` flags, two other probe images on the
+    others."""
+    positions: Tensor
+    """``(3, 4)`` int64: 1 where a mosaic's tile (top left, top right, bottom left, bottom
+    right) shows the sample's own image, the target class of the mosaic."""
 
     def rows(self, index: slice | int) -> Probe:
         """The probe restricted to some rows of the batch."""
@@ -119,6 +130,8 @@ class Probe:
             labels=self.labels[sel],
             mask=self.mask[sel],
             baselines=self.baselines[sel],
+            mosaics=self.mosaics[sel],
+            positions=self.positions[sel],
         )
 
 
@@ -133,6 +146,8 @@ def make_probe(seed: int = 0) -> Probe:
     mask = torch.zeros((BATCH, *INPUT_SHAPE), dtype=torch.bool)
     mask[..., :4, :4] = True
     quadrant = torch.arange(4).reshape(2, 2).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    baselines = 0.5 * torch.rand((BATCH, *INPUT_SHAPE), generator=g)
+    mosaics, positions = _mosaics(inputs)
     return Probe(
         model=model,
         inputs=inputs,
@@ -140,8 +155,32 @@ def make_probe(seed: int = 0) -> Probe:
         labels=labels,
         mask=mask,
         feature_mask=quadrant.reshape(1, *INPUT_SHAPE),
-        baselines=0.5 * torch.rand((BATCH, *INPUT_SHAPE), generator=g),
+        baselines=baselines,
+        references=0.5 * torch.rand((4, *INPUT_SHAPE), generator=g),
+        mosaics=mosaics,
+        positions=positions,
     )
+
+
+#: Which tiles of sample ``i``'s mosaic show its own image (top left, top right, bottom left,
+#: bottom right), by ``i % 3``.
+_TILES = ((1, 0, 0, 1), (0, 1, 1, 0), (1, 1, 0, 0))
+
+
+def _mosaics(inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """One 2x2 mosaic per sample: its image on the tiles of :data:`_TILES`, the next two
+    images of the batch (cyclically) on the others, as Quantus' ``mosaic_creation`` lays
+    out two target-class and two other-class images."""
+    n = inputs.shape[0]
+    mosaics, positions = [], []
+    for i in range(n):
+        flags = _TILES[i % len(_TILES)]
+        others = iter([inputs[(i + 1) % n], inputs[(i + 2) % n]])
+        tiles = [inputs[i] if own else next(others) for own in flags]
+        top, bottom = torch.cat(tiles[:2], dim=-1), torch.cat(tiles[2:], dim=-1)
+        mosaics.append(torch.cat([top, bottom], dim=-2))
+        positions.append(torch.tensor(flags))
+    return torch.stack(mosaics), torch.stack(positions)
 
 
 def _gradient(

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from wrapgrad.checks import check_positive_int
-from wrapgrad.errors import UnknownNameError, closest
+from wrapgrad.errors import UnavailableError, UnknownNameError, closest
 from wrapgrad.records import Spec
 from wrapgrad.sharding import Unit, run_sharded
 from wrapgrad_pipeline import sharded
@@ -306,6 +306,8 @@ class EvaluateStep:
 
         try:
             return get_registry().get("metric", QUANTUS_PREFIX + value)
+        except UnavailableError as exc:
+            raise plan.fail(where, f"{value!r} is not available: {exc.reason}") from None
         except UnknownNameError:
             known = [
                 n[len(QUANTUS_PREFIX) :]
@@ -327,6 +329,13 @@ class EvaluateStep:
             spec = self._quantus(plan, m.quantus, f"{f}.quantus")
         else:
             spec = plan.component("metric", m.name, f"{f}.name")
+        if getattr(spec, "requires", "model") == "mosaic":
+            raise plan.fail(
+                f"{f}.quantus" if m.quantus is not None else f"{f}.name",
+                f"{spec.name} scores 2x2 mosaics of images with the positions of the target "
+                "class's tiles (the metric form 'mosaic'), which a pipeline does not build; call "
+                "it from Python as metric(model, mosaics, target, explain, positions)",
+            )
         plan.check_options(spec, m.params, f"{f}.params")
         dataset = get_registry().get("dataset", plan.tables["data"].dataset)
         declared = tuple(getattr(dataset, "masks", ()) or ())

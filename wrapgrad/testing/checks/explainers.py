@@ -1,13 +1,17 @@
 """Checks of explainers (:class:`~wrapgrad.protocols.Explainer`).
 
-The kit calls ``explainer(model, inputs, target, **arguments)`` on the probe (a 1x6x6 ReLU CNN,
-a batch of three). Layer and neuron methods (``traits.family``) are built with
-``layer="features.0"`` (a convolution) or ``layer="head.0"`` (a linear layer); neuron methods
-get ``neuron_selector=(1,)`` instead of a target. Captum's conventional arguments are passed
-when the spec's options name them: ``baselines`` (one random baseline per sample),
-``feature_mask`` (four features, the four 4x4 quadrants), ``sliding_window_shapes`` and
-``strides`` (one quadrant). Stochastic explainers are seeded through the global generators
-(torch's, NumPy's and Python's, as the engine does), restored afterwards.
+The kit calls ``explainer(model, inputs, target, **arguments)`` on the probe (a 1x8x8 ReLU CNN,
+a batch of three), building the call from the explainer's traits
+(:class:`~wrapgrad.records.ExplainerTraits`). Layer and neuron methods (``traits.family``) are
+built with ``layer="features.0"`` (a convolution) or ``layer="head.0"`` (a linear layer);
+neuron methods get ``neuron_selector=(1,)``. The target is the probe's classes where
+``traits.takes_target`` (by default every family but neuron methods), else None. Captum's
+conventional arguments are passed when the spec's options name them: ``baselines`` (one random
+baseline per sample; with ``traits.baseline_distribution`` a fixed distribution of four
+reference inputs, the same for the batch and for each sample), ``feature_mask`` (four
+features, the four 4x4 quadrants), ``sliding_window_shapes`` and ``strides`` (one quadrant).
+Stochastic explainers are seeded through the global generators (torch's, NumPy's and Python's,
+as the engine does), restored afterwards.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ class ExplainerCall:
         """The keyword arguments of a call on ``probe``."""
         kw: dict[str, Any] = {}
         if self.takes("baselines"):
-            kw["baselines"] = probe.baselines
+            distribution = self.traits.baseline_distribution
+            kw["baselines"] = probe.references if distribution else probe.baselines
         if self.takes("feature_mask"):
             kw["feature_mask"] = probe.feature_mask
         if self.takes("sliding_window_shapes"):
@@ -68,10 +73,13 @@ class ExplainerCall:
             kw["neuron_selector"] = NEURON
         return kw
 
+    def target(self, probe: Probe) -> Any:
+        """The probe's classes where the traits say the explainer takes a target, else None."""
+        return probe.target if self.traits.takes_target else None
+
     def __call__(self, probe: Probe, **kwargs: Any) -> Any:
-        target = None if self.traits.family == "neuron" else probe.target
         return self.explainer(
-            probe.model, probe.inputs, target, **{**self.arguments(probe), **kwargs}
+            probe.model, probe.inputs, self.target(probe), **{**self.arguments(probe), **kwargs}
         )
 
 
@@ -249,14 +257,13 @@ def check_explainer_vmap(component: Component) -> None:
 
     call = explainer_call(component)
     probe = make_probe()
-    target = None if call.traits.family == "neuron" else probe.target
 
     def run(strategy: str) -> Any:
         return monte_carlo(
             call.explainer,
             probe.model,
             probe.inputs,
-            target,
+            call.target(probe),
             weight_sampler=_ScaleWeights(),
             n_models=3,
             n_inputs=1,

@@ -4,7 +4,10 @@
 * ``"mask"``: ``metric(attributions, mask)`` with the probe's boolean mask (the upper-left
   quadrant of each image);
 * ``"model"``: ``metric(model, inputs, target, explain)`` with the probe model and ``explain =
-  wrapgrad.wrap(model, gradient_explainer)``.
+  wrapgrad.wrap(model, gradient_explainer)``;
+* ``"mosaic"``: ``metric(model, mosaics, target, explain, positions)`` with the probe's 2x2
+  mosaics ``(3, 1, 16, 16)`` of its images and the positions of each sample's own tiles (the
+  probe model pools adaptively, so it takes them).
 
 Scores are one per sample. Maps and mask metrics promise that a batch scores as its samples one
 by one; model-based metrics do not (their perturbations may be drawn for the whole batch).
@@ -59,6 +62,8 @@ def _arguments(component: Component, probe: Probe) -> tuple[Any, ...]:
     import wrapgrad
 
     explain = wrapgrad.wrap(probe.model, gradient_explainer)
+    if requires == "mosaic":
+        return probe.model, probe.mosaics, probe.target, explain, probe.positions
     return probe.model, probe.inputs, probe.target, explain
 
 
@@ -146,19 +151,23 @@ def check_metric_direction(component: Component) -> None:
     )
 
 
-@check("metric", applies=lambda c: _requires(c) == "model")
+#: The call forms that run the model.
+_MODEL_FORMS = ("model", "mosaic")
+
+
+@check("metric", applies=lambda c: _requires(c) in _MODEL_FORMS)
 def check_metric_model_unchanged(component: Component) -> None:
-    """Model-based metrics leave the model and the inputs bitwise unchanged."""
+    """Model-based metrics (and mosaic ones) leave the model and the inputs bitwise unchanged."""
     metric = component.build()
     probe = make_probe()
     args = _arguments(component, probe)
-    inputs = probe.inputs.clone()
+    inputs = args[1].clone()
     with model_unchanged(probe.model):
         _scores(metric, args, probe.inputs.shape[0])
-    identical(probe.inputs, inputs, "the inputs after the call")
+    identical(args[1], inputs, "the inputs after the call")
 
 
-@check("metric", applies=lambda c: _requires(c) == "model")
+@check("metric", applies=lambda c: _requires(c) in _MODEL_FORMS)
 def check_metric_model_unchanged_on_error(component: Component) -> None:
     """When the model raises half-way, the error comes out and the model is unchanged."""
     metric = component.build()
