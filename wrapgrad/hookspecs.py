@@ -34,9 +34,9 @@ registered, and ``wrapgrad plugins`` shows a broken row naming it and both versi
 that declares no version is accepted as written for the current major version.
 
 >>> HOOK_API
-(1, 0)
+(1, 1)
 >>> hook_api_problem(type("Plugin", (), {"WRAPGRAD_HOOK_API": "2.1"}))
-'written for wrapgrad hook API 2.1, but this wrapgrad provides 1.0 (a different major version); install a release of the plugin for hook API 1.x'
+'written for wrapgrad hook API 2.1, but this wrapgrad provides 1.1 (a different major version); install a release of the plugin for hook API 1.x'
 >>> hook_api_problem(type("Plugin", (), {})) is None
 True
 """
@@ -68,7 +68,7 @@ PROJECT_NAME = "wrapgrad"
 #: The version of the hook API below: ``(major, minor)``. The minor number grows when hooks or
 #: optional spec fields are added; the major number when a hook or a spec field is removed or
 #: changes meaning.
-HOOK_API: tuple[int, int] = (1, 0)
+HOOK_API: tuple[int, int] = (1, 1)
 
 #: The module attribute a plugin declares its hook API version in (``"1.0"``).
 HOOK_API_ATTRIBUTE = "WRAPGRAD_HOOK_API"
