@@ -336,3 +336,24 @@ def test_shared_predictions_are_exact_and_run_each_forward_pass_once(data) -> No
     with torch.enable_grad():  # gradients: always the model itself
         out = memo(x.requires_grad_(True))
     assert out.requires_grad
+
+
+def test_no_quantus_call_changes_the_callers_random_state(data) -> None:
+    """With or without a seed, NumPy's, Python's and torch's global RNGs are as before: MPRT's
+    model randomisation calls torch.manual_seed, and MaxSensitivity draws from NumPy's RNG."""
+    import random
+
+    model, x, y, _ = data
+    explain = wrapgrad.wrap(model, "saliency")
+    for seed in (None, 3):
+        np_state, py_state = np.random.get_state(), random.getstate()
+        torch_state = torch.get_rng_state()
+        quantus_metric("MaxSensitivity", nr_samples=2, seed=seed)(model, x, y, explain)
+        quantus_metric("MPRT", layer_order="independent", seed=seed)(model, x, y, explain)
+        np.testing.assert_array_equal(np.random.get_state()[1], np_state[1])
+        assert random.getstate() == py_state
+        assert torch.equal(torch.get_rng_state(), torch_state)
+    # Without a seed, two calls draw different perturbations (fresh entropy, not a fixed seed).
+    a = quantus_metric("MaxSensitivity", nr_samples=3)(model, x, y, explain)
+    b = quantus_metric("MaxSensitivity", nr_samples=3)(model, x, y, explain)
+    assert not torch.equal(a, b)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -224,8 +225,9 @@ class QuantusMetric:
 
     Attributes:
         cls: the Quantus class; ``quantus``: the constructed Quantus metric.
-        seed: seeds numpy's global RNG (Quantus draws its perturbations from it) for each call,
-            restored afterwards; None leaves it alone.
+        seed: seeds the global RNGs Quantus draws from (NumPy's for its perturbations, torch's
+            for model randomisation) for each call; None draws fresh entropy. Either way the
+            caller's random states are restored afterwards.
         batch_size: samples per Quantus batch (Quantus' default 64).
         share_predictions: let Quantus evaluate the model through a
             :class:`~wrapgrad_quantus.memo.MemoModel`, which remembers no-gradient predictions
@@ -260,16 +262,26 @@ class QuantusMetric:
         return _direction(self.quantus)
 
     def _run(self, **kwargs: Any) -> Any:
+        """Call Quantus with the global RNGs isolated: Quantus draws its perturbations from
+        NumPy's global RNG, and some metrics reseed torch's (the model randomisation tests call
+        ``torch.manual_seed``). NumPy's, Python's and torch's global states (the CPU one and the
+        model's CUDA device) are seeded from ``seed`` (fresh entropy when it is None) and restored
+        afterwards, so a call never changes the caller's random state."""
         if self.batch_size is not None:
             kwargs.setdefault("batch_size", self.batch_size)
-        if self.seed is None:
-            return self.quantus(**kwargs)
-        state = np.random.get_state()
-        np.random.seed(self.seed)
+        seed = self.seed if self.seed is not None else np.random.SeedSequence().entropy
+        device = kwargs.get("device")
+        cuda = [torch.device(device)] if str(device or "").startswith("cuda") else []
+        np_state, py_state = np.random.get_state(), random.getstate()
         try:
-            return self.quantus(**kwargs)
+            with torch.random.fork_rng(devices=cuda):
+                np.random.seed(int(seed) % 2**32)
+                random.seed(int(seed))
+                torch.manual_seed(int(seed) % 2**63)
+                return self.quantus(**kwargs)
         finally:
-            np.random.set_state(state)
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
     def scores(self, out: Any, n: int) -> Tensor:
         """One score per sample, float64 ``(n,)``, from the result ``out`` of a call: Quantus'
