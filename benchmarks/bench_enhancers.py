@@ -23,6 +23,7 @@ Usage::
 
     python benchmarks/bench_enhancers.py            # full run (~2-3 min on 2 CPU cores)
     python benchmarks/bench_enhancers.py --quick    # seconds
+    python benchmarks/bench_enhancers.py --threads 1 --clock cpu   # on a shared machine
     python benchmarks/bench_enhancers.py --device cuda --batch 64 --samples 10
 """
 
@@ -97,12 +98,17 @@ class SmallResNet(nn.Module):
 
 
 def timeit_interleaved(
-    fns: dict[str, Callable[[], Any]], repeats: int, device: torch.device
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each function, timed round-robin after one warm-up call each.
 
     Round-robin (every function once per round) keeps the ratios fair when the machine's load
-    drifts during the run.
+    drifts during the run. ``clock``: wall time (default) or ``time.process_time`` (CPU seconds
+    of every thread of the process: what a call costs, not counting time spent waiting for a
+    core on a shared machine).
     """
     for fn in fns.values():
         fn()
@@ -111,11 +117,11 @@ def timeit_interleaved(
         for key, fn in fns.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            t = time.perf_counter()
+            t = clock()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            times[key].append(time.perf_counter() - t)
+            times[key].append(clock() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -253,7 +259,8 @@ def bench_model(
     draws = weight_draws_fn(model, x, n, 0.2)
     if draws is not None:
         fns["noisegrad weight draws only"] = draws
-    times = timeit_interleaved(fns, r, device)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    times = timeit_interleaved(fns, r, device, clock)
     floor = times["floor (fwd+bwd on N*B)"]
     ng_time = times[f"noisegrad (auto={auto})"]
     ref = times["reference noisegrad"]
@@ -283,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default), or the process's CPU time (with --threads 1 on a shared "
+        "machine: the cost of a call without the time spent waiting for a core)",
+    )
+    parser.add_argument(
         "--models", default="cnn,plaincnn,resnet", help="comma list: cnn, plaincnn, resnet"
     )
     args = parser.parse_args(argv)
@@ -305,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     load = "/".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"\ndevice={device} threads={torch.get_num_threads()} B={args.batch} N={args.samples} "
-        f"repeats={args.repeats} torch={torch.__version__} load(1/5/15 min)={load}\n"
+        f"repeats={args.repeats} clock={args.clock} torch={torch.__version__} "
+        f"load(1/5/15 min)={load}\n"
     )
     print("| model | method | ms / call | x floor | other ratio |")
     print("|---|---|---:|---:|---|")
