@@ -8,10 +8,11 @@ Baselines (Saliency as the base method, ``N`` samples, batch ``B``):
   ``understandable-machine-intelligence-lab/NoiseGrad``) line for line: per sample, the saved
   weights loaded back with ``load_state_dict``, every parameter multiplied in place by a draw of
   ``torch.distributions.Normal(1, sigma)``, then Captum's Saliency on the perturbed model (a
-  baseline only: wrapgrad never edits a model; see :func:`reference_noisegrad_fn`).
+  baseline only: wrapgrad never edits a model; see :func:`reference_noisegrad_fns`).
 
-Printed: median wall time per call and ratios, and the time the engine spends drawing
-NoiseGrad's weight noise alone (its share of a NoiseGrad call). Targets (issues 4 and 12, CPU):
+Printed: median wall time per call and ratios, the time the engine spends drawing NoiseGrad's
+weight noise alone (its share of a NoiseGrad call), and the time the reference spends loading
+and drawing its weights alone (its share of the reference call). Targets (issues 4 and 12, CPU):
 SmoothGrad <= 1.1x floor; NoiseGrad <= 1.25x floor and faster than the reference; FusionGrad
 <= 1.2x NoiseGrad at the same total sample count.
 
@@ -180,9 +181,9 @@ def weight_draws_fn(
     return run
 
 
-def reference_noisegrad_fn(
+def reference_noisegrad_fns(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, sigma: float
-) -> Callable[[], Any]:
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """The NoiseGrad paper code's procedure, line for line (Bykov et al.'s repository
     ``understandable-machine-intelligence-lab/NoiseGrad``, ``src/noisegrad.py``, class
     ``NoiseGrad``, at commit ``c1b9a0c``; its example notebook saves the weights once with
@@ -199,6 +200,9 @@ def reference_noisegrad_fn(
     procedure runs on a private deep copy made once here (never inside the timed call): the
     benchmark's model, which the other entries use, stays untouched. Global RNG, as there; no
     progress bar (``verbose=False``).
+
+    Returns ``(run, draws)``: one call of the procedure, and its ``n`` calls of ``sample()``
+    alone (what the procedure spends drawing and loading weights).
     """
     from captum.attr import Saliency
 
@@ -219,7 +223,11 @@ def reference_noisegrad_fn(
             explanation[i] = Saliency(noisy.to(x.device)).attribute(x, target=y, abs=True)
         return explanation.mean(0)
 
-    return run
+    def draws() -> None:
+        for _ in range(n):
+            sample()
+
+    return run, draws
 
 
 def bench_model(
@@ -247,18 +255,20 @@ def bench_model(
         model, "saliency", "fusiongrad", n_models=m, n_samples=max(1, n // m), **opts
     )
     auto = "vmap" if device.type != "cpu" else "loop"
+    reference, reference_draws = reference_noisegrad_fns(model, x, y, n, 0.2)
     fns: dict[str, Callable[[], Any]] = {
         "floor (fwd+bwd on N*B)": floor_fn(model, x, y, n),
         "smoothgrad": lambda: sg(x, target=y),
         "captum NoiseTunnel": noise_tunnel_fn(model, x, y, n, 0.1),
         f"noisegrad (auto={auto})": lambda: ng(x, target=y),
         "noisegrad (vmap)": lambda: ngv(x, target=y),
-        "reference noisegrad": reference_noisegrad_fn(model, x, y, n, 0.2),
+        "reference noisegrad": reference,
         f"fusiongrad ({m}x{max(1, n // m)})": lambda: fg(x, target=y),
     }
     draws = weight_draws_fn(model, x, n, 0.2)
     if draws is not None:
         fns["noisegrad weight draws only"] = draws
+    fns["reference weight draws only"] = reference_draws
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     times = timeit_interleaved(fns, r, device, clock)
     floor = times["floor (fwd+bwd on N*B)"]
@@ -269,7 +279,7 @@ def bench_model(
         vs = ""
         if name == "noisegrad weight draws only":
             vs = f"{t / ng_time:.2f}x noisegrad"
-        elif name.startswith("noisegrad"):
+        elif name == "reference weight draws only" or name.startswith("noisegrad"):
             vs = f"{t / ref:.2f}x reference"
         elif name.startswith("fusiongrad"):
             vs = f"{t / ng_time:.2f}x noisegrad"
