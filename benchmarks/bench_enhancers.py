@@ -126,6 +126,22 @@ def timeit_interleaved(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def add_clock_argument(parser: argparse.ArgumentParser) -> None:
+    """``--clock wall|cpu`` (see :func:`clock_of`)."""
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default), or the process's CPU time (with --threads 1 on a shared "
+        "machine: the cost of a call without the time spent waiting for a core)",
+    )
+
+
+def clock_of(args: argparse.Namespace) -> Callable[[], float]:
+    """The timer ``--clock`` names: ``time.perf_counter`` or ``time.process_time``."""
+    return time.process_time if args.clock == "cpu" else time.perf_counter
+
+
 def floor_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> Callable[[], Any]:
     """One forward + backward over the N·B inputs: the cost any N-sample method must pay."""
     xs = x.repeat(n, *([1] * (x.dim() - 1)))
@@ -269,8 +285,7 @@ def bench_model(
     if draws is not None:
         fns["noisegrad weight draws only"] = draws
     fns["reference weight draws only"] = reference_draws
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    times = timeit_interleaved(fns, r, device, clock)
+    times = timeit_interleaved(fns, r, device, clock_of(args))
     floor = times["floor (fwd+bwd on N*B)"]
     ng_time = times[f"noisegrad (auto={auto})"]
     ref = times["reference noisegrad"]
@@ -299,13 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=None, help="engine rows per call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="wall time (default), or the process's CPU time (with --threads 1 on a shared "
-        "machine: the cost of a call without the time spent waiting for a core)",
-    )
+    add_clock_argument(parser)
     parser.add_argument(
         "--models", default="cnn,plaincnn,resnet", help="comma list: cnn, plaincnn, resnet"
     )

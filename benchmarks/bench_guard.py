@@ -15,7 +15,7 @@ and the ratios to the Captum call. Target (issue 12): wrap (check) <= 1.1x captu
 Usage::
 
     python benchmarks/bench_guard.py            # ~1 min on 2 CPU cores
-    python benchmarks/bench_guard.py --threads 1 --repeats 50
+    python benchmarks/bench_guard.py --threads 1 --clock cpu   # on a shared machine
     python benchmarks/bench_guard.py --quick
 """
 
@@ -25,7 +25,7 @@ import argparse
 import os
 
 import torch
-from bench_enhancers import timeit_interleaved
+from bench_enhancers import add_clock_argument, clock_of, timeit_interleaved
 from captum.attr import Saliency
 from torch import nn
 
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds")
+    add_clock_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = mlp()
@@ -74,12 +75,13 @@ def main() -> None:
         },
         repeats,
         torch.device("cpu"),
+        clock_of(args),
     )
     base = rows["captum"]
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"MLP, {n_params / 1e6:.1f}M parameters, batch 32, Saliency, {args.threads} threads, "
-        f"{repeats} rounds, load average {load}"
+        f"{repeats} rounds, {args.clock} clock, load average {load}"
     )
     print(f"{'':<16}{'ms':>9}{'x captum':>10}")
     for name, t in rows.items():
