@@ -4,11 +4,15 @@ Baselines (Saliency as the base method, ``N`` samples, batch ``B``):
 
 * **floor**: one batched forward + backward over the same ``N·B`` inputs, no noise logic;
 * **NoiseTunnel**: Captum's SmoothGrad (``nt_samples=N`` in one batch);
-* **reference NoiseGrad**: the paper code's procedure, a deep copy of the model per sample with
-  the noise multiplied into its weights in place (a baseline only: wrapgrad never does this).
+* **reference NoiseGrad**: the NoiseGrad authors' code (``src/noisegrad.py`` of
+  ``understandable-machine-intelligence-lab/NoiseGrad``) line for line: per sample, the saved
+  weights loaded back with ``load_state_dict``, every parameter multiplied in place by a draw of
+  ``torch.distributions.Normal(1, sigma)``, then Captum's Saliency on the perturbed model (a
+  baseline only: wrapgrad never edits a model; see :func:`reference_noisegrad_fns`).
 
-Printed: median wall time per call and ratios, and the time the engine spends drawing
-NoiseGrad's weight noise alone (its share of a NoiseGrad call). Targets (issues 4 and 12, CPU):
+Printed: median wall time per call and ratios, the time the engine spends drawing NoiseGrad's
+weight noise alone (its share of a NoiseGrad call), and the time the reference spends loading
+and drawing its weights alone (its share of the reference call). Targets (issues 4 and 12, CPU):
 SmoothGrad <= 1.1x floor; NoiseGrad <= 1.25x floor and faster than the reference; FusionGrad
 <= 1.2x NoiseGrad at the same total sample count.
 
@@ -20,6 +24,7 @@ Usage::
 
     python benchmarks/bench_enhancers.py            # full run (~2-3 min on 2 CPU cores)
     python benchmarks/bench_enhancers.py --quick    # seconds
+    python benchmarks/bench_enhancers.py --threads 1 --clock cpu   # on a shared machine
     python benchmarks/bench_enhancers.py --device cuda --batch 64 --samples 10
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -93,12 +99,17 @@ class SmallResNet(nn.Module):
 
 
 def timeit_interleaved(
-    fns: dict[str, Callable[[], Any]], repeats: int, device: torch.device
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each function, timed round-robin after one warm-up call each.
 
     Round-robin (every function once per round) keeps the ratios fair when the machine's load
-    drifts during the run.
+    drifts during the run. ``clock``: wall time (default) or ``time.process_time`` (CPU seconds
+    of every thread of the process: what a call costs, not counting time spent waiting for a
+    core on a shared machine).
     """
     for fn in fns.values():
         fn()
@@ -107,12 +118,28 @@ def timeit_interleaved(
         for key, fn in fns.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            t = time.perf_counter()
+            t = clock()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            times[key].append(time.perf_counter() - t)
+            times[key].append(clock() - t)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def add_clock_argument(parser: argparse.ArgumentParser) -> None:
+    """``--clock wall|cpu`` (see :func:`clock_of`)."""
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default), or the process's CPU time (with --threads 1 on a shared "
+        "machine: the cost of a call without the time spent waiting for a core)",
+    )
+
+
+def clock_of(args: argparse.Namespace) -> Callable[[], float]:
+    """The timer ``--clock`` names: ``time.perf_counter`` or ``time.process_time``."""
+    return time.process_time if args.clock == "cpu" else time.perf_counter
 
 
 def floor_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> Callable[[], Any]:
@@ -142,13 +169,21 @@ def weight_draws_fn(
     model: nn.Module, x: torch.Tensor, n: int, sigma: float
 ) -> Callable[[], Any] | None:
     """Only the weight noise NoiseGrad draws in one call: the engine's sampler drawing ``n``
-    weight samples from their per-sample seeds (the share of the call that is noise drawing).
-    None with an engine older than the ``wrapgrad.engine`` package (for before/after runs)."""
+    weight samples from their per-sample seeds, as many at once as the engine draws them (the
+    share of the call that is noise drawing). None with an engine older than the
+    ``wrapgrad.engine`` package (for before/after runs)."""
     try:
         from wrapgrad.engine.rng import derive_seeds, make_generator
         from wrapgrad.engine.sampler import Sampler
     except ImportError:
         return None
+    try:
+        from wrapgrad.engine.plan import draw_ahead
+    except ImportError:  # an engine that draws one weight sample at a time
+
+        def draw_ahead(*args: Any) -> int:
+            return 1
+
     from wrapgrad.registry import get_registry
 
     perturber = get_registry().get("perturber", "weight_multiplicative").factory(sigma=sigma)
@@ -156,28 +191,59 @@ def weight_draws_fn(
     def run() -> Any:
         seeds = derive_seeds(make_generator(x.device, seed=0), (n, 2))
         sampler = Sampler(model, (x,), seeds, perturber)
+        sampler.ahead = draw_ahead(x.device, sampler.weight_bytes, n)
         return [sampler.weights(k) for k in range(n)]
 
     return run
 
 
-def reference_noisegrad_fn(
+def reference_noisegrad_fns(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, sigma: float
-):
-    """The NoiseGrad paper code's procedure: deep copy, in-place noise, explain, per sample."""
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """The NoiseGrad paper code's procedure, line for line (Bykov et al.'s repository
+    ``understandable-machine-intelligence-lab/NoiseGrad``, ``src/noisegrad.py``, class
+    ``NoiseGrad``, at commit ``c1b9a0c``; its example notebook saves the weights once with
+    ``copy.deepcopy(model.state_dict())``).
+
+    Set-up (``NoiseGrad.__init__``, outside the timed call): the saved weights and
+    ``torch.distributions.Normal(1, sigma)``. Per call (``enhance_explanation``): a zero tensor
+    for the ``n`` maps; per sample, ``sample()`` (``model.load_state_dict(weights)``, then for
+    every parameter, under ``no_grad``, ``layer.mul_(distribution.sample(layer.size())
+    .to(layer.device))``), then the explanation of the perturbed model (``model.to(device)``
+    and Captum's ``Saliency(model).attribute(inputs, targets, abs=True)``, the repository's
+    ``saliency_explainer`` without its channel sum and reshape to one image); finally the mean
+    over the ``n`` maps. The authors' code perturbs the model it is given in place, so the
+    procedure runs on a private deep copy made once here (never inside the timed call): the
+    benchmark's model, which the other entries use, stays untouched. Global RNG, as there; no
+    progress bar (``verbose=False``).
+
+    Returns ``(run, draws)``: one call of the procedure, and its ``n`` calls of ``sample()``
+    alone (what the procedure spends drawing and loading weights).
+    """
     from captum.attr import Saliency
 
-    def run() -> Any:
-        total = torch.zeros_like(x)
-        for _ in range(n):
-            noisy = copy.deepcopy(model)
-            with torch.no_grad():
-                for p in noisy.parameters():
-                    p.mul_(torch.randn_like(p) * sigma + 1.0)
-            total += Saliency(noisy).attribute(x, target=y)
-        return total / n
+    noisy = copy.deepcopy(model)
+    weights = copy.deepcopy(noisy.state_dict())
+    distribution = torch.distributions.normal.Normal(loc=1.0, scale=sigma)
 
-    return run
+    def sample() -> None:
+        noisy.load_state_dict(weights)
+        with torch.no_grad():
+            for layer in noisy.parameters():
+                layer.mul_(distribution.sample(layer.size()).to(layer.device))
+
+    def run() -> Any:
+        explanation = torch.zeros((n, *x.shape), device=x.device)
+        for i in range(n):
+            sample()
+            explanation[i] = Saliency(noisy.to(x.device)).attribute(x, target=y, abs=True)
+        return explanation.mean(0)
+
+    def draws() -> None:
+        for _ in range(n):
+            sample()
+
+    return run, draws
 
 
 def bench_model(
@@ -205,19 +271,21 @@ def bench_model(
         model, "saliency", "fusiongrad", n_models=m, n_samples=max(1, n // m), **opts
     )
     auto = "vmap" if device.type != "cpu" else "loop"
+    reference, reference_draws = reference_noisegrad_fns(model, x, y, n, 0.2)
     fns: dict[str, Callable[[], Any]] = {
         "floor (fwd+bwd on N*B)": floor_fn(model, x, y, n),
         "smoothgrad": lambda: sg(x, target=y),
         "captum NoiseTunnel": noise_tunnel_fn(model, x, y, n, 0.1),
         f"noisegrad (auto={auto})": lambda: ng(x, target=y),
         "noisegrad (vmap)": lambda: ngv(x, target=y),
-        "reference noisegrad": reference_noisegrad_fn(model, x, y, n, 0.2),
+        "reference noisegrad": reference,
         f"fusiongrad ({m}x{max(1, n // m)})": lambda: fg(x, target=y),
     }
     draws = weight_draws_fn(model, x, n, 0.2)
     if draws is not None:
         fns["noisegrad weight draws only"] = draws
-    times = timeit_interleaved(fns, r, device)
+    fns["reference weight draws only"] = reference_draws
+    times = timeit_interleaved(fns, r, device, clock_of(args))
     floor = times["floor (fwd+bwd on N*B)"]
     ng_time = times[f"noisegrad (auto={auto})"]
     ref = times["reference noisegrad"]
@@ -226,7 +294,7 @@ def bench_model(
         vs = ""
         if name == "noisegrad weight draws only":
             vs = f"{t / ng_time:.2f}x noisegrad"
-        elif name.startswith("noisegrad"):
+        elif name == "reference weight draws only" or name.startswith("noisegrad"):
             vs = f"{t / ref:.2f}x reference"
         elif name.startswith("fusiongrad"):
             vs = f"{t / ng_time:.2f}x noisegrad"
@@ -246,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=None, help="engine rows per call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    add_clock_argument(parser)
     parser.add_argument(
         "--models", default="cnn,plaincnn,resnet", help="comma list: cnn, plaincnn, resnet"
     )
@@ -266,9 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     for key in args.models.split(","):
         cls, shape = models[key.strip()]
         table += bench_model(key.strip(), cls(), shape, args, device)
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"\ndevice={device} threads={torch.get_num_threads()} B={args.batch} N={args.samples} "
-        f"repeats={args.repeats} torch={torch.__version__}\n"
+        f"repeats={args.repeats} clock={args.clock} torch={torch.__version__} "
+        f"load(1/5/15 min)={load}\n"
     )
     print("| model | method | ms / call | x floor | other ratio |")
     print("|---|---|---:|---:|---|")

@@ -1,7 +1,8 @@
 """Cost of ``wrap()`` without an enhancer against the direct Captum call, in the same run.
 
 Model: a 19.7M-parameter MLP (3072 -> 4096 -> 1536 -> 512 -> 10, ReLU), batch 32, Saliency on CPU.
-Printed: median wall time per call of
+Printed: median wall time per call (round-robin rounds after a warm-up call each, as in
+``bench_enhancers.py``, so load drifts hit every entry alike) of
 
 * **captum**: ``captum.attr.Saliency(model).attribute(x, target=y)`` (inputs that require grad);
 * **wrap (check)**: ``wrapgrad.wrap(model, "saliency")(x, target=y)`` with the default guard
@@ -14,17 +15,17 @@ and the ratios to the Captum call. Target (issue 12): wrap (check) <= 1.1x captu
 Usage::
 
     python benchmarks/bench_guard.py            # ~1 min on 2 CPU cores
+    python benchmarks/bench_guard.py --threads 1 --clock cpu   # on a shared machine
     python benchmarks/bench_guard.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+import os
 
 import torch
+from bench_enhancers import add_clock_argument, clock_of, timeit_interleaved
 from captum.attr import Saliency
 from torch import nn
 
@@ -43,27 +44,19 @@ def mlp() -> nn.Module:
     ).eval()  # fmt: skip
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds")
+    add_clock_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = mlp()
     n_params = sum(p.numel() for p in model.parameters())
     x = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     y = torch.arange(32) % 10
-    repeats = 5 if args.quick else 30
+    repeats = 5 if args.quick else args.repeats
     xg = x.detach().requires_grad_(True)
     sal = Saliency(model)
     check = wrapgrad.wrap(model, "saliency")
@@ -73,14 +66,23 @@ def main() -> None:
         with ModelGuard(model):
             pass
 
-    rows = {
-        "captum": median_time(lambda: sal.attribute(xg, target=y), repeats),
-        "wrap (check)": median_time(lambda: check(x, target=y), repeats),
-        "wrap (restore)": median_time(lambda: restore(x, target=y), repeats),
-        "guard alone": median_time(guard_alone, repeats),
-    }
+    rows = timeit_interleaved(
+        {
+            "captum": lambda: sal.attribute(xg, target=y),
+            "wrap (check)": lambda: check(x, target=y),
+            "wrap (restore)": lambda: restore(x, target=y),
+            "guard alone": guard_alone,
+        },
+        repeats,
+        torch.device("cpu"),
+        clock_of(args),
+    )
     base = rows["captum"]
-    print(f"MLP, {n_params / 1e6:.1f}M parameters, batch 32, Saliency, {args.threads} threads")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"MLP, {n_params / 1e6:.1f}M parameters, batch 32, Saliency, {args.threads} threads, "
+        f"{repeats} rounds, {args.clock} clock, load average {load}"
+    )
     print(f"{'':<16}{'ms':>9}{'x captum':>10}")
     for name, t in rows.items():
         print(f"{name:<16}{1e3 * t:>9.2f}{t / base:>10.2f}")

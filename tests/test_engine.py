@@ -17,8 +17,10 @@ from wrapgrad.engine import (
     noisy_forward,
     pick_strategy,
 )
+from wrapgrad.engine.rng import derive_seeds, make_generator
+from wrapgrad.engine.sampler import Sampler
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
-from wrapgrad.functional import ModelGuard
+from wrapgrad.functional import FunctionalView, ModelGuard, tied_names
 from wrapgrad.registry import get_registry
 
 
@@ -367,3 +369,46 @@ def test_noisy_forward_matches_functional_calls(x: torch.Tensor) -> None:
     torch.testing.assert_close(samples.reshape(3, 2, 3, 4), out, rtol=1e-5, atol=1e-6)
     clean = noisy_forward(model, x, n_models=2, n_inputs=1)
     torch.testing.assert_close(clean[1, 0], model(x))
+
+
+class TiedNet(nn.Module):
+    """Two linear maps sharing one weight (registered as ``a.weight`` and ``b.weight``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = nn.Linear(4, 4, bias=False)
+        self.b = nn.Linear(4, 4)
+        with torch.no_grad():
+            self.a.weight.copy_(torch.randn(4, 4, generator=g))
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_tied_weights_get_one_noise_sample_in_every_place() -> None:
+    model = TiedNet().eval()
+    assert tied_names(model) == {
+        "a.weight": ("a.weight", "b.weight"),
+        "b.weight": ("a.weight", "b.weight"),
+    }
+    assert tied_names(SmallCNN()) == {}
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(1))
+    noise = {"weight_sampler": WeightMultiplicative(0.5), "n_models": 3, "seed": 2}
+    saliency = get_registry().get("explainer", "saliency").factory()
+    samples = monte_carlo(saliency, model, x, 0, return_samples=True, **noise).samples
+    seeds = derive_seeds(make_generator("cpu", seed=2), (3, 2))
+    drawn = Sampler(model, (x,), seeds, WeightMultiplicative(0.5))
+    for k in range(3):
+        w = drawn.weights(k)
+        assert set(w) == {"a.weight", "b.bias"}  # the tied weight is one parameter
+        both = {**w, "b.weight": w["a.weight"]}
+        xk = x.clone().requires_grad_()
+        out = torch.func.functional_call(model, both, (xk,), tie_weights=False)
+        (grad,) = torch.autograd.grad(out[:, 0].sum(), xk)
+        torch.testing.assert_close(samples[k], grad.abs())
+        # The view untied once gives what functional_call's own untying gives.
+        view = FunctionalView(model, w, tied=tied_names(model))
+        torch.testing.assert_close(view(x), FunctionalView(model, w)(x), rtol=0, atol=0)
+        assert view.tensors["b.weight"] is w["a.weight"]

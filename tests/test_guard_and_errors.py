@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import wrapgrad
+from wrapgrad.checks import check_finite
 from wrapgrad.errors import (
     ModelMutatedError,
     UnknownNameError,
@@ -219,6 +220,23 @@ def test_nan_and_inf_inputs_are_refused(cnn, images) -> None:
         wrapgrad.wrap(cnn, "saliency")(bad, target=0)
     with pytest.raises(WrapgradValueError, match=r"baselines: expected finite"):
         wrapgrad.wrap(cnn, "integrated_gradients")(images, target=0, baselines=bad)
+
+
+def test_finite_check_is_exact_where_a_sum_overflows_or_cancels() -> None:
+    big = torch.full((4,), 3.0e38)  # finite entries whose float32 sum overflows to inf
+    check_finite(big, "inputs")
+    check_finite(torch.zeros(2, 3, dtype=torch.complex64), "inputs")
+    cases = [
+        ([1.0, float("inf"), float("-inf")], 0, 2),  # the sum is NaN
+        ([float("nan"), 1.0], 1, 0),
+        ([3.0e38, 3.0e38, float("-inf")], 0, 1),  # the sum overflows before the -inf
+        ([-1.0, float("-inf")], 0, 1),
+    ]
+    for values, n_nan, n_inf in cases:
+        with pytest.raises(
+            WrapgradValueError, match=rf"x: expected finite values, got {n_nan} NaN and {n_inf} inf"
+        ):
+            check_finite(torch.tensor(values), "x")
 
 
 @pytest.mark.parametrize(

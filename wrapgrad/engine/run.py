@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from wrapgrad.checks import as_input_tuple
 from wrapgrad.errors import WrapgradValueError
+from wrapgrad.functional import tied_names
 from wrapgrad.progress import progress_bar
 from wrapgrad.records import ExplainerTraits, traits_of
 
@@ -83,6 +84,8 @@ class MonteCarloRun:
             self.n_models, self.n_inputs = 1, config.n_models * config.n_inputs
         self.sampler: Sampler | None = None
         self.layer_noise: LayerNoise | None = None
+        # Tied weights, found once per call, not by functional_call at every forward pass.
+        self.tied = tied_names(model)
 
     # -- set-up ------------------------------------------------------------------------------
     def _check_explainer(self) -> None:
@@ -182,7 +185,7 @@ class MonteCarloRun:
                 self.model, stacks, len(chunk.models), chunk.inputs * self.batch, layout or "block"
             )
         weights = self.sampler.weights(chunk.models[0]) if self.weight_sampler is not None else {}
-        return model_view(self.model, dict(weights), self.training)
+        return model_view(self.model, dict(weights), self.training, self.tied)
 
     def _noise_context(self, chunk: Chunk) -> Any:
         if self.layer_noise is None:
@@ -237,7 +240,7 @@ class MonteCarloRun:
     def _explain_once(self, target: Any, own_draws: bool) -> Any:
         """No noise and a deterministic method: every sample is the base explanation, exactly."""
         config = self.config
-        view = model_view(self.model, {}, self.training)
+        view = model_view(self.model, {}, self.training, self.tied)
         xs = self.xs if config.create_graph else tuple(x.detach() for x in self.xs)
         if self.traits.requires_grad_inputs:
             xs = tuple(self._grad_ready(x) for x in xs)

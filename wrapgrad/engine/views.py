@@ -41,12 +41,18 @@ def buffer_copies(model: nn.Module, k: int | None) -> dict[str, Tensor]:
     return out
 
 
-def model_view(model: nn.Module, tensors: dict[str, Tensor], training: bool) -> nn.Module:
+def model_view(
+    model: nn.Module,
+    tensors: dict[str, Tensor],
+    training: bool,
+    tied: dict[str, tuple[str, ...]] | None = None,
+) -> nn.Module:
     """``model`` evaluated with ``tensors`` (one weight sample; may be empty), with per-call
-    buffer copies in training mode; the model itself when there is nothing to replace."""
+    buffer copies in training mode; the model itself when there is nothing to replace.
+    ``tied``: the model's :func:`~wrapgrad.functional.tied_names`, computed once per call."""
     if training:
         tensors = {**tensors, **buffer_copies(model, None)}
-    return FunctionalView(model, tensors) if tensors else model
+    return FunctionalView(model, tensors, tied=tied) if tensors else model
 
 
 class StackedView(nn.Module):
