@@ -237,7 +237,7 @@ class IFIA:
 
         map_fn = resolve_surrogate(self.surrogate, explain)
         generator = torch.Generator().manual_seed(self.seed)
-        forward = ascent_forward(model, self.beta)
+        forward = ascent_forward(model, self.beta, map_fn)
 
         def gradient(xa: Tensor) -> Tensor:
             if map_fn is not None:

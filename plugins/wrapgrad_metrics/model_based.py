@@ -109,7 +109,7 @@ class Sensitivity:
 
         map_fn = resolve_surrogate(self.surrogate, explain)
         generator = torch.Generator().manual_seed(self.seed)
-        forward = ascent_forward(model, self.beta)
+        forward = ascent_forward(model, self.beta, map_fn)
 
         s0 = None
         if map_fn is not None:

@@ -3,9 +3,10 @@
 Captum computes gradients with ``create_graph=False``, so its maps cannot be differentiated with
 respect to the input. Attacks and the sensitivity metric therefore follow the gradient of a
 *surrogate*: the same method with ``create_graph=True`` (the kernels of
-:mod:`wrapgrad.differentiable`: Saliency, InputXGradient, IntegratedGradients). Enhanced explanations (SmoothGrad, NoiseGrad) are
-attacked through their base method's surrogate. Where there is no surrogate, a gradient-free
-SPSA estimate through ``explain`` itself is used. Reported values are always measured with
+:mod:`wrapgrad.differentiable`: Saliency, InputXGradient, IntegratedGradients; for DeepLIFT the
+Rescale rule written with torch operations, :mod:`wrapgrad_metrics.rescale`). Enhanced
+explanations (SmoothGrad, NoiseGrad) are attacked through their base method's surrogate. Where
+there is no surrogate, a gradient-free SPSA estimate through ``explain`` itself is used. Reported values are always measured with
 ``explain``. The ε-ball helpers (``project``, ``random_start``, ``step_direction``) are
 :mod:`wrapgrad.adversarial`'s.
 """
@@ -23,6 +24,7 @@ from wrapgrad.checks import check_bounds as check_range_argument
 from wrapgrad.checks import check_positive
 from wrapgrad.differentiable import KERNELS
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
+from wrapgrad_metrics.rescale import deep_lift_rescale
 from wrapgrad_metrics.softplus import softplus_twin
 
 __all__ = [
@@ -131,7 +133,9 @@ def explainer_info(explain: Any) -> tuple[str | None, dict[str, Any], dict[str, 
     enhancer = getattr(explain, "enhancer", None)
     ex = getattr(explain, "explainer", explain) if hasattr(explain, "model") else explain
     defaults: dict[str, Any] = {}
-    while hasattr(ex, "defaults") and hasattr(ex, "explainer"):  # wrapgrad.captum_adapter.BoundExplainer
+    while hasattr(ex, "defaults") and hasattr(
+        ex, "explainer"
+    ):  # wrapgrad.captum_adapter.BoundExplainer
         defaults = {**ex.defaults, **defaults}
         ex = ex.explainer
     defaults = {**dict(getattr(ex, "attribute_defaults", {}) or {}), **defaults}
@@ -149,34 +153,64 @@ def grad_or_zeros(value: Tensor, x: Tensor) -> Tensor:
     return torch.zeros_like(x) if g is None else g.detach()
 
 
+def _single_baseline(defaults: dict[str, Any]) -> Any:
+    """The configured ``baselines`` of a single-input method (default 0; None if a tuple of
+    several)."""
+    baselines = defaults.get("baselines", 0.0)
+    if isinstance(baselines, tuple):
+        baselines = baselines[0] if len(baselines) == 1 else None
+    return baselines
+
+
+def _multiply_by_inputs(defaults: dict[str, Any], init: dict[str, Any]) -> bool:
+    return bool(init.get("multiply_by_inputs", defaults.get("multiply_by_inputs", True)))
+
+
+def _deep_lift_surrogate(defaults: dict[str, Any], init: dict[str, Any]) -> MapFn | None:
+    """DeepLIFT's Rescale map (:func:`~wrapgrad_metrics.rescale.deep_lift_rescale`), flagged
+    ``needs_twin = False``: it has input gradients on the ReLU network itself."""
+    baselines = _single_baseline(defaults)
+    if baselines is None:
+        return None
+    multiply = _multiply_by_inputs(defaults, init)
+
+    def surrogate(forward: Callable[..., Tensor], x: Tensor, target: Tensor) -> Tensor:
+        return deep_lift_rescale(
+            forward, x, target, baselines=baselines, multiply_by_inputs=multiply
+        )
+
+    surrogate.__name__ = "deep_lift"
+    surrogate.needs_twin = False  # type: ignore[attr-defined]
+    return surrogate
+
+
 def make_surrogate(explain: Any, *, ig_steps: int = 16) -> MapFn | None:
-    """A differentiable version of ``explain``'s method (the kernels of
-    :mod:`wrapgrad.differentiable`), or None where there is none.
+    """A differentiable version of ``explain``'s method, or None where there is none.
 
     Known: ``saliency`` (``abs`` as configured, Captum's default True), ``input_x_gradient``,
     ``integrated_gradients`` (Captum's rule ``method`` as configured, default Gauss-Legendre,
     with ``min(n_steps, ig_steps)`` steps; ``baselines`` as configured, default 0;
+    ``multiply_by_inputs`` as configured): the kernels of :mod:`wrapgrad.differentiable`;
+    ``deep_lift``: the Rescale rule (:mod:`wrapgrad_metrics.rescale`; ``baselines`` and
     ``multiply_by_inputs`` as configured).
     """
     name, defaults, init, _ = explainer_info(explain)
+    if name == "deep_lift":
+        return _deep_lift_surrogate(defaults, init)
     if name not in KERNELS:
         return None
     options: dict[str, Any] = {}
     if name == "saliency":
         options["abs"] = bool(defaults.get("abs", True))
     if name == "integrated_gradients":
-        baselines = defaults.get("baselines", 0.0)
-        if isinstance(baselines, tuple):
-            baselines = baselines[0] if len(baselines) == 1 else None
+        baselines = _single_baseline(defaults)
         if baselines is None:
             return None
         options.update(
             baselines=baselines,
             n_steps=max(1, min(int(defaults.get("n_steps", 50)), ig_steps)),
             method=defaults.get("method", "gausslegendre"),
-            multiply_by_inputs=bool(
-                init.get("multiply_by_inputs", defaults.get("multiply_by_inputs", True))
-            ),
+            multiply_by_inputs=_multiply_by_inputs(defaults, init),
         )
     kernel = KERNELS[name]
 
@@ -206,11 +240,16 @@ def resolve_surrogate(surrogate: str | MapFn, explain: Any) -> MapFn | None:
     return make_surrogate(explain) if surrogate == "auto" else None
 
 
-def ascent_forward(model: Callable[..., Tensor], beta: float | None) -> Callable[..., Tensor]:
+def ascent_forward(
+    model: Callable[..., Tensor], beta: float | None, map_fn: MapFn | None = None
+) -> Callable[..., Tensor]:
     """The forward pass a surrogate map is differentiated through: ``model`` itself
-    (``beta=None``) or its softplus(β) twin (:func:`~wrapgrad_metrics.softplus.softplus_twin`,
-    FAR Sec. 4)."""
-    return model if beta is None else softplus_twin(model, beta)
+    (``beta=None``, or a ``map_fn`` flagged ``needs_twin = False`` whose map has input
+    gradients on a ReLU network, as DeepLIFT's Rescale map) or its softplus(β) twin
+    (:func:`~wrapgrad_metrics.softplus.softplus_twin`, FAR Sec. 4)."""
+    if beta is None or not getattr(map_fn, "needs_twin", True):
+        return model
+    return softplus_twin(model, beta)
 
 
 def spsa_gradient(
