@@ -108,3 +108,35 @@ def test_sensitivity_of_deeplift_follows_the_rescale_surrogate() -> None:
     s = ascent(model, x, t, explain)
     assert bool((s >= s0).all())
     assert bool((s > s0).any()), (s, s0)
+
+
+def test_sensitivity_gradient_in_chunks_is_the_same_ascent() -> None:
+    model = _resnet(seed=1)
+    x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    t = model(x).argmax(1)
+    explain = wrapgrad.wrap(model, "integrated_gradients", n_steps=4)
+    kw = {"r": 0.03, "steps": 2, "restarts": 1, "seed": 0, "bounds": (0.0, 1.0)}
+    whole = wrapgrad.metric("sensitivity", gradient_batch=None, **kw)(model, x, t, explain)
+    chunked = wrapgrad.metric("sensitivity", gradient_batch=2, **kw)(model, x, t, explain)
+    assert torch.allclose(whole, chunked, rtol=1e-5, atol=1e-7)
+    with pytest.raises(wrapgrad.errors.WrapgradValueError, match=r"^gradient_batch"):
+        wrapgrad.metric("sensitivity", gradient_batch=0)
+
+
+def test_sensitivity_takes_the_maps_at_the_inputs_from_explain_once() -> None:
+    model = _resnet(seed=1)
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    t = model(x).argmax(1)
+    explain = wrapgrad.wrap(model, "saliency")
+    seen: list[torch.Tensor] = []
+
+    def counting(inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(inputs)
+        return explain(inputs, target=target)
+
+    counting.explainer = explain.explainer  # type: ignore[attr-defined]
+    counting.model = model  # type: ignore[attr-defined]
+    wrapgrad.metric("sensitivity", r=0.03, steps=2, restarts=1)(model, x, t, counting)
+    assert seen[0] is x  # A(x) asked for with the caller's very tensor (a cache can serve it)
+    assert all(z is not x for z in seen[1:])
+    assert len(seen) == 1 + 1 + 2  # A(x), the start, one per step

@@ -37,6 +37,7 @@ __all__ = [
     "explainer_info",
     "first_map",
     "grad_or_zeros",
+    "in_row_chunks",
     "make_surrogate",
     "predict",
     "project",
@@ -182,6 +183,28 @@ def _deep_lift_surrogate(defaults: dict[str, Any], init: dict[str, Any]) -> MapF
     surrogate.__name__ = "deep_lift"
     surrogate.needs_twin = False  # type: ignore[attr-defined]
     return surrogate
+
+
+def in_row_chunks(
+    fn: Callable[[Tensor, slice], Tensor],
+    x: Tensor,
+    chunk: int | None,
+    *,
+    gradient: bool = False,
+) -> Tensor:
+    """``fn(z, rows)`` over chunks of ``chunk`` rows of ``x`` (None: one chunk), each ``z`` a
+    fresh leaf copy of ``x[rows]`` that requires grad, concatenated; with ``gradient``, the
+    gradient :math:`\\partial \\sum fn(z, rows) / \\partial z` of each chunk instead
+    (:func:`grad_or_zeros`): for an objective that is a sum of per-sample terms, the gradient of
+    the whole batch."""
+    size = x.shape[0] if chunk is None else chunk
+    parts = []
+    for start in range(0, x.shape[0], max(1, size)):
+        rows = slice(start, start + size)
+        z = x[rows].detach().clone().requires_grad_(True)
+        value = fn(z, rows)
+        parts.append(grad_or_zeros(value, z) if gradient else value)
+    return torch.cat(parts)
 
 
 def make_surrogate(explain: Any, *, ig_steps: int = 16) -> MapFn | None:
