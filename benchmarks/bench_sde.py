@@ -23,6 +23,7 @@ Usage::
 
     python benchmarks/bench_sde.py              # ~3 min on 2 CPU cores
     python benchmarks/bench_sde.py --quick      # seconds
+    python benchmarks/bench_sde.py --channels-last  # as the pipeline's models train
     python benchmarks/bench_sde.py --items 4000 --repeats 3 --threads 2
 """
 
@@ -55,9 +56,14 @@ def _model(seed: int) -> torch.nn.Module:
         return get_registry().get("model", "small_resnet").factory(in_channels=3, num_classes=10)
 
 
+#: The memory format of the trained models (``--channels-last``: as the pipeline trains them).
+MEMORY_FORMAT = {"format": torch.contiguous_format}
+
+
 def _run(kind: str, init: torch.nn.Module, data: Any, epochs: int, options: dict[str, Any]) -> Any:
     noise = "attribution_shaped" if kind == "shaped" else "brownian"
     sde = wrapgrad.to_sde(init, sigma=0.5, noise=noise, seed=0)
+    sde = sde.to(memory_format=MEMORY_FORMAT["format"])
     per_round = options["epochs_per_round"]
     rounds = max(1, epochs // per_round)
     run_options = dict(options)
@@ -100,7 +106,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per model (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: as it is)")
     parser.add_argument("--quick", action="store_true", help="256 items, 2 epochs, 1 repeat")
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="train in the channels_last memory format (as examples/neural_sde_cmnist.toml)",
+    )
     args = parser.parse_args()
+    if args.channels_last:
+        MEMORY_FORMAT["format"] = torch.channels_last
     if args.quick:
         args.items, args.epochs, args.repeats = 256, 2, 1
     if args.threads:
@@ -111,7 +124,8 @@ def main() -> None:
     data = (train.inputs, train.labels)
     print(
         f"small_resnet, {args.items} CMNIST-like items (3x32x32), {args.epochs} epochs, batch 64, "
-        f"median of {args.repeats}, torch threads {torch.get_num_threads()}"
+        f"median of {args.repeats}, torch threads {torch.get_num_threads()}, "
+        f"{'channels_last' if args.channels_last else 'contiguous'}"
     )
     print(
         f"{'setting':<28}{'brownian cpu s':>16}{'shaped cpu s':>14}{'refresh share':>15}"
