@@ -21,7 +21,7 @@ from torch import Tensor
 
 from wrapgrad.adversarial import project, random_start, step_direction
 from wrapgrad.checks import check_bounds as check_range_argument
-from wrapgrad.checks import check_positive
+from wrapgrad.checks import check_map, check_positive
 from wrapgrad.differentiable import KERNELS
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad_metrics.rescale import deep_lift_rescale
@@ -55,16 +55,9 @@ MapFn = Callable[[Callable[..., Tensor], Tensor, Tensor], Tensor]
 
 
 def first_map(maps: Any, argument: str = "explain") -> Tensor:
-    """The map of a single-input model (``explain`` may return a 1-tuple)."""
-    if isinstance(maps, tuple):
-        if len(maps) != 1:
-            raise WrapgradTypeError(
-                f"{argument}: expected one map (single-input model), got a tuple of {len(maps)}"
-            )
-        maps = maps[0]
-    if not isinstance(maps, Tensor):
-        raise WrapgradTypeError(f"{argument}: expected a tensor map, got {type(maps).__name__}")
-    return maps
+    """The map of a single-input model (``explain`` may return a 1-tuple):
+    :func:`wrapgrad.checks.check_map`, the error naming ``explain``."""
+    return check_map(maps, argument)
 
 
 def explain_map(explain: Callable[..., Any], x: Tensor, target: Tensor) -> Tensor:

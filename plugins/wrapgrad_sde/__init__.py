@@ -23,18 +23,15 @@ from wrapgrad_sde.perturbers import AttributionShaped, Brownian
 
 @hookimpl
 def wrapgrad_perturbers() -> Iterator[PerturberSpec]:
-    yield PerturberSpec(
-        name="brownian",
-        factory=Brownian,
-        target="state",
-        summary="Neural-SDE block noise Sigma * sqrt(dt) * xi, Sigma constant (Brownian motion).",
-    )
-    yield PerturberSpec(
-        name="attribution_shaped",
-        factory=AttributionShaped,
-        target="state",
-        summary="Neural-SDE block noise shaped by the model's attributions: Sigma * |A_hat| pooled to the block.",
-    )
+    # name, factory, summary (both perturb the state of a neural SDE's blocks)
+    for name, factory, summary in (
+        ("brownian", Brownian,
+         "Neural-SDE block noise Sigma * sqrt(dt) * xi, Sigma constant (Brownian motion)."),
+        ("attribution_shaped", AttributionShaped,
+         "Neural-SDE block noise shaped by the model's attributions: Sigma * |A_hat| pooled to "
+         "the block."),
+    ):  # fmt: skip
+        yield PerturberSpec(name=name, factory=factory, target="state", summary=summary)
 
 
 @hookimpl
@@ -53,22 +50,20 @@ def wrapgrad_pipeline_steps() -> Iterator[PipelineStepSpec]:
     from wrapgrad_sde.compare import CompareStep, CompareTable
     from wrapgrad_sde.steps import SDEStep, SDETable
 
-    yield PipelineStepSpec(
-        name="sde",
-        factory=SDEStep,
-        summary="Train a standard ResNet, a Brownian and an attribution-shaped neural SDE per seed.",
-        table="sde",
-        schema=SDETable,
-        needs=("data",),
-        provides=("models",),
-    )
-    yield PipelineStepSpec(
-        name="sde_compare",
-        factory=CompareStep,
-        summary="The paper's comparison over training seeds: pooled columns, ordering tests, "
-        "the paper's numbers, IG saturation curves.",
-        table="sde_compare",
-        schema=CompareTable,
-        needs=("scores",),
-        provides=("scores",),
-    )
+    # name (also its table), factory, schema, needs, provides, summary
+    for name, factory, schema, needs, provides, summary in (
+        ("sde", SDEStep, SDETable, ("data",), ("models",),
+         "Train a standard ResNet, a Brownian and an attribution-shaped neural SDE per seed."),
+        ("sde_compare", CompareStep, CompareTable, ("scores",), ("scores",),
+         "The paper's comparison over training seeds: pooled columns, ordering tests, the "
+         "paper's numbers, IG saturation curves."),
+    ):  # fmt: skip
+        yield PipelineStepSpec(
+            name=name,
+            factory=factory,
+            summary=summary,
+            table=name,
+            schema=schema,
+            needs=needs,
+            provides=provides,
+        )

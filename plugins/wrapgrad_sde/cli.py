@@ -17,7 +17,6 @@ architecture's state dict, loadable into the registered model) and ``DIR/summary
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,34 +43,19 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from wrapgrad.catalog import train_and_test
+    from wrapgrad.cli import loop_options, training_data, write_summary
     from wrapgrad.files import atomic_write
+    from wrapgrad.sde import train_sde
     from wrapgrad.training import accuracy
     from wrapgrad_sde.recipes import build_model, convert
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from wrapgrad.sde import train_sde
-
-    train_set, eval_data = train_and_test(
-        args.dataset, limit=args.limit, test_samples=args.eval_samples
-    )
+    train_set, eval_data = training_data(args)
     model = build_model(args.model, train_set.inputs.shape[1], train_set.num_classes, args.seed)
     sde_options = {} if args.guide_method is None else {"guide_method": args.guide_method}
     sde = convert(model, args.kind, args.sigma, args.seed, sde_options)
     settings = _settings(args)
     out = Path(args.out)
-    result = train_sde(
-        sde,
-        train_set.tensors(),
-        seed=args.seed,
-        device=args.device,
-        checkpoint_dir=out,
-        resume=args.resume,
-        progress=not args.quiet,
-        eval_data=eval_data,
-        **settings,
-    )
+    result = train_sde(sde, train_set.tensors(), **loop_options(args, eval_data), **settings)
     for r in result.rounds:
         print(
             f"round {r.round} (epoch {r.epoch}): loss {r.loss:.4f}"
@@ -81,29 +65,26 @@ def _run(args: argparse.Namespace) -> int:
     plain = sde.to_plain().eval()
     test_accuracy = accuracy(plain, *eval_data)
     atomic_write(out / "model.pt", lambda tmp: torch.save(plain.state_dict(), tmp))
-    summary = {
-        "model": args.model,
-        "dataset": args.dataset,
-        "kind": args.kind,
-        "sigma": sde.sigma,
-        "seed": args.seed,
-        "preset": args.preset,
-        "settings": settings,
-        "test_samples": len(eval_data[1]),
-        "test_accuracy": test_accuracy,
-        "torch": torch.__version__,
-        "result": result.to_dict(),
-    }
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=repr))
+    summary = write_summary(
+        args,
+        eval_data,
+        test_accuracy,
+        result,
+        kind=args.kind,
+        sigma=sde.sigma,
+        preset=args.preset,
+        settings=settings,
+    )
     print(
         f"{result.stopped}: test accuracy {test_accuracy:.4f} (noise off); model {out / 'model.pt'}; "
-        f"summary {out / 'summary.json'}"
+        f"summary {summary}"
     )
     return 0
 
 
 def add_sde_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
     """Add the ``sde`` sub-parser; return its action."""
+    from wrapgrad.cli import add_source_arguments, add_training_arguments
     from wrapgrad_sde.recipes import KINDS
 
     p = subparsers.add_parser(
@@ -114,13 +95,11 @@ def add_sde_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
         "Figure 2) with wrapgrad.sde.train_sde; write DIR/checkpoint.pt, DIR/model.pt and "
         "DIR/summary.json.",
     )
-    p.add_argument("--model", default="small_resnet", help="registered model (small_resnet, ...)")
-    p.add_argument("--dataset", default="cmnist", help="registered data set (cmnist, ...)")
+    add_source_arguments(p, model="small_resnet", dataset="cmnist")
     p.add_argument(
         "--kind", default="shaped", choices=sorted(KINDS), help="resnet (sigma 0), brownian, shaped"
     )
     p.add_argument("--sigma", type=float, default=0.5, help="noise constant (the paper's 0.5)")
-    p.add_argument("--out", required=True, help="output folder (checkpoint, model, summary)")
     p.add_argument(
         "--preset",
         default="embedded",
@@ -136,17 +115,5 @@ def add_sde_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
         "--refresh-fraction", dest="refresh_fraction", type=float, help="maps refreshed a round"
     )
     p.add_argument("--guide-method", dest="guide_method", help="explainer shaping the noise")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--seed", type=int, default=0, help="initialisation, training and noise seed")
-    p.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
-    p.add_argument("--limit", type=int, help="train on the first N training items only")
-    p.add_argument(
-        "--threads", type=int, help="torch intra-op threads (1 is faster on a busy small machine)"
-    )
-    p.add_argument(
-        "--eval-samples", dest="eval_samples", type=int, default=1000, help="test samples"
-    )
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_training_arguments(p)
     return _run

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor, nn
 
@@ -70,26 +71,17 @@ def euler_maruyama_step(
     return out
 
 
+@attrs.define(slots=True)
 class NoisePass:
     """What the blocks of one noisy forward pass share: the perturber, ``δt``, the generator,
     the batch's guide and whether draws are shared across the batch. Built by
     :class:`~wrapgrad.sde.model.NeuralSDE` for each pass; blocks hold it only during that pass."""
 
-    __slots__ = ("dt", "generator", "guide", "perturber", "shared")
-
-    def __init__(
-        self,
-        perturber: StatePerturber,
-        dt: float,
-        generator: torch.Generator,
-        guide: Tensor | None = None,
-        shared: bool = False,
-    ) -> None:
-        self.perturber = perturber
-        self.dt = dt
-        self.generator = generator
-        self.guide = guide
-        self.shared = shared
+    perturber: StatePerturber
+    dt: float
+    generator: torch.Generator
+    guide: Tensor | None = None
+    shared: bool = False
 
 
 class StochasticBlock(nn.Module):
