@@ -1,8 +1,8 @@
 """Where the ``evaluate`` step of ``examples/neural_sde_cmnist.toml`` spends its time, per model.
 
-One ``small_resnet`` (3x32x32 CMNIST-like data, 10 classes; briefly trained so that its
-predictions mean something; the trained SDEs of the pipeline have the same network, explained
-with the noise off) is explained as the pipeline explains each of its six models: Integrated
+One ``small_resnet`` (3x32x32 CMNIST-like data, 10 classes; briefly trained: the timings do not
+depend on its accuracy; the trained SDEs of the pipeline have the same network, explained with
+the noise off, in the channels_last memory format as here unless ``--contiguous``) is explained as the pipeline explains each of its six models: Integrated
 Gradients (16 steps), Saliency and DeepLIFT, each plain ("Baseline") and with SmoothGrad (8
 samples, noise 15%). Timed, in CPU seconds (``time.process_time``, one torch thread
 by default: on a shared machine far steadier than wall time), per method and enhancer:
@@ -117,6 +117,12 @@ def main() -> None:
         help="IG's internal_batch_size (rows per forward pass, as the toml; 0: all at once)",
     )
     parser.add_argument("--spsa", action="store_true", help="also time S_r by SPSA")
+    parser.add_argument(
+        "--contiguous",
+        action="store_true",
+        help="the model in the contiguous memory format (default: channels_last, as the "
+        "pipeline's models)",
+    )
     parser.add_argument("--quick", action="store_true", help="8 items, a 256-item fit")
     args = parser.parse_args()
     if args.quick:
@@ -124,6 +130,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = trained_model(args.train_items)
+    if not args.contiguous:
+        model = model.to(memory_format=torch.channels_last)
     test = load_dataset("cmnist", split="test")
     x, y = test.inputs[: args.samples], test.labels[: args.samples]
     k = min(args.sr_samples, args.samples)
@@ -131,7 +139,8 @@ def main() -> None:
     print(
         f"small_resnet (accuracy {accuracy:.2f} on the {args.samples} items), torch threads "
         f"{torch.get_num_threads()}; CPU seconds per model; S_r on {k} items; IG internal "
-        f"batch {args.internal_batch or 'none'}"
+        f"batch {args.internal_batch or 'none'}; "
+        f"{'contiguous' if args.contiguous else 'channels_last'}"
     )
     columns = ["explain", "S_r", *(["S_r spsa"] if args.spsa else []), "SIC"]
     print(f"{'method':<22}{'enhancer':<10}" + "".join(f"{c:>10}" for c in columns))
