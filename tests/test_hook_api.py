@@ -124,11 +124,11 @@ def test_the_example_plugin_declares_a_compatible_version() -> None:
 
 
 def test_a_spec_table_builds_one_spec_per_row() -> None:
-    from wrapgrad.records import CalibratorSpec, CommandSpec
+    from wrapgrad.records import CalibratorSpec, CommandSpec, PipelineStepSpec
 
     def factory() -> None: ...
 
-    built = CalibratorSpec.table(
+    built = CalibratorSpec.from_rows(
         "name factory summary",
         [("one", factory, "First."), ("Two-B", factory, "Second.")],
         smoke={"draws": 2},
@@ -138,4 +138,7 @@ def test_a_spec_table_builds_one_spec_per_row() -> None:
     assert [s.summary for s in built] == ["First.", "Second."]
     assert all(s.smoke_caps() == {"draws": 2} for s in built)
     with pytest.raises(ValueError, match="zip"):  # a row with a value missing
-        CommandSpec.table("name factory summary", [("one", factory)])
+        CommandSpec.from_rows("name factory summary", [("one", factory)])
+    # a subclass field named like a classmethod would hide it: PipelineStepSpec has `table`
+    step = PipelineStepSpec.from_rows("name factory table", [("s", factory, "s")], schema=None)
+    assert step[0].table == "s"

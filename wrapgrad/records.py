@@ -122,7 +122,9 @@ class Spec:
     learns why and what to use instead. Its factory is never called."""
 
     @classmethod
-    def table(cls: type[_S], columns: str, rows: Iterable[Sequence[Any]], **same: Any) -> list[_S]:
+    def from_rows(
+        cls: type[_S], columns: str, rows: Iterable[Sequence[Any]], **same: Any
+    ) -> list[_S]:
         """One spec per row of a hook's table: ``columns`` names, space-separated, the fields
         each row gives in order; ``same`` are the fields every row shares.
 
@@ -130,7 +132,7 @@ class Spec:
 
             @hookimpl
             def wrapgrad_calibrators():
-                return CalibratorSpec.table(
+                return CalibratorSpec.from_rows(
                     "name factory summary",
                     [("halve", Halve, "Both levels halved."), ("drop", Drop, "AD = target.")],
                     smoke={"draws": 2},

@@ -44,7 +44,7 @@ _SMOKE = {"draws": 2, "max_iter": 6, "chance": 0.0}
 
 @hookimpl
 def wrapgrad_calibrators() -> list[CalibratorSpec]:
-    return CalibratorSpec.table("name factory summary", (
+    return CalibratorSpec.from_rows("name factory summary", (
         ("accuracy_drop", AccuracyDrop,
          "Noise level with relative accuracy drop AD = target (NoiseGrad Eq. 5)."),
         ("halve", Halve, "FusionGrad: weight and input levels each calibrated, then halved."),

@@ -42,7 +42,7 @@ def wrapgrad_metrics() -> list[MetricSpec]:
     from wrapgrad_metrics.model_based import CaptumInfidelity, CaptumSensitivityMax, Sensitivity
 
     # smoke: the caps of what a --smoke run keeps
-    return MetricSpec.table("name factory higher_is_better requires smoke summary", (
+    return MetricSpec.from_rows("name factory higher_is_better requires smoke summary", (
         ("topk_intersection", TopKIntersection, True, "maps", {},
          "Share of the k most important features two maps share (IN; Ghorbani et al. 2019)."),
         ("kendall_tau", KendallTau, True, "maps", {},
@@ -74,7 +74,7 @@ def wrapgrad_metrics() -> list[MetricSpec]:
 def wrapgrad_attacks() -> list[AttackSpec]:
     from wrapgrad_metrics.attacks import IFIA, AdversarialIFIA
 
-    return AttackSpec.table("name factory summary", (
+    return AttackSpec.from_rows("name factory summary", (
         ("ifia", IFIA,
          "Iterative feature-importance attack: top-k, mass-center, targeted (FAR Alg. 1)."),
         ("adversarial_ifia", AdversarialIFIA,

@@ -17,7 +17,7 @@ from wrapgrad_noise.perturbers import InputGaussian, WeightMultiplicative
 
 @hookimpl
 def wrapgrad_perturbers() -> list[PerturberSpec]:
-    return PerturberSpec.table("name factory target summary", (
+    return PerturberSpec.from_rows("name factory target summary", (
         ("input_gaussian", InputGaussian, "input",
          "Gaussian input noise, sigma = noise_level * (max(x) - min(x)) per sample or absolute "
          "input_sigma."),

@@ -29,7 +29,7 @@ __all__ = ["Pipeline", "PipelineRun", "load_results", "render_markdown", "shrink
 
 @hookimpl
 def wrapgrad_commands() -> list[CommandSpec]:
-    return CommandSpec.table("name factory summary", (
+    return CommandSpec.from_rows("name factory summary", (
         ("run", add_run_command,
          "Validate and run a pipeline file; write report.md, results.json and figures."),
         ("report", add_report_command,

@@ -47,7 +47,7 @@ _SMOKE = {"steps": 2, "ig_steps": 2}
 
 @hookimpl
 def wrapgrad_objectives() -> list[ObjectiveSpec]:
-    return ObjectiveSpec.table("name factory smoke summary", (
+    return ObjectiveSpec.from_rows("name factory smoke summary", (
         ("natural", natural, {}, "Cross-entropy on clean inputs."),
         ("pgd", pgd, {"steps": 2},
          "Madry's PGD adversarial training (FAR Eq. 7: Eq. 6 with lambda = 0)."),
@@ -76,7 +76,7 @@ def wrapgrad_metrics() -> list[MetricSpec]:
     from wrapgrad_robust.metrics import NaturalAccuracy, PGDAccuracy
 
     # smoke: the caps of what a --smoke run keeps
-    return MetricSpec.table("name factory smoke summary", (
+    return MetricSpec.from_rows("name factory smoke summary", (
         ("natural_accuracy", NaturalAccuracy, {},
          "Per-sample top-1 correctness on the clean inputs (FAR's NA)."),
         ("pgd_accuracy", PGDAccuracy, {"steps": 2, "restarts": 1},
