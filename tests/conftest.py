@@ -21,6 +21,17 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(int(os.environ.get("WRAPGRAD_TEST_THREADS", "1")))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for a whole module, whatever ``WRAPGRAD_TEST_THREADS`` says
+    (the evaluation tests' tiny models run fastest on one), restored after. A module asks for
+    it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    from ._trained import one_thread
+
+    with one_thread():
+        yield
+
+
 class SmallCNN(nn.Module):
     """1x8x8 images -> 4 classes; ReLU conv net with a named layer tree (``features.0`` ...)."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -16,15 +16,12 @@ import wrapgrad
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.evaluation import AttackResult, attack_strength_curve
 
-from ._trained import one_thread, state_of, trained_mnist, unchanged
+from ._trained import state_of, trained_mnist, unchanged
 
 _state, _unchanged = state_of, unchanged
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

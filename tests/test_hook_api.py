@@ -121,3 +121,24 @@ def test_the_example_plugin_declares_a_compatible_version() -> None:
 
     assert parse_hook_api(wrapgrad_example_plugin.WRAPGRAD_HOOK_API)[0] == HOOK_API[0]
     assert hook_api_problem(wrapgrad_example_plugin) is None
+
+
+def test_a_spec_table_builds_one_spec_per_row() -> None:
+    from wrapgrad.records import CalibratorSpec, CommandSpec, PipelineStepSpec
+
+    def factory() -> None: ...
+
+    built = CalibratorSpec.from_rows(
+        "name factory summary",
+        [("one", factory, "First."), ("Two-B", factory, "Second.")],
+        smoke={"draws": 2},
+    )
+    assert [type(s) for s in built] == [CalibratorSpec, CalibratorSpec]
+    assert [s.name for s in built] == ["one", "two_b"]  # normalised as any spec's name
+    assert [s.summary for s in built] == ["First.", "Second."]
+    assert all(s.smoke_caps() == {"draws": 2} for s in built)
+    with pytest.raises(ValueError, match="zip"):  # a row with a value missing
+        CommandSpec.from_rows("name factory summary", [("one", factory)])
+    # a subclass field named like a classmethod would hide it: PipelineStepSpec has `table`
+    step = PipelineStepSpec.from_rows("name factory table", [("s", factory, "s")], schema=None)
+    assert step[0].table == "s"

@@ -3,8 +3,6 @@ closed forms on linear models, and clear errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import scipy.stats
@@ -19,13 +17,9 @@ from wrapgrad_metrics.curves import ig_saturation_curve, pic_curve
 import wrapgrad
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
 
-from ._trained import one_thread, state_of, trained_mnist, unchanged
+from ._trained import state_of, trained_mnist, unchanged
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Linear2(nn.Module):

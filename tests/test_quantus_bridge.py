@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import quantus
@@ -20,13 +18,9 @@ from wrapgrad.errors import (
     WrapgradValueError,
 )
 
-from ._trained import one_thread, state_of, unchanged
+from ._trained import state_of, unchanged
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyNet(nn.Module):

@@ -6,7 +6,6 @@ ROAD, InputInvariance, SmoothMPRT, Focus's mosaics, SensitivityN's unavailabilit
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,13 +24,9 @@ from wrapgrad_quantus.reductions import (
 import wrapgrad
 from wrapgrad.errors import UnavailableError, WrapgradValueError
 
-from ._trained import one_thread, state_of, unchanged
+from ._trained import state_of, unchanged
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- the reductions by hand ---------------------------------------------------------------------

@@ -30,7 +30,20 @@ from torch import Tensor
 
 from wrapgrad.errors import WrapgradValueError
 
-__all__ = ["check_norm", "pgd", "project", "random_start", "step_direction"]
+__all__ = [
+    "ATTACK_OPTIONS",
+    "attack_options",
+    "check_attack",
+    "check_norm",
+    "pgd",
+    "project",
+    "random_start",
+    "step_direction",
+]
+
+#: The options of :func:`pgd` that describe an attack: the ball, the steps, the data range and
+#: the start. A PGD training objective and the PGD accuracy metric each hold them as attributes.
+ATTACK_OPTIONS = ("epsilon", "step_size", "steps", "norm", "bounds", "random_start")
 
 _NORMS = {"linf": "linf", "l_inf": "linf", "inf": "linf", "l2": "l2", "l_2": "l2", "2": "l2"}
 
@@ -41,6 +54,42 @@ def check_norm(norm: Any, argument: str = "norm") -> str:
     if key not in _NORMS:
         raise WrapgradValueError(f"{argument}: expected 'linf' or 'l2', got {norm!r}")
     return _NORMS[key]
+
+
+def check_attack(
+    epsilon: Any,
+    step_size: Any,
+    steps: Any,
+    random_start: Any,
+    norm: Any,
+    bounds: Any,
+    *,
+    default_step: Callable[[float, int], float],
+) -> dict[str, Any]:
+    """The :data:`ATTACK_OPTIONS`, validated (each error names its argument);
+    ``step_size=None`` becomes ``default_step(epsilon, steps)``."""
+    from wrapgrad.checks import check_bool, check_bounds, check_positive, check_positive_int
+
+    epsilon = check_positive(epsilon, "epsilon")
+    steps = check_positive_int(steps, "steps")
+    return {
+        "epsilon": epsilon,
+        "step_size": (
+            default_step(epsilon, steps)
+            if step_size is None
+            else check_positive(step_size, "step_size")
+        ),
+        "steps": steps,
+        "norm": check_norm(norm),
+        "bounds": check_bounds(bounds),
+        "random_start": check_bool(random_start, "random_start"),
+    }
+
+
+def attack_options(source: Any, **overrides: Any) -> dict[str, Any]:
+    """The :data:`ATTACK_OPTIONS` ``source`` holds as attributes, with ``overrides``: the keyword
+    arguments of :func:`pgd` for an attack configured by ``source``."""
+    return {name: getattr(source, name) for name in ATTACK_OPTIONS} | overrides
 
 
 def _per_sample(v: Tensor, like: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from typing import Any
 
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
 
-__all__ = ["OptionCollisionError", "Part", "accepted", "check_options", "route"]
+__all__ = ["OptionCollisionError", "Part", "accepted", "capped", "check_options", "route"]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -154,3 +154,29 @@ def check_options(
     for key in options:
         if key not in names:
             raise UnknownNameError(argument, key, names, what=f"option of {what}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def capped(
+    options: Mapping[str, Any], caps: Mapping[str, Any], *, shared: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``options`` with a component's smoke ``caps`` (:attr:`wrapgrad.records.Spec.smoke`)
+    applied: a number given above its cap is lowered to it, and an option not given is set to
+    its cap (so defaults shrink too), except the names in ``shared``, which another part of the
+    same call also takes (setting them here would hand them to the wrong part).
+
+    >>> capped({"n_samples": 50, "seed": 1}, {"n_samples": 2, "steps": 3})
+    {'n_samples': 2, 'seed': 1, 'steps': 3}
+    """
+    out = dict(options)
+    shared = set(shared)
+    for key, cap in caps.items():
+        if key in out:
+            if _number(out[key]) and _number(cap):
+                out[key] = min(out[key], cap)
+        elif key not in shared:
+            out[key] = cap
+    return out

@@ -29,8 +29,8 @@ ValueError: name: expected lower snake case starting with a letter (letters, dig
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -56,6 +56,7 @@ __all__ = [
     "traits_of",
 ]
 
+_S = TypeVar("_S", bound="Spec")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_+]*$")
 
 
@@ -119,6 +120,28 @@ class Spec:
     listing and answers a lookup of the name with an
     :class:`~wrapgrad.errors.UnavailableError` carrying this reason, so a user who asks for it
     learns why and what to use instead. Its factory is never called."""
+
+    @classmethod
+    def from_rows(
+        cls: type[_S], columns: str, rows: Iterable[Sequence[Any]], **same: Any
+    ) -> list[_S]:
+        """One spec per row of a hook's table: ``columns`` names, space-separated, the fields
+        each row gives in order; ``same`` are the fields every row shares.
+
+        Example::
+
+            @hookimpl
+            def wrapgrad_calibrators():
+                return CalibratorSpec.from_rows(
+                    "name factory summary",
+                    [("halve", Halve, "Both levels halved."), ("drop", Drop, "AD = target.")],
+                    smoke={"draws": 2},
+                )
+
+        .. versionadded:: 0.1
+        """
+        names = columns.split()
+        return [cls(**dict(zip(names, row, strict=True)), **same) for row in rows]
 
     def smoke_caps(self) -> dict[str, Any]:
         """:attr:`smoke` as a dict."""

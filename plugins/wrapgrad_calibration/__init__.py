@@ -43,15 +43,14 @@ _SMOKE = {"draws": 2, "max_iter": 6, "chance": 0.0}
 
 
 @hookimpl
-def wrapgrad_calibrators() -> Iterator[CalibratorSpec]:
-    for name, factory, summary in (
+def wrapgrad_calibrators() -> list[CalibratorSpec]:
+    return CalibratorSpec.from_rows("name factory summary", (
         ("accuracy_drop", AccuracyDrop,
          "Noise level with relative accuracy drop AD = target (NoiseGrad Eq. 5)."),
         ("halve", Halve, "FusionGrad: weight and input levels each calibrated, then halved."),
         ("noisegrad++", NoiseGradPlusPlus,
          "FusionGrad: input noise_level 0.1 fixed, sigma_NG calibrated on the joint drop (Eq. 6)."),
-    ):  # fmt: skip
-        yield CalibratorSpec(name=name, factory=factory, summary=summary, smoke=_SMOKE)
+    ), smoke=_SMOKE)  # fmt: skip
 
 
 @hookimpl

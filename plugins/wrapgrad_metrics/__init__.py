@@ -17,7 +17,6 @@ Every Quantus metric is registered too, by the ``wrapgrad_quantus`` plugin.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 
 from wrapgrad import hookimpl
@@ -32,7 +31,7 @@ _CAPTUM_SMOKE = {"n_perturb_samples": 2}
 
 
 @hookimpl
-def wrapgrad_metrics() -> Iterator[MetricSpec]:
+def wrapgrad_metrics() -> list[MetricSpec]:
     from wrapgrad_metrics.curves import (
         Deletion,
         IGSaturation,
@@ -42,8 +41,8 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
     from wrapgrad_metrics.maps import KendallTau, LocalisationAUC, SpearmanRho, TopKIntersection
     from wrapgrad_metrics.model_based import CaptumInfidelity, CaptumSensitivityMax, Sensitivity
 
-    # name, factory, higher_is_better, requires, smoke caps, summary
-    table = (
+    # smoke: the caps of what a --smoke run keeps
+    return MetricSpec.from_rows("name factory higher_is_better requires smoke summary", (
         ("topk_intersection", TopKIntersection, True, "maps", {},
          "Share of the k most important features two maps share (IN; Ghorbani et al. 2019)."),
         ("kendall_tau", KendallTau, True, "maps", {},
@@ -68,26 +67,16 @@ def wrapgrad_metrics() -> Iterator[MetricSpec]:
          "captum.metrics.infidelity with seeded Gaussian perturbations (Yeh et al. 2019)."),
         ("captum_sensitivity_max", CaptumSensitivityMax, False, "model", _CAPTUM_SMOKE,
          "captum.metrics.sensitivity_max with seeded uniform perturbations (Yeh et al.)."),
-    )  # fmt: skip
-    for name, factory, higher_is_better, requires, smoke, summary in table:
-        yield MetricSpec(
-            name=name,
-            factory=factory,
-            summary=summary,
-            higher_is_better=higher_is_better,
-            requires=requires,
-            smoke=smoke,
-        )
+    ))  # fmt: skip
 
 
 @hookimpl
-def wrapgrad_attacks() -> Iterator[AttackSpec]:
+def wrapgrad_attacks() -> list[AttackSpec]:
     from wrapgrad_metrics.attacks import IFIA, AdversarialIFIA
 
-    for name, factory, summary in (
+    return AttackSpec.from_rows("name factory summary", (
         ("ifia", IFIA,
          "Iterative feature-importance attack: top-k, mass-center, targeted (FAR Alg. 1)."),
         ("adversarial_ifia", AdversarialIFIA,
          "Adversarial IFIA: cross-entropy + lambda * map dissimilarity (FAR Alg. 2)."),
-    ):  # fmt: skip
-        yield AttackSpec(name=name, factory=factory, summary=summary, smoke=_SEARCH_SMOKE)
+    ), smoke=_SEARCH_SMOKE)  # fmt: skip

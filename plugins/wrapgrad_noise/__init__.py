@@ -16,19 +16,14 @@ from wrapgrad_noise.perturbers import InputGaussian, WeightMultiplicative
 
 
 @hookimpl
-def wrapgrad_perturbers() -> Iterator[PerturberSpec]:
-    yield PerturberSpec(
-        name="input_gaussian",
-        factory=InputGaussian,
-        target="input",
-        summary="Gaussian input noise, sigma = noise_level * (max(x) - min(x)) per sample or absolute input_sigma.",
-    )
-    yield PerturberSpec(
-        name="weight_multiplicative",
-        factory=WeightMultiplicative,
-        target="weight",
-        summary="Multiplicative weight noise W * eta, eta ~ N(1, sigma^2), on selected parameters.",
-    )
+def wrapgrad_perturbers() -> list[PerturberSpec]:
+    return PerturberSpec.from_rows("name factory target summary", (
+        ("input_gaussian", InputGaussian, "input",
+         "Gaussian input noise, sigma = noise_level * (max(x) - min(x)) per sample or absolute "
+         "input_sigma."),
+        ("weight_multiplicative", WeightMultiplicative, "weight",
+         "Multiplicative weight noise W * eta, eta ~ N(1, sigma^2), on selected parameters."),
+    ))  # fmt: skip
 
 
 @hookimpl

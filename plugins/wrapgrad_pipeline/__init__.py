@@ -28,14 +28,13 @@ __all__ = ["Pipeline", "PipelineRun", "load_results", "render_markdown", "shrink
 
 
 @hookimpl
-def wrapgrad_commands() -> Iterator[CommandSpec]:
-    for name, factory, summary in (
+def wrapgrad_commands() -> list[CommandSpec]:
+    return CommandSpec.from_rows("name factory summary", (
         ("run", add_run_command,
          "Validate and run a pipeline file; write report.md, results.json and figures."),
         ("report", add_report_command,
          "Print a finished run's report again (rendered from its results.json)."),
-    ):  # fmt: skip
-        yield CommandSpec(name=name, factory=factory, summary=summary)
+    ))  # fmt: skip
 
 
 @hookimpl

@@ -204,6 +204,15 @@ def _section(title: str, body: Iterable[str]) -> list[str]:
     return [f"## {title}", "", *body] if body else []
 
 
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """A Markdown table: the header, its rule, one line per row of cells, then a blank line."""
+    yield "| " + " | ".join(header) + " |"
+    yield "|" + "---|" * len(header)
+    for row in rows:
+        yield "| " + " | ".join(str(cell) for cell in row) + " |"
+    yield ""
+
+
 def _models(results: Mapping[str, Any]) -> dict[str, Any]:
     if "models" in results:
         return dict(results["models"])
@@ -252,25 +261,34 @@ def _calibration(results: Mapping[str, Any]) -> Iterable[str]:
         "measured on the held-out items, with its bootstrap interval over draws and items."
     )
     yield ""
-    yield "| name | calibrator | noise | sigma | noise_level | drop | 95% CI | target | items × draws |"
-    yield "|---|---|---|---|---|---|---|---|---|"
-    for name, rec in records.items():
-        ci = rec.get("drop_ci") or [None, None]
-        noise = rec.get("noise_level", rec.get("alpha"))
-        sigma = rec.get("sigma")
-        if "noise_level" not in rec and rec.get("perturber") == "input":  # before 0.1
-            sigma, noise = None, sigma
-        size = f"{rec.get('num_samples', 'n/a')} × {rec.get('draws', 'n/a')}"
-        yield (
-            f"| {name} | {rec.get('calibrator')} | {rec.get('perturber')} | {_num(sigma)} "
-            f"| {_num(noise)} | {_num(rec.get('drop'))} | [{_num(ci[0])}, {_num(ci[1])}] "
-            f"| {_num(rec.get('target_drop'), 3)} | {size} |"
-        )
-    yield ""
+    yield from _table(
+        ("name", "calibrator", "noise", "sigma", "noise_level", "drop", "95% CI", "target",
+         "items × draws"),
+        (_calibration_row(name, rec) for name, rec in records.items()),
+    )  # fmt: skip
     for name, rec in records.items():
         if rec.get("error"):
             yield f"- {name}: {rec['error']}"
             yield ""
+
+
+def _calibration_row(name: str, rec: Mapping[str, Any]) -> tuple[str, ...]:
+    ci = rec.get("drop_ci") or [None, None]
+    noise = rec.get("noise_level", rec.get("alpha"))
+    sigma = rec.get("sigma")
+    if "noise_level" not in rec and rec.get("perturber") == "input":  # before 0.1
+        sigma, noise = None, sigma
+    return (
+        name,
+        rec.get("calibrator"),
+        rec.get("perturber"),
+        _num(sigma),
+        _num(noise),
+        _num(rec.get("drop")),
+        f"[{_num(ci[0])}, {_num(ci[1])}]",
+        _num(rec.get("target_drop"), 3),
+        f"{rec.get('num_samples', 'n/a')} × {rec.get('draws', 'n/a')}",
+    )
 
 
 def _interval_text(results: Mapping[str, Any]) -> str:
@@ -470,35 +488,47 @@ def _sweep(results: Mapping[str, Any]) -> Iterable[str]:
         f"{_num(base['mean'])} [{_num(base['low'])}, {_num(base['high'])}]."
     )
     yield ""
-    yield "| curve | level | × calibrated | drop AD | score | 95% CI |"
-    yield "|---|---|---|---|---|---|"
-    for label, curve in sweep["curves"].items():
-        rows = [(p, None) for p in curve["points"]]
-        rows += [(p, name) for name, p in curve.get("named", {}).items()]
-        for p, name in sorted(rows, key=lambda r: r[0]["level"]):
-            scale = "—" if p.get("scale") is None else f"{p['scale']:g}"
-            level = f"{curve['option']} = {p['level']:.4g}" + (f" ({name})" if name else "")
-            mark = " ★" if p.get("scale") == 1.0 else ""
-            yield (
-                f"| {label}{mark} | {level} | {scale} | {_num(p['drop'], 3)} | "
-                f"{_num(p['mean'])} | [{_num(p['low'])}, {_num(p['high'])}] |"
-            )
-    yield ""
+    yield from _table(
+        ("curve", "level", "× calibrated", "drop AD", "score", "95% CI"),
+        (row for label, curve in sweep["curves"].items() for row in _sweep_rows(label, curve)),
+    )
+
+
+def _sweep_rows(label: str, curve: Mapping[str, Any]) -> Iterator[tuple[str, ...]]:
+    rows = [(p, None) for p in curve["points"]]
+    rows += [(p, name) for name, p in curve.get("named", {}).items()]
+    for p, name in sorted(rows, key=lambda r: r[0]["level"]):
+        scale = "—" if p.get("scale") is None else f"{p['scale']:g}"
+        level = f"{curve['option']} = {p['level']:.4g}" + (f" ({name})" if name else "")
+        mark = " ★" if p.get("scale") == 1.0 else ""
+        yield (
+            f"{label}{mark}",
+            level,
+            scale,
+            _num(p["drop"], 3),
+            _num(p["mean"]),
+            f"[{_num(p['low'])}, {_num(p['high'])}]",
+        )
 
 
 def _attacks(results: Mapping[str, Any]) -> Iterable[str]:
     if not results.get("attacks"):
         return
-    yield "| attack | method | variant | labels kept | mean perturbation |"
-    yield "|---|---|---|---|---|"
-    for a in results["attacks"]:
-        for method, by_variant in a.get("runs", {}).items():
-            for e, run in by_variant.items():
-                yield (
-                    f"| {a['label']} | {method} | {e} | {_num(run.get('label_kept'), 3)} "
-                    f"| {_num(run.get('perturbation'), 4)} |"
-                )
-    yield ""
+    yield from _table(
+        ("attack", "method", "variant", "labels kept", "mean perturbation"),
+        (
+            (
+                a["label"],
+                method,
+                e,
+                _num(run.get("label_kept"), 3),
+                _num(run.get("perturbation"), 4),
+            )
+            for a in results["attacks"]
+            for method, by_variant in a.get("runs", {}).items()
+            for e, run in by_variant.items()
+        ),
+    )
 
 
 def _errors(results: Mapping[str, Any]) -> Iterable[str]:

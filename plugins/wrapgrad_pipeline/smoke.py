@@ -1,15 +1,17 @@
 """``--smoke``: every size shrunk so that a pipeline runs end to end in seconds (CI).
 
 Components declare what a smoke run keeps of their options (``Spec.smoke``, e.g. an enhancer's
-``{"n_samples": 2}``, a Quantus metric's ``{"nr_runs": 2}``); :func:`capped` applies them. The
+``{"n_samples": 2}``, a Quantus metric's ``{"nr_runs": 2}``); :func:`~wrapgrad.options.capped`
+(re-exported here) applies them. The
 pipeline's own sizes (evaluated samples, training epochs, ...) are :data:`SIZES`; each step's
 ``shrink`` uses both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Any
+
+from wrapgrad.options import capped
 
 __all__ = ["FALLBACK_LEVELS", "SIZES", "capped"]
 
@@ -26,25 +28,3 @@ SIZES: dict[str, Any] = {
 }
 #: Noise levels a smoke run uses where calibrating its barely trained model fails.
 FALLBACK_LEVELS = {"sigma": 0.1, "noise_level": 0.1}
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def capped(
-    options: Mapping[str, Any], caps: Mapping[str, Any], *, shared: Iterable[str] = ()
-) -> dict[str, Any]:
-    """``options`` with a component's smoke ``caps`` applied: a number given above its cap is
-    lowered to it, and an option not given is set to its cap (so defaults shrink too), except
-    the names in ``shared``, which another part of the same call also takes (setting them here
-    would hand them to the wrong part)."""
-    out = dict(options)
-    shared = set(shared)
-    for key, cap in caps.items():
-        if key in out:
-            if _number(out[key]) and _number(cap):
-                out[key] = min(out[key], cap)
-        elif key not in shared:
-            out[key] = cap
-    return out

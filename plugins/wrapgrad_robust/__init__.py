@@ -46,9 +46,8 @@ _SMOKE = {"steps": 2, "ig_steps": 2}
 
 
 @hookimpl
-def wrapgrad_objectives() -> Iterator[ObjectiveSpec]:
-    # name, factory, smoke caps, summary
-    for name, factory, smoke, summary in (
+def wrapgrad_objectives() -> list[ObjectiveSpec]:
+    return ObjectiveSpec.from_rows("name factory smoke summary", (
         ("natural", natural, {}, "Cross-entropy on clean inputs."),
         ("pgd", pgd, {"steps": 2},
          "Madry's PGD adversarial training (FAR Eq. 7: Eq. 6 with lambda = 0)."),
@@ -58,8 +57,7 @@ def wrapgrad_objectives() -> Iterator[ObjectiveSpec]:
         ("aat", aat, _SMOKE, "FAR AAT: CE + lam * max PCL[IG(x~), IG(x)] by IFIA (Eq. 10)."),
         ("adv_aat", adv_aat, _SMOKE,
          "FAR AdvAAT: max CE(x~) + lam * PCL[IG(x~), IG(x)] by Adversarial IFIA (Eq. 11)."),
-    ):  # fmt: skip
-        yield ObjectiveSpec(name=name, factory=factory, summary=summary, smoke=smoke)
+    ))  # fmt: skip
 
 
 @hookimpl
@@ -74,24 +72,16 @@ def wrapgrad_commands() -> Iterator[CommandSpec]:
 
 
 @hookimpl
-def wrapgrad_metrics() -> Iterator[MetricSpec]:
+def wrapgrad_metrics() -> list[MetricSpec]:
     from wrapgrad_robust.metrics import NaturalAccuracy, PGDAccuracy
 
-    # name, factory, smoke caps (what a --smoke run keeps), summary
-    for name, factory, smoke, summary in (
+    # smoke: the caps of what a --smoke run keeps
+    return MetricSpec.from_rows("name factory smoke summary", (
         ("natural_accuracy", NaturalAccuracy, {},
          "Per-sample top-1 correctness on the clean inputs (FAR's NA)."),
         ("pgd_accuracy", PGDAccuracy, {"steps": 2, "restarts": 1},
          "Per-sample correctness under a PGD attack on the cross-entropy (FAR's AA)."),
-    ):  # fmt: skip
-        yield MetricSpec(
-            name=name,
-            factory=factory,
-            summary=summary,
-            higher_is_better=True,
-            requires="model",
-            smoke=smoke,
-        )
+    ), higher_is_better=True, requires="model")  # fmt: skip
 
 
 @hookimpl

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wrapgrad.adversarial import check_norm, pgd
-from wrapgrad.checks import check_bool, check_bounds, check_positive, check_positive_int
+from wrapgrad.adversarial import attack_options, check_attack, pgd
+from wrapgrad.checks import check_positive_int
 
 __all__ = ["NaturalAccuracy", "PGDAccuracy"]
 
@@ -44,6 +44,11 @@ def _target(target: Any, x: Tensor) -> Tensor:
     if t.numel() == 1 and x.shape[0] > 1:
         t = t.expand(x.shape[0])
     return t.long()
+
+
+def _step(epsilon: float, steps: int) -> float:
+    """The default PGD step: FAR Table 2's relative step 0.03 (``0.03 * epsilon``)."""
+    return 0.03 * epsilon
 
 
 class NaturalAccuracy:
@@ -86,15 +91,11 @@ class PGDAccuracy:
         bounds: tuple[float, float] | None = None,
         seed: int = 0,
     ) -> None:
-        self.epsilon = check_positive(epsilon, "epsilon")
-        self.steps = check_positive_int(steps, "steps")
-        self.step_size = (
-            0.03 * self.epsilon if step_size is None else check_positive(step_size, "step_size")
+        # the attack's options as attributes: epsilon, step_size, steps, norm, bounds, random_start
+        vars(self).update(
+            check_attack(epsilon, step_size, steps, random_start, norm, bounds, default_step=_step)
         )
         self.restarts = check_positive_int(restarts, "restarts")
-        self.random_start = check_bool(random_start, "random_start")
-        self.norm = check_norm(norm)
-        self.bounds = check_bounds(None if bounds is None else tuple(bounds))
         self.seed = int(seed)
 
     def __call__(self, model: Any, inputs: Tensor, target: Any, explain: Any = None) -> Tensor:
@@ -107,17 +108,8 @@ class PGDAccuracy:
             return F.cross_entropy(model(z), y, reduction="none")
 
         for r in range(self.restarts):
-            x_adv = pgd(
-                loss,
-                x,
-                epsilon=self.epsilon,
-                step_size=self.step_size,
-                steps=self.steps,
-                norm=self.norm,
-                bounds=self.bounds,
-                random_start=self.random_start or r > 0,
-                generator=generator,
-            )
+            start = self.random_start or r > 0
+            x_adv = pgd(loss, x, **attack_options(self, random_start=start, generator=generator))
             robust &= _correct(model, x_adv, y)
         return robust.to(torch.float64)
 

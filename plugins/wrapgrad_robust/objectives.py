@@ -43,6 +43,7 @@ adversarial cross-entropy forward pass, as in ordinary training); no parameter i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -51,11 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wrapgrad.adversarial import check_norm
+from wrapgrad.adversarial import attack_options, check_attack
 from wrapgrad.adversarial import pgd as projected_ascent
 from wrapgrad.checks import (
-    check_bool,
-    check_bounds,
     check_choice,
     check_nonnegative,
     check_positive,
@@ -211,18 +210,8 @@ class FarObjective:
             with torch.no_grad():
                 return forward(z).argmax(dim=1) == labels
 
-        return projected_ascent(
-            value,
-            x,
-            epsilon=c.epsilon,
-            step_size=c.step_size,
-            steps=c.steps,
-            norm=c.norm,
-            bounds=c.bounds,
-            random_start=c.random_start,
-            generator=generator,
-            keep=label_kept if c.keep_label else None,
-        )
+        keep = label_kept if c.keep_label else None
+        return projected_ascent(value, x, **attack_options(c, generator=generator, keep=keep))
 
     # -- the loss ----------------------------------------------------------------------------------------
     def __call__(
@@ -287,26 +276,8 @@ class FarObjective:
 
 
 # -- option checks ---------------------------------------------------------------------------------------
-def _attack_options(
-    epsilon: Any,
-    step_size: Any,
-    steps: Any,
-    random_start: Any,
-    norm: Any,
-    bounds: Any,
-) -> dict[str, Any]:
-    steps = check_positive_int(steps, "steps")
-    epsilon = check_positive(epsilon, "epsilon")
-    return {
-        "epsilon": epsilon,
-        "step_size": (
-            1.2 * epsilon / steps if step_size is None else check_positive(step_size, "step_size")
-        ),
-        "steps": steps,
-        "random_start": check_bool(random_start, "random_start"),
-        "norm": check_norm(norm),
-        "bounds": check_bounds(bounds),
-    }
+#: The attack options, validated; ``step_size=None``: FAR's IFIA step 1.2 ε / steps (Table 2).
+_attack_options = functools.partial(check_attack, default_step=lambda eps, n: 1.2 * eps / n)
 
 
 def _attribution_options(ig_steps: Any, ig_method: Any, softplus_beta: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch
 
 from wrapgrad.checks import check_choice, check_positive, check_positive_int, check_seed
 from wrapgrad.errors import UnknownNameError, WrapgradError, WrapgradValueError
+from wrapgrad.options import capped
 from wrapgrad_robust.jobs import JobResult, TrainJob, base_model, run_job
 
 __all__ = ["SMOKE", "ObjectiveEntry", "TrainStep", "TrainTable"]
@@ -64,6 +65,28 @@ def _optional(check: Any, **kwargs: Any) -> Any:
 def _epochs(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is not None:
         check_positive_int(value, attribute.name, minimum=0)
+
+
+#: The loop settings' documentation, type as the reference shows it, and validator.
+_LOOP_DOCS: dict[str, tuple[str, str | None, Any]] = {
+    "epochs": ("training epochs", "integer ≥ 0", _epochs),
+    "lr": ("learning rate", None, _optional(check_positive)),
+    "batch_size": ("batch size", "integer ≥ 1", _optional(check_positive_int)),
+    "optimizer": ("`adam`, `adamw` or `sgd`", None, None),
+    "limit": (
+        "train on the first `limit` training items",
+        "integer ≥ 1",
+        _optional(check_positive_int),
+    ),
+}
+
+
+def _loop_field(name: str, default: str, *, doc: str | None = None) -> Any:
+    """The optional field of the loop setting ``name`` (in :data:`_LOOP_DOCS`), whose value left
+    out is ``default`` (as the reference shows it); ``doc`` replaces its documentation."""
+    text, type_, validator = _LOOP_DOCS[name]
+    shown = {"default": default} if type_ is None else {"type": type_, "default": default}
+    return attrs.field(default=None, validator=validator, metadata=_doc(doc or text, **shown))
 
 
 def _seeds(instance: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
@@ -103,39 +126,16 @@ class ObjectiveEntry:
             "`step_size`, `ig_steps`, `k`, ...; checked)"
         ),
     )
-    epochs: int | None = attrs.field(
-        default=None,
-        validator=_epochs,
-        metadata=_doc(
-            'training epochs; 0 with `init = "pretrained"`: the initial model itself, not '
-            "trained further (FAR's natural model)",
-            type="integer ≥ 0",
-            default="`[train].epochs`",
-        ),
+    epochs: int | None = _loop_field(
+        "epochs",
+        "`[train].epochs`",
+        doc='training epochs; 0 with `init = "pretrained"`: the initial model itself, not '
+        "trained further (FAR's natural model)",
     )
-    lr: float | None = attrs.field(
-        default=None,
-        validator=_optional(check_positive),
-        metadata=_doc("learning rate", default="`[train].lr`"),
-    )
-    batch_size: int | None = attrs.field(
-        default=None,
-        validator=_optional(check_positive_int),
-        metadata=_doc("batch size", type="integer ≥ 1", default="`[train].batch_size`"),
-    )
-    optimizer: str | None = attrs.field(
-        default=None,
-        metadata=_doc("`adam`, `adamw` or `sgd`", default="`[train].optimizer`"),
-    )
-    limit: int | None = attrs.field(
-        default=None,
-        validator=_optional(check_positive_int),
-        metadata=_doc(
-            "train on the first `limit` training items",
-            type="integer ≥ 1",
-            default="`[train].limit`",
-        ),
-    )
+    lr: float | None = _loop_field("lr", "`[train].lr`")
+    batch_size: int | None = _loop_field("batch_size", "`[train].batch_size`")
+    optimizer: str | None = _loop_field("optimizer", "`[train].optimizer`")
+    limit: int | None = _loop_field("limit", "`[train].limit`")
 
 
 @attrs.frozen(kw_only=True)
@@ -196,31 +196,11 @@ class TrainTable:
             '2-3, Madry, RAR) or `"none"` (the objectives\' own defaults)'
         ),
     )
-    epochs: int | None = attrs.field(
-        default=None,
-        validator=_epochs,
-        metadata=_doc("training epochs", type="integer ≥ 0", default="the preset's, else 1"),
-    )
-    lr: float | None = attrs.field(
-        default=None,
-        validator=_optional(check_positive),
-        metadata=_doc("learning rate", default="the preset's, else 1e-3"),
-    )
-    batch_size: int | None = attrs.field(
-        default=None,
-        validator=_optional(check_positive_int),
-        metadata=_doc("batch size", type="integer ≥ 1", default="the preset's, else 64"),
-    )
-    optimizer: str | None = attrs.field(
-        default=None, metadata=_doc("`adam`, `adamw` or `sgd`", default="the preset's, else adam")
-    )
-    limit: int | None = attrs.field(
-        default=None,
-        validator=_optional(check_positive_int),
-        metadata=_doc(
-            "train on the first `limit` training items", type="integer ≥ 1", default="all"
-        ),
-    )
+    epochs: int | None = _loop_field("epochs", "the preset's, else 1")
+    lr: float | None = _loop_field("lr", "the preset's, else 1e-3")
+    batch_size: int | None = _loop_field("batch_size", "the preset's, else 64")
+    optimizer: str | None = _loop_field("optimizer", "the preset's, else adam")
+    limit: int | None = _loop_field("limit", "all")
     workers: int = attrs.field(
         default=1,
         validator=lambda i, a, v: check_positive_int(v, a.name),
@@ -296,18 +276,6 @@ def _label(entry: ObjectiveEntry, seed: int) -> str:
 
 def _folder(label: str) -> str:
     return "train/" + "".join(ch if ch.isalnum() or ch in "_-@." else "_" for ch in label)
-
-
-def _capped(options: Mapping[str, Any], caps: Mapping[str, Any]) -> dict[str, Any]:
-    """Smoke caps: a number above its cap lowered to it, a missing option set to it."""
-    out = dict(options)
-    for key, cap in caps.items():
-        value = out.get(key)
-        if key not in out:
-            out[key] = cap
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = min(value, cap)
-    return out
 
 
 def _split_seed(table: TrainTable, model: str, dataset: str, data: Any) -> tuple[int, str]:
@@ -425,7 +393,7 @@ class TrainStep:
                     entry,
                     epochs=min(int(loop["epochs"]), SMOKE["epochs"]),
                     limit=min(limit or SMOKE["train_items"], SMOKE["train_items"]),
-                    options=_capped(entry.options, caps),
+                    options=capped(entry.options, caps),
                 )
             )
         recipe = {**dict(table.recipe), **SMOKE["recipe"]}
