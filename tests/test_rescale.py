@@ -4,8 +4,6 @@ derivative, and S_r driven by it finds larger changes than its random start."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -15,13 +13,9 @@ from wrapgrad_metrics.surrogate import ascent_forward, make_surrogate
 import wrapgrad
 from wrapgrad.registry import get_registry
 
-from ._trained import one_thread, state_of, unchanged
+from ._trained import state_of, unchanged
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _resnet(seed: int = 0) -> nn.Module:

@@ -22,16 +22,15 @@ from wrapgrad_sde.perturbers import AttributionShaped, Brownian
 
 
 @hookimpl
-def wrapgrad_perturbers() -> Iterator[PerturberSpec]:
-    # name, factory, summary (both perturb the state of a neural SDE's blocks)
-    for name, factory, summary in (
+def wrapgrad_perturbers() -> list[PerturberSpec]:
+    # both perturb the state of a neural SDE's blocks
+    return PerturberSpec.from_rows("name factory summary", (
         ("brownian", Brownian,
          "Neural-SDE block noise Sigma * sqrt(dt) * xi, Sigma constant (Brownian motion)."),
         ("attribution_shaped", AttributionShaped,
          "Neural-SDE block noise shaped by the model's attributions: Sigma * |A_hat| pooled to "
          "the block."),
-    ):  # fmt: skip
-        yield PerturberSpec(name=name, factory=factory, target="state", summary=summary)
+    ), target="state")  # fmt: skip
 
 
 @hookimpl
@@ -46,24 +45,15 @@ def wrapgrad_commands() -> Iterator[CommandSpec]:
 
 
 @hookimpl
-def wrapgrad_pipeline_steps() -> Iterator[PipelineStepSpec]:
+def wrapgrad_pipeline_steps() -> list[PipelineStepSpec]:
     from wrapgrad_sde.compare import CompareStep, CompareTable
     from wrapgrad_sde.steps import SDEStep, SDETable
 
-    # name (also its table), factory, schema, needs, provides, summary
-    for name, factory, schema, needs, provides, summary in (
-        ("sde", SDEStep, SDETable, ("data",), ("models",),
+    # each step's table is named as the step
+    return PipelineStepSpec.from_rows("name table factory schema needs provides summary", (
+        ("sde", "sde", SDEStep, SDETable, ("data",), ("models",),
          "Train a standard ResNet, a Brownian and an attribution-shaped neural SDE per seed."),
-        ("sde_compare", CompareStep, CompareTable, ("scores",), ("scores",),
+        ("sde_compare", "sde_compare", CompareStep, CompareTable, ("scores",), ("scores",),
          "The paper's comparison over training seeds: pooled columns, ordering tests, the "
          "paper's numbers, IG saturation curves."),
-    ):  # fmt: skip
-        yield PipelineStepSpec(
-            name=name,
-            factory=factory,
-            summary=summary,
-            table=name,
-            schema=schema,
-            needs=needs,
-            provides=provides,
-        )
+    ))  # fmt: skip
