@@ -43,6 +43,7 @@ from wrapgrad_metrics.functional import (
     topk_mask,
 )
 from wrapgrad_metrics.surrogate import (
+    Ball,
     ascent_forward,
     check_bounds,
     check_epsilon,
@@ -51,13 +52,9 @@ from wrapgrad_metrics.surrogate import (
     first_map,
     grad_or_zeros,
     predict,
-    project,
-    random_start,
     resolve_surrogate,
     resolve_target,
     spsa_gradient,
-    step_direction,
-    where_label_kept,
 )
 
 __all__ = ["IFIA", "AdversarialIFIA", "check_norm", "importance_of"]
@@ -264,35 +261,19 @@ class IFIA:
             disable=None if self.progress is None else not self.progress,
             desc="ifia",
         )
+        # starts keep the label; steps too where flips are rejected (IFIA, not Adversarial IFIA)
+        ball = Ball(model, x, self.epsilon, self.norm, self.bounds, labels0)
+        kept = labels0 if self.reject_label_flips else None
+        steps = Ball(model, x, self.epsilon, self.norm, self.bounds, kept)
         try:
             for r in range(self.restarts):
                 if r == 0 and self.objective != "mass_center":
                     xa = x.clone()
                 else:
-                    scale = 0.01 if r == 0 else 1.0
-                    start = project(
-                        x + random_start(x, self.epsilon, self.norm, generator, scale),
-                        x,
-                        self.epsilon,
-                        self.norm,
-                        self.bounds,
-                    )
-                    xa, _ = where_label_kept(model, start, x, labels0)
+                    xa, _ = ball.start(generator, 0.01 if r == 0 else 1.0)
                 eta = torch.full((x.shape[0],), self.step_size, dtype=x.dtype, device=x.device)
                 for _ in range(self.steps):
-                    g = gradient(xa)
-                    cand = project(
-                        xa + eta.reshape(shape) * step_direction(g, self.norm),
-                        x,
-                        self.epsilon,
-                        self.norm,
-                        self.bounds,
-                    )
-                    if self.reject_label_flips:
-                        xa, keep = where_label_kept(model, cand, xa, labels0)
-                        eta = torch.where(keep, eta, eta / 2)
-                    else:
-                        xa = cand
+                    xa, _, eta = steps.step(xa, gradient(xa), eta)
                     # Every iterate keeps the label where flips are rejected: the start does,
                     # and a step is only taken if the new point does.
                     val = value(xa, measure(xa))

@@ -12,6 +12,7 @@ from torch import Tensor
 from wrapgrad.checks import check_positive_int
 from wrapgrad.progress import progress_bar
 from wrapgrad_metrics.surrogate import (
+    Ball,
     ascent_forward,
     check_bounds,
     check_epsilon,
@@ -20,13 +21,9 @@ from wrapgrad_metrics.surrogate import (
     first_map,
     in_row_chunks,
     predict,
-    project,
-    random_start,
     resolve_surrogate,
     resolve_target,
     spsa_gradient,
-    step_direction,
-    where_label_kept,
 )
 
 __all__ = ["CaptumInfidelity", "CaptumSensitivityMax", "Sensitivity"]
@@ -147,28 +144,16 @@ class Sensitivity:
                 delta=self.r * 1e-2,
             )
 
-        shape = (-1, *([1] * (x.dim() - 1)))
+        ball = Ball(model, x, self.r, "linf", self.bounds, labels0)
         best = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         bar = progress_bar(total=self.restarts * self.steps, desc="S_r", progress=self.progress)
         try:
             for _ in range(self.restarts):
-                start = project(
-                    x + random_start(x, self.r, "linf", generator), x, self.r, "linf", self.bounds
-                )
-                xa, ok = where_label_kept(model, start, x, labels0)
+                xa, ok = ball.start(generator)
                 best = torch.maximum(best, torch.where(ok, measure(xa), best))
                 eta = torch.full((x.shape[0],), self.step_size, dtype=x.dtype, device=x.device)
                 for _ in range(self.steps):
-                    g = gradient(xa)
-                    cand = project(
-                        xa + eta.reshape(shape) * step_direction(g, "linf"),
-                        x,
-                        self.r,
-                        "linf",
-                        self.bounds,
-                    )
-                    xa, keep = where_label_kept(model, cand, xa, labels0)
-                    eta = torch.where(keep, eta, eta / 2)
+                    xa, keep, eta = ball.step(xa, gradient(xa), eta)
                     best = torch.maximum(best, torch.where(keep, measure(xa), best))
                     bar.update(1)
         finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor
 
@@ -28,6 +29,7 @@ from wrapgrad_metrics.rescale import deep_lift_rescale
 from wrapgrad_metrics.softplus import softplus_twin
 
 __all__ = [
+    "Ball",
     "MapFn",
     "ascent_forward",
     "check_bounds",
@@ -85,6 +87,47 @@ def where_label_kept(
     kept = predict(model, candidate) == labels
     mask = kept.reshape(-1, *([1] * (candidate.dim() - 1)))
     return torch.where(mask, candidate, fallback), kept
+
+
+@attrs.frozen
+class Ball:
+    """The search region of a label-preserving ascent (S_r, IFIA): the ``norm`` ball of
+    ``radius`` around ``center`` clipped to ``bounds``, and the predicted ``labels`` at the
+    center that its points must keep (None: points may change the prediction)."""
+
+    model: Callable[..., Tensor]
+    center: Tensor
+    radius: float
+    norm: str
+    bounds: tuple[float, float] | None
+    labels: Tensor | None
+
+    def start(self, generator: torch.Generator, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+        """``(point, kept)``: a uniform random point of the ball (of ``scale`` times its
+        radius), or the center for the samples where it would change the prediction."""
+        x = self.center
+        point = self.project(x + random_start(x, self.radius, self.norm, generator, scale))
+        return self._kept(point, x)
+
+    def step(self, xa: Tensor, grad: Tensor, eta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(next point, kept, next eta)`` of one step :math:`\\mathrm{Project}(x_a + \\eta\\,
+        \\mathrm{Normalize}(g))` per sample; a step that would change the prediction is not
+        taken and that sample's step size is halved."""
+        shape = (-1, *([1] * (xa.dim() - 1)))
+        candidate = self.project(xa + eta.reshape(shape) * step_direction(grad, self.norm))
+        point, kept = self._kept(candidate, xa)
+        return point, kept, torch.where(kept, eta, eta / 2)
+
+    def project(self, point: Tensor) -> Tensor:
+        """``point`` projected onto the ball and the bounds."""
+        return project(point, self.center, self.radius, self.norm, self.bounds)
+
+    def _kept(self, candidate: Tensor, fallback: Tensor) -> tuple[Tensor, Tensor]:
+        if self.labels is None:
+            return candidate, torch.ones(
+                candidate.shape[0], dtype=torch.bool, device=candidate.device
+            )
+        return where_label_kept(self.model, candidate, fallback, self.labels)
 
 
 def resolve_target(model: Callable[..., Tensor], inputs: Tensor, target: Any) -> Tensor:
