@@ -351,3 +351,16 @@ def test_no_quantus_call_changes_the_callers_random_state(data) -> None:
     a = quantus_metric("MaxSensitivity", nr_samples=3)(model, x, y, explain)
     b = quantus_metric("MaxSensitivity", nr_samples=3)(model, x, y, explain)
     assert not torch.equal(a, b)
+
+
+def test_maps_handed_to_quantus_are_one_float32_array_per_sample():
+    from wrapgrad_quantus.explain import to_numpy_map
+
+    t = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    out = to_numpy_map((t,))
+    assert out.dtype == np.float32
+    assert np.array_equal(out, t.numpy().astype(np.float32))
+    with pytest.raises(WrapgradTypeError, match=r"explain_func.*tuple of 2"):
+        to_numpy_map((t, t))
+    with pytest.raises(WrapgradTypeError, match=r"explain_func.*tensor map"):
+        to_numpy_map([1.0])

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.checks import check_map
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import model_device
 
@@ -92,15 +93,7 @@ def reduce_map(out: Tensor, reduce_axes: Any, keepdims: bool = True) -> Tensor:
 
 def to_numpy_map(out: Any) -> np.ndarray:
     """One map per sample (a tensor, or a 1-tuple of one) as a float32 numpy array."""
-    if isinstance(out, tuple):
-        if len(out) != 1:
-            raise WrapgradTypeError(
-                f"explain_func: Quantus needs one map per sample, got a tuple of {len(out)} maps"
-            )
-        out = out[0]
-    if not isinstance(out, Tensor):
-        raise WrapgradTypeError(f"explain_func: expected a tensor map, got {type(out).__name__}")
-    return out.detach().to(torch.float32).cpu().numpy()
+    return check_map(out, "explain_func").detach().to(torch.float32).cpu().numpy()
 
 
 def _torch_model(model: Any) -> Any:
