@@ -6,8 +6,8 @@ respect to the input. Attacks and the sensitivity metric therefore follow the gr
 :mod:`wrapgrad.differentiable`: Saliency, InputXGradient, IntegratedGradients; for DeepLIFT the
 Rescale rule written with torch operations, :mod:`wrapgrad_metrics.rescale`). Enhanced
 explanations (SmoothGrad, NoiseGrad) are attacked through their base method's surrogate. Where
-there is no surrogate, a gradient-free SPSA estimate through ``explain`` itself is used. Reported values are always measured with
-``explain``. The ε-ball helpers (``project``, ``random_start``, ``step_direction``) are
+there is no surrogate, a gradient-free SPSA estimate through ``explain`` itself is used.
+Reported values are always measured with ``explain``. The ε-ball helpers (``project``, ``random_start``, ``step_direction``) are
 :mod:`wrapgrad.adversarial`'s.
 """
 
@@ -170,9 +170,8 @@ def explainer_info(explain: Any) -> tuple[str | None, dict[str, Any], dict[str, 
     enhancer = getattr(explain, "enhancer", None)
     ex = getattr(explain, "explainer", explain) if hasattr(explain, "model") else explain
     defaults: dict[str, Any] = {}
-    while hasattr(ex, "defaults") and hasattr(
-        ex, "explainer"
-    ):  # wrapgrad.captum_adapter.BoundExplainer
+    # unwrap wrapgrad.captum_adapter.BoundExplainer layers, the outer defaults winning
+    while hasattr(ex, "defaults") and hasattr(ex, "explainer"):
         defaults = {**ex.defaults, **defaults}
         ex = ex.explainer
     defaults = {**dict(getattr(ex, "attribute_defaults", {}) or {}), **defaults}

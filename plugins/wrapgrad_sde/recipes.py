@@ -12,9 +12,10 @@ batches, same budget):
   after every round.
 
 The converted models are held in the ``channels_last`` memory format (the same values; on CPU
-their convolutions train and explain faster). A trained model is kept under ``$WRAPGRAD_CACHE/sde/<key>/`` (else ``~/.cache/wrapgrad``) as the
-loop's checkpoint, ``key`` a hash of everything that determines the weights, so a second run
-resumes the finished run (nothing is trained again).
+their convolutions train and explain faster, measured at one torch thread). A trained model is
+kept under ``$WRAPGRAD_CACHE/sde/<key>/`` (else ``~/.cache/wrapgrad``) as the loop's checkpoint,
+``key`` a hash of everything that determines the weights, so a second run resumes the finished
+run (nothing is trained again).
 """
 
 from __future__ import annotations
