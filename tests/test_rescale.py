@@ -134,3 +134,17 @@ def test_sensitivity_takes_the_maps_at_the_inputs_from_explain_once() -> None:
     assert seen[0] is x  # A(x) asked for with the caller's very tensor (a cache can serve it)
     assert all(z is not x for z in seen[1:])
     assert len(seen) == 1 + 1 + 2  # A(x), the start, one per step
+
+
+def test_a_raising_call_leaves_the_model_and_relu_as_they_were() -> None:
+    """A target the model does not have raises an error naming ``target``; the model is bitwise
+    unchanged and ReLU is plain ReLU again afterwards (the Rescale mode was left)."""
+    model = _resnet()
+    before = state_of(model)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(wrapgrad.errors.WrapgradError, match="target"):
+        deep_lift_rescale(model, x, 10)
+    assert unchanged(model, before)
+    z = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
+    (g,) = torch.autograd.grad(torch.relu(z * 1.0).sum(), z)
+    assert torch.equal(g, torch.tensor([0.0, 1.0, 1.0]))

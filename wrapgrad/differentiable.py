@@ -50,7 +50,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from wrapgrad.checks import as_input_tuple, check_choice, check_positive, check_positive_int
+from wrapgrad.checks import (
+    as_input_tuple,
+    check_choice,
+    check_positive,
+    check_positive_int,
+    check_target,
+)
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
 from wrapgrad.options import check_options
 from wrapgrad.records import ExplainerTraits, normalize_name
@@ -247,6 +253,7 @@ def select_outputs(out: Tensor, target: Any, argument: str = "target") -> Tensor
                 f"(the class whose output the map explains)"
             )
         return flat[:, 0]
+    check_target(target, tuple(out.shape), argument)  # in range, one per row: a named error
     if isinstance(target, int) and not isinstance(target, bool):
         picked = out[:, target]
     elif isinstance(target, tuple) and all(
