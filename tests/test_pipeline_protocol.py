@@ -426,3 +426,33 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WRAPGRAD_CACHE", str(folder))
         yield folder
+
+
+# -- the deviations name the run's own sizes -------------------------------------------------------
+def test_the_demos_deviations_name_the_sizes_of_a_smoke_run(tmp_path: Path) -> None:
+    """Under ``--smoke`` the demo's report states the shrunk sizes it ran with, not the full
+    protocol's (the texts are filled in from the run's results: nothing is left as n/a)."""
+    import tomllib
+
+    demo = Path(__file__).parents[1] / "examples" / "noisegrad_cmnist.toml"
+    raw = tomllib.loads(demo.read_text(encoding="utf-8"))
+    raw["report"]["make_figures"] = False
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WRAPGRAD_CACHE", str(tmp_path / "cache"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a smoke model's calibration may not converge
+            run = Pipeline.from_dict(raw).run(tmp_path / "out", smoke=True, progress=False)
+    text = run.report_path.read_text(encoding="utf-8")
+    section = text.split("## Deviations from the protocol")[1].split("\n## ")[0]
+    r = run.results
+    n = r["data"]["samples"]
+    robustness = next(m for m in r["metrics"] if m["key"] == "robustness")
+    ig = r["method_options"]["integrated_gradients"]
+    assert n < 256
+    assert f"Saliency on {n} samples" in section
+    assert f"{robustness['params']['nr_samples']} perturbations" in section
+    assert f"on the first {robustness['samples']} samples of Saliency" in section
+    assert f"n_steps = {ig['n_steps']}" in section
+    fg = r["enhancer_settings"]["FG"]["options"]
+    assert f"{fg['n_models']} x {fg['n_samples']} draws x {r['replicates']} seeds" in section
+    assert "n/a" not in section, section

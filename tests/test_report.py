@@ -249,3 +249,19 @@ def test_deviation_texts_are_filled_in_from_the_results() -> None:
     text = "alpha {calibration.sg.noise_level:.3f}, drop {sweep.points.0.d:.0%}, {missing.x}"
     assert fill_in(text, results) == "alpha 0.077, drop 80%, n/a"
     assert fill_in("{calibration.sg:.2f} {x", results) == "n/a {x"
+
+
+def test_deviation_texts_find_rows_by_their_key() -> None:
+    from wrapgrad_pipeline.report import fill_in
+
+    results = {
+        "metrics": [
+            {"key": "localisation[square]", "samples": None},
+            {"key": "robustness", "samples": 8, "params": {"nr_samples": 10}},
+        ]
+    }
+    text = "{metrics.robustness.samples} x {metrics.robustness.params.nr_samples}, "
+    text += "{metrics.1.samples}"
+    assert fill_in(text, results) == "8 x 10, 8"
+    assert fill_in("{metrics.localisation[square].samples}", results) == "n/a"  # None: no value
+    assert fill_in("{metrics.accuracy.samples}", results) == "n/a"  # no row with that key

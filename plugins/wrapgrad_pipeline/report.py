@@ -432,7 +432,7 @@ def _expectations(results: Mapping[str, Any]) -> Iterable[str]:
     yield from verdict_lines(results, rows, intro, _seed_detail)
 
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\-]*)(?::([^{}]*))?\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\-\[\]]*)(?::([^{}]*))?\}")
 
 
 def _lookup(results: Mapping[str, Any], path: str) -> Any:
@@ -446,6 +446,11 @@ def _lookup(results: Mapping[str, Any], path: str) -> Any:
             and -len(node) <= int(part) < len(node)
         ):
             node = node[int(part)]
+        elif isinstance(node, list) and (
+            keyed := [x for x in node if isinstance(x, Mapping) and x.get("key") == part]
+        ):
+            # a row by its key: `metrics.robustness`, `metrics.localisation[square]`
+            node = keyed[0]
         else:
             return None
     return node
@@ -453,7 +458,8 @@ def _lookup(results: Mapping[str, Any], path: str) -> Any:
 
 def fill_in(text: str, results: Mapping[str, Any]) -> str:
     """``text`` with every ``{path}`` / ``{path:format}`` replaced by the value at the dotted
-    ``path`` of the results (``{calibration.sg.noise_level:.3f}``, list items by index), or
+    ``path`` of the results (``{calibration.sg.noise_level:.3f}``; list items by index or, for
+    rows with a ``key``, by it: ``{metrics.robustness.samples}``), or
     ``n/a`` where there is none or the format does not apply."""
 
     def one(match: re.Match[str]) -> str:

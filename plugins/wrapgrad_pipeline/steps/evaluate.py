@@ -480,6 +480,7 @@ class EvaluateStep:
                         "params": dict(m.params),
                         "fresh_noise": m.fresh_noise,
                         "methods": list(m.methods),
+                        "samples": m.samples,
                     }
                 )
         context.results["metrics"] = rows

@@ -284,6 +284,9 @@ class ExplainStep:
             for m in table.methods
         }
         context.results["absolute"] = table.absolute
+        context.results["method_options"] = {
+            m: dict(table.method_options.get(m, {})) for m in table.methods
+        }
 
 
 def option_names(kind: str, name: str) -> set[str]:
