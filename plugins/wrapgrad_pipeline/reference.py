@@ -75,10 +75,21 @@ def _paragraph(doc: str | None) -> list[str]:
     return [line for p in paragraphs for line in (p, "")]
 
 
+def _cell(text: str) -> str:
+    """A table cell's text with every ``|`` escaped: GFM splits a row at each bare ``|``, inside
+    code spans too."""
+    return str(text).replace("|", "\\|")
+
+
 def _table(cls: type) -> list[str]:
     rows = field_docs(cls)
     lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{r['name']}` | {r['type']} | {r['default']} | {r['doc']} |" for r in rows]
+    lines += [
+        f"| `{_cell(r['name'])}` | "
+        + " | ".join(_cell(r[k]) for k in ("type", "default", "doc"))
+        + " |"
+        for r in rows
+    ]
     lines.append("")
     return lines
 
