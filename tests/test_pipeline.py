@@ -429,6 +429,23 @@ def test_check_flag_validates_only(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "valid pipeline 'tiny'" in capsys.readouterr().out
 
 
+def test_threads_flag_sets_torchs_threads_and_refuses_nonsense(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, GOOD)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["run", str(path), "--check", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            main(["run", str(path), "--check", "--threads", bad])
+        assert "--threads: expected a whole number >= 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("value", "ok"),
     [

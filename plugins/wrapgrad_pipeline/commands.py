@@ -15,9 +15,20 @@ def default_out_dir(name: str, smoke: bool) -> Path:
     return Path("runs") / (f"{safe}-smoke" if smoke else safe)
 
 
+def _threads(text: str) -> int:
+    """``--threads``: a whole number >= 1 (argparse names the option on anything else)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _run(args: argparse.Namespace) -> int:
     from wrapgrad_pipeline.runner import Pipeline
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # this command's process: the CLI's own setting
     pipeline = Pipeline.from_file(args.file)
     if args.check:
         print(f"{args.file}: valid pipeline {pipeline.config.name!r}")
@@ -57,6 +68,13 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> Callable[[argpars
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no report echo")
     p.add_argument("--check", action="store_true", help="only validate the file")
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        help="torch intra-op threads (default: torch's, one per core). On a machine where other "
+        "jobs run, fewer threads than cores avoid oversubscription, which can make a run "
+        "several times slower; the last digits of the scores depend on the thread count",
+    )
     return _run
 
 
