@@ -251,6 +251,10 @@ def resolve_layer(model: Any, layer: Any, argument: str = "layer") -> Any:
 class CaptumExplainer:
     """A Captum attribution class as an Explainer.
 
+    Its maps are detached (Captum's gradients carry no graph, and layer and neuron maps would
+    otherwise hold the forward pass's); ``create_graph=True`` is refused: differentiable maps
+    come from :mod:`wrapgrad.differentiable` (``wrap(..., create_graph=True)``).
+
     Args:
         method: a Captum attribution class, or a constructed Captum attribution object.
         layer: for layer and neuron methods (and GuidedGradCam): a module, its dotted name, or a
@@ -451,19 +455,26 @@ class CaptumExplainer:
                 + (" (pass neuron_selector= instead)" if self.family == "neuron" else "")
                 + f"; got {target!r}"
             )
-        made_grad = False
+        if kw.pop("create_graph", False):
+            raise WrapgradValueError(
+                f"create_graph: {self.cls.__name__} computes its gradients without a graph, so "
+                f"its maps cannot be differentiated; use wrap(..., create_graph=True) with a "
+                f"method that has a differentiable kernel (saliency, input_x_gradient, "
+                f"integrated_gradients)"
+            )
         if self.traits.requires_grad_inputs:
-            given = inputs
             inputs = _requiring_grad(inputs)
-            made_grad = inputs is not given
         with warnings.catch_warnings():
             # Captum announces that its hooks will be removed again; wrapgrad's guard makes sure.
             for message in _HOOK_NOTICES:
                 warnings.filterwarnings("ignore", message=message, category=UserWarning)
             out = obj.attribute(inputs, **kw)
-        if made_grad:
-            # The inputs only required gradients for Captum's sake: the maps carry no graph.
-            out = _detached(out)
+        # Captum's gradients are taken without create_graph, so no map is differentiable; but
+        # layer and neuron maps (activations times gradients, LayerGradCam, LayerConductance,
+        # LayerDeepLift, ...) still hang on the forward pass's graph to the parameters (and to
+        # inputs that require gradients): holding it would keep every activation alive. The maps
+        # are returned detached; differentiable maps come from wrapgrad.differentiable.
+        out = _detached(out)
         if self.interpolate:
             out = self._interpolate(out, inputs)
         return out
