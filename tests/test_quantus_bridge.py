@@ -353,6 +353,75 @@ def test_no_quantus_call_changes_the_callers_random_state(data) -> None:
     assert not torch.equal(a, b)
 
 
+def _global_rng_states() -> tuple[object, ...]:
+    import random
+
+    return np.random.get_state(), random.getstate(), torch.random.get_rng_state()
+
+
+def _assert_same_rng_states(before: tuple[object, ...]) -> None:
+    import random
+
+    np_before, py_before, torch_before = before
+    np_after = np.random.get_state()
+    assert np_after[0] == np_before[0]
+    np.testing.assert_array_equal(np_after[1], np_before[1])
+    assert np_after[2:] == np_before[2:]
+    assert random.getstate() == py_before
+    assert torch.equal(torch.random.get_rng_state(), torch_before)
+
+
+def test_seed_none_leaves_every_global_rng_as_it_was(data) -> None:
+    """seed=None is fresh randomness each call, drawn from no global RNG: quantus_explain (the
+    engine drew an unseeded estimate's seed from torch's global RNG), the explain_func of
+    explain_func_from, and a metric call whose maps come from an unseeded enhancer (its maps of
+    the inputs were computed outside the metric's isolated RNGs) leave NumPy's, Python's and
+    torch's global states unchanged; with a seed the results repeat."""
+    from wrapgrad_quantus import explain_func_from
+
+    model, x, y, _ = data
+    xn, yn = x.numpy(), y.numpy()
+    smooth = {"method": "saliency", "enhancer": "smoothgrad", "n_samples": 2, "noise_level": 0.3}
+    noisy = wrapgrad.wrap(model, "saliency", "smoothgrad", n_samples=2, noise_level=0.3)
+    explain_func = explain_func_from(noisy)
+    calls = {
+        "quantus_explain": lambda: quantus_explain(model, xn, yn, **smooth),
+        "explain_func_from": lambda: explain_func(model, xn, yn),
+        "metric": lambda: quantus_metric("MaxSensitivity", nr_samples=2)(model, x, y, noisy),
+        "metric, explain_func_kwargs": lambda: quantus_metric("MaxSensitivity", nr_samples=2)(
+            model, x, y, None, explain_func_kwargs=smooth
+        ),
+    }
+    for name, call in calls.items():
+        before = _global_rng_states()
+        a, b = call(), call()
+        _assert_same_rng_states(before)
+        assert not np.array_equal(np.asarray(a), np.asarray(b)), name  # fresh each call
+    # With a seed: the same maps and scores, the unseeded explanations a metric asks for too.
+    a = quantus_explain(model, xn, yn, seed=4, **smooth)
+    np.testing.assert_array_equal(a, quantus_explain(model, xn, yn, seed=4, **smooth))
+    metric = quantus_metric("MaxSensitivity", nr_samples=2, seed=4)
+    torch.testing.assert_close(metric(model, x, y, noisy), metric(model, x, y, noisy))
+    efk = {"explain_func_kwargs": smooth}
+    torch.testing.assert_close(metric(model, x, y, None, **efk), metric(model, x, y, None, **efk))
+
+
+def test_a_failing_call_gives_the_random_states_back(data) -> None:
+    """An error raised inside a metric call (after its RNGs were seeded: Quantus calls the
+    explain_func, whose enhancer refuses its level) leaves the caller's states as they were; a
+    seed that is not an int is refused naming seed."""
+    model, x, y, _ = data
+    bad = {"method": "saliency", "enhancer": "smoothgrad", "n_samples": 2, "noise_level": -1.0}
+    before = _global_rng_states()
+    with pytest.raises(WrapgradValueError, match="noise_level"):
+        quantus_metric("MaxSensitivity", nr_samples=2, seed=1)(
+            model, x, y, None, explain_func_kwargs=bad
+        )
+    _assert_same_rng_states(before)
+    with pytest.raises(WrapgradTypeError, match="seed"):
+        quantus_metric("MaxSensitivity", seed="1")
+
+
 def test_maps_handed_to_quantus_are_one_float32_array_per_sample():
     from wrapgrad_quantus.explain import to_numpy_map
 

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from wrapgrad.checks import check_map
+from wrapgrad.checks import check_map, check_seed
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import model_device
+from wrapgrad_quantus.rng import isolated
 
 __all__ = ["explain_func_from", "quantus_explain", "reduce_map", "to_numpy_map", "to_tensor"]
 
@@ -136,6 +137,11 @@ def quantus_explain(
             and the method's options); ``device`` and the other arguments Quantus adds are
             accepted (``device`` places the inputs).
 
+    The call runs with the global RNGs seeded from ``seed`` and the caller's random states
+    restored afterwards (:func:`wrapgrad_quantus.rng.isolated`): without ``seed`` each call
+    draws fresh randomness (inside a :class:`~wrapgrad_quantus.QuantusMetric` call, from the
+    metric's seeded stream), and no call changes NumPy's, Python's or torch's global RNG.
+
     Returns:
         The attributions as a float32 numpy array of the inputs' shape (reduced over
         ``reduce_axes``).
@@ -155,14 +161,17 @@ def quantus_explain(
         device = torch.device(device_opt)
     x = to_tensor(inputs, device, "inputs")
     t = targets_of(targets, x.shape[0], x.device)
-    out = wrap(model, method, enhancer, **options)(x, target=t)
+    seed = check_seed(options.get("seed"))
+    with isolated(seed, x.device):
+        out = wrap(model, method, enhancer, **options)(x, target=t)
     return to_numpy_map(reduce_map(out, reduce_axes, keepdims) if isinstance(out, Tensor) else out)
 
 
 def explain_func_from(explain: Any, *, reduce_axes: Any = None) -> Callable[..., np.ndarray]:
     """A Quantus ``explain_func`` from what :func:`wrapgrad.wrap` returns (or anything with its
     ``model``, ``explainer``, ``enhancer`` and ``guard``): the same explainer and enhancer,
-    applied to the model Quantus passes."""
+    applied to the model Quantus passes. Each call leaves the global RNGs as it found them, as
+    :func:`quantus_explain` does."""
     from wrapgrad.wrapping import Explain
 
     if not all(hasattr(explain, a) for a in ("model", "explainer", "enhancer", "guard")):
@@ -181,7 +190,8 @@ def explain_func_from(explain: Any, *, reduce_axes: Any = None) -> Callable[...,
             if model is explain.model
             else Explain(model, explain.explainer, explain.enhancer, guard=explain.guard)
         )
-        out = ex(x, target=t)
+        with isolated(None, x.device):
+            out = ex(x, target=t)
         return to_numpy_map(reduce_map(out, axes, keepdims) if isinstance(out, Tensor) else out)
 
     explain_func.__name__ = "wrapgrad_explain_func"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from wrapgrad.captum_adapter import snake_case
+from wrapgrad.checks import check_seed
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import model_device
 from wrapgrad.options import accepted
@@ -41,6 +41,7 @@ from wrapgrad_quantus.faithfulness import planned
 from wrapgrad_quantus.fixes import fixed
 from wrapgrad_quantus.memo import MemoModel
 from wrapgrad_quantus.reductions import REDUCTIONS
+from wrapgrad_quantus.rng import isolated
 
 __all__ = [
     "MOSAIC",
@@ -227,8 +228,11 @@ class QuantusMetric:
     Attributes:
         cls: the Quantus class; ``quantus``: the constructed Quantus metric.
         seed: seeds the global RNGs Quantus draws from (NumPy's for its perturbations, torch's
-            for model randomisation) for each call; None draws fresh entropy. Either way the
-            caller's random states are restored afterwards.
+            for model randomisation) for each call, and the explanations the call asks for that
+            have no seed of their own (each its own, from a stream seeded from ``seed``); None
+            draws fresh entropy from the operating system, not from a global RNG. Either way
+            the caller's random states (NumPy's, Python's, torch's) are restored afterwards
+            (:mod:`wrapgrad_quantus.rng`).
         batch_size: samples per Quantus batch (Quantus' default 64).
         share_predictions: let Quantus evaluate the model through a
             :class:`~wrapgrad_quantus.memo.MemoModel`, which remembers no-gradient predictions
@@ -251,7 +255,7 @@ class QuantusMetric:
         self.cls = cls
         self.name = cls.__name__
         self.init_kwargs = init_kwargs
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.batch_size = batch_size
         self.share_predictions = bool(share_predictions)
         # The class as the bridge runs it (wrapgrad_quantus.fixes): a subclass where Quantus
@@ -265,26 +269,20 @@ class QuantusMetric:
         return _direction(self.quantus)
 
     def _run(self, **kwargs: Any) -> Any:
-        """Call Quantus with the global RNGs isolated: Quantus draws its perturbations from
-        NumPy's global RNG, and some metrics reseed torch's (the model randomisation tests call
-        ``torch.manual_seed``). NumPy's, Python's and torch's global states (the CPU one and the
-        model's CUDA device) are seeded from ``seed`` (fresh entropy when it is None) and restored
-        afterwards, so a call never changes the caller's random state."""
+        """Call Quantus (inside :meth:`_isolated`), with the metric's ``batch_size``."""
         if self.batch_size is not None:
             kwargs.setdefault("batch_size", self.batch_size)
-        seed = self.seed if self.seed is not None else np.random.SeedSequence().entropy
-        device = kwargs.get("device")
-        cuda = [torch.device(device)] if str(device or "").startswith("cuda") else []
-        np_state, py_state = np.random.get_state(), random.getstate()
-        try:
-            with torch.random.fork_rng(devices=cuda):
-                np.random.seed(int(seed) % 2**32)
-                random.seed(int(seed))
-                torch.manual_seed(int(seed) % 2**63)
-                return self.quantus(**kwargs)
-        finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)
+        return self.quantus(**kwargs)
+
+    def _isolated(self, device: Any) -> Any:
+        """The block of one call with the global RNGs isolated
+        (:func:`wrapgrad_quantus.rng.isolated`): Quantus draws its perturbations from NumPy's
+        global RNG, some metrics reseed torch's (the model randomisation tests call
+        ``torch.manual_seed``), and explanations without a seed draw from torch's. NumPy's,
+        Python's and torch's global states (the CPU one and the CUDA ones) are seeded from
+        ``seed`` (fresh entropy when it is None; never drawn from a global RNG) and restored
+        afterwards, so a call never changes the caller's random state."""
+        return isolated(self.seed, device)
 
     def scores(self, out: Any, n: int) -> Tensor:
         """One score per sample, float64 ``(n,)``, from the result ``out`` of a call: Quantus'
@@ -328,6 +326,20 @@ class QuantusMetric:
     ) -> Any:
         """Quantus' result as Quantus returns it (per-sample scores as a list, curves, a dict of
         per-layer scores, ...), for the same arguments as a call."""
+        device = model_device(model)
+        with self._isolated(call_kwargs.get("device", device)):
+            return self._raw(model, inputs, target, explain, explain_func_kwargs, call_kwargs)
+
+    def _raw(
+        self,
+        model: nn.Module,
+        inputs: Any,
+        target: Any,
+        explain: Any,
+        explain_func_kwargs: dict[str, Any] | None,
+        call_kwargs: dict[str, Any],
+    ) -> Any:
+        """:meth:`raw`, inside its call's isolated global RNGs."""
         if self.name in MOSAIC and call_kwargs.get("custom_batch") is None:
             raise WrapgradValueError(
                 f"custom_batch: {self.name} scores 2x2 mosaics of images; pass the positions of "
@@ -364,7 +376,9 @@ class QuantusMetric:
                     if not isinstance(target, Tensor)
                     else target
                 )
-                maps = explain(x_t, target=t)
+                # Its own seed from the call's stream: Quantus then finds NumPy's RNG as seeded.
+                with isolated(None, x_t.device):
+                    maps = explain(x_t, target=t)
                 call_kwargs["a_batch"] = to_numpy_map(
                     reduce_map(maps, axes) if isinstance(maps, Tensor) else maps
                 )
@@ -408,13 +422,14 @@ class QuantusMetric:
         if a.dim() >= 3 and a.shape[1] > 1:
             a = a.sum(dim=1, keepdim=True)
         a_np = a.to(torch.float32).cpu().numpy()
-        out = self._run(
-            model=None,
-            x_batch=a_np,
-            y_batch=np.zeros(a_np.shape[0], dtype=np.int64),
-            a_batch=a_np,
-            s_batch=_masks(mask, a_np),
-        )
+        with self._isolated(None):
+            out = self._run(
+                model=None,
+                x_batch=a_np,
+                y_batch=np.zeros(a_np.shape[0], dtype=np.int64),
+                a_batch=a_np,
+                s_batch=_masks(mask, a_np),
+            )
         return self.scores(out, a_np.shape[0])
 
     def __repr__(self) -> str:
