@@ -456,11 +456,12 @@ class CaptumExplainer:
                 + f"; got {target!r}"
             )
         if kw.pop("create_graph", False):
+            from wrapgrad.differentiable import KERNELS
+
             raise WrapgradValueError(
                 f"create_graph: {self.cls.__name__} computes its gradients without a graph, so "
                 f"its maps cannot be differentiated; use wrap(..., create_graph=True) with a "
-                f"method that has a differentiable kernel (saliency, input_x_gradient, "
-                f"integrated_gradients)"
+                f"method that has a differentiable kernel ({', '.join(KERNELS)})"
             )
         if self.traits.requires_grad_inputs:
             inputs = _requiring_grad(inputs)
