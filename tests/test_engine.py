@@ -17,7 +17,8 @@ from wrapgrad.engine import (
     noisy_forward,
     pick_strategy,
 )
-from wrapgrad.engine.rng import derive_seeds, make_generator
+from wrapgrad.engine.plan import Chunk
+from wrapgrad.engine.rng import derive_seeds, global_rng_restored, make_generator, seed_global_rng
 from wrapgrad.engine.sampler import Sampler
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import FunctionalView, ModelGuard, tied_names
@@ -112,8 +113,9 @@ def test_stacked_view_evaluates_each_weight_sample_on_its_rows(x: torch.Tensor) 
 
 def test_gradient_shap_vmapped_keeps_each_row_on_its_weight_sample() -> None:
     # GradientShap of a linear model with zero baselines is (W_t ⊙ η_k) ⊙ x exactly, whatever
-    # its random interpolation points: any row evaluated under another weight sample (a wrong
-    # un-interleaving of its repeat_interleave-d batch) would differ from the loop.
+    # its random interpolation points: any row evaluated under another weight sample would
+    # differ from the loop. (GradientShap draws itself, so the engine gives it one weight sample
+    # per vmap-ed call; un-interleaving several is test_stacked_view_evaluates_each_...'s part.)
     model = nn.Linear(5, 3).eval()
     x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
     kw = {"baselines": torch.zeros(2, 5), "n_samples": 3}
@@ -145,6 +147,131 @@ def test_stochastic_methods_repeat_with_the_seed_and_leave_global_rng_alone() ->
     assert (np.random.get_state()[1] == np_state).all()
     assert torch.equal(a, run("gradient_shap", model, x, **common))
     assert not torch.equal(a, run("gradient_shap", model, x, seed=1, **common))
+
+
+#: Methods that draw random numbers themselves, with the strategies that may run them (Lime
+#: and KernelShap take the same path, by the same trait; their fits are slow to test here).
+DRAWING_METHODS = [
+    ("gradient_shap", ("vmap", "loop")),
+    ("shapley_value_sampling", ("loop",)),
+    ("feature_permutation", ("loop",)),
+]
+
+
+def drawing_method_case(method: str) -> tuple[nn.Module, torch.Tensor, dict]:
+    g = torch.Generator().manual_seed(1)
+    if method == "gradient_shap":
+        kw = {"baselines": torch.randn(4, 1, 8, 8, generator=g), "n_samples": 3, "stdevs": 0.1}
+        return SmallCNN().eval(), torch.randn(3, 1, 8, 8, generator=g), kw
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).eval()
+    kw = {"n_samples": 2} if method == "shapley_value_sampling" else {}
+    return model, torch.randn(3, 6, generator=g), kw
+
+
+@pytest.mark.parametrize(("method", "strategies"), DRAWING_METHODS)
+def test_methods_that_draw_themselves_do_not_depend_on_strategy_or_chunking(
+    method: str, strategies: tuple[str, ...]
+) -> None:
+    # GradientShap draws its baselines, interpolation points and NoiseTunnel noise for all the
+    # rows of a call at once, from the global RNGs; seeded once per estimate, a sample's draws
+    # depended on the samples sharing its call and on every call before it, so vmap (several
+    # weight samples per call) and loop, or two max_batch values, gave other maps.
+    model, x, kw = drawing_method_case(method)
+    common = {
+        "input_sampler": InputGaussian(0.1),
+        "n_models": 3,
+        "n_inputs": 2,
+        "seed": 7,
+        "attribute_kwargs": kw,
+        "return_samples": True,
+    }
+    runs = {
+        (strategy, rows): run(method, model, x, strategy=strategy, max_batch=rows, **common)
+        for strategy in strategies
+        for rows in (1, 2 * x.shape[0], 1000)
+    }
+    ref = runs[("loop", 1000)]
+    for res in runs.values():
+        torch.testing.assert_close(res.samples, ref.samples, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(res.attributions, ref.attributions, rtol=1e-5, atol=1e-6)
+    # The samples are still different draws (weight, input and the method's own noise).
+    assert not torch.allclose(ref.samples[0], ref.samples[1])
+    # SmoothGrad over the method (no weight noise): the K·N input samples of one model, alike.
+    smooth = {**common, "weight_sampler": None}
+    small = run(method, model, x, max_batch=1, **smooth).samples
+    torch.testing.assert_close(run(method, model, x, **smooth).samples, small)
+
+
+def test_a_drawing_method_s_sample_is_the_method_on_that_sample_alone() -> None:
+    # The contract behind chunk independence: sample (k, j) is the method called on that
+    # sample's noisy batch under weight sample k alone, the global RNGs seeded from the
+    # sample's own entry of a second seed table (drawn after the engine's table).
+    model, x, kw = drawing_method_case("gradient_shap")
+    weights, inputs = WeightMultiplicative(0.2), InputGaussian(0.1)
+    res = run(
+        "gradient_shap",
+        model,
+        x,
+        weight_sampler=weights,
+        input_sampler=inputs,
+        n_models=2,
+        n_inputs=2,
+        seed=3,
+        strategy="vmap",
+        attribute_kwargs=kw,
+        return_samples=True,
+    )
+    g = make_generator("cpu", seed=3)
+    table = derive_seeds(g, (2, 3))
+    global_seeds = derive_seeds(g, (2, 2))
+    sampler = Sampler(model, (x,), table, weights, inputs)
+    for k in range(2):
+        for j in range(2):
+            (xs,) = sampler.inputs_for(Chunk((k,), j, j + 1))
+            view = FunctionalView(model, sampler.weights(k))
+            with global_rng_restored(torch.device("cpu")):
+                seed_global_rng(global_seeds[k][j], torch.device("cpu"))
+                alone = explainer("gradient_shap")(view, xs.requires_grad_(), 1, **kw)
+            torch.testing.assert_close(res.samples[2 * k + j], alone, rtol=1e-5, atol=1e-6)
+
+
+class GaussianNoise(nn.Module):
+    """A regulariser that draws from torch's global RNG in training mode (``x + 0.3·ε``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.3 * torch.randn_like(x) if self.training else x
+
+
+def test_models_that_draw_in_training_mode_do_not_depend_on_strategy_or_chunking() -> None:
+    # Dropout and a Gaussian-noise layer draw from torch's global RNG for all the rows of a
+    # call (randn_like's values for a row depend on the call's size): each sample runs in a call
+    # of its own, the RNG seeded from the sample's seed (no BatchNorm here, which forced one
+    # input sample per call anyway).
+    model = nn.Sequential(
+        nn.Linear(6, 8), nn.ReLU(), GaussianNoise(), nn.Dropout(0.5), nn.Linear(8, 3)
+    ).train()
+    x = torch.randn(2, 6, generator=torch.Generator().manual_seed(0))
+    noise = {
+        "weight_sampler": WeightMultiplicative(0.2),
+        "input_sampler": InputGaussian(0.1),
+        "n_models": 2,
+        "n_inputs": 3,
+        "seed": 1,
+    }
+    maps, outs = [], []
+    for strategy in ("vmap", "loop"):
+        for rows in (2, 1000):
+            with ModelGuard(model, mode="verify"):
+                maps.append(run("saliency", model, x, strategy=strategy, max_batch=rows, **noise))
+                outs.append(noisy_forward(model, x, strategy=strategy, max_batch=rows, **noise))
+    for m in maps[1:]:
+        torch.testing.assert_close(m, maps[0], rtol=1e-5, atol=1e-6)
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=1e-5, atol=1e-6)
+    # The model's own draws are active (the eval-mode outputs differ).
+    plain = noisy_forward(model.eval(), x, **noise)
+    model.train()
+    assert not torch.allclose(outs[0], plain)
 
 
 def test_tuple_inputs_baselines_and_additional_forward_args() -> None:
@@ -203,6 +330,9 @@ def test_hook_methods_loop_and_forced_vmap_is_refused() -> None:
     assert pick_strategy(explainer("saliency"), torch.device("cpu")) == "loop"
     assert pick_strategy(explainer("saliency"), torch.device("cuda")) == "vmap"
     assert pick_strategy(dl, torch.device("cuda")) == "loop"
+    # A method that draws itself runs one sample per call: auto loops, a forced vmap is honoured.
+    assert pick_strategy(explainer("gradient_shap"), torch.device("cuda")) == "loop"
+    assert pick_strategy(explainer("gradient_shap"), torch.device("cuda"), "vmap") == "vmap"
     with pytest.raises(WrapgradValueError, match="strategy: 'vmap' cannot run deep_lift"):
         pick_strategy(dl, torch.device("cpu"), "vmap")
     with pytest.raises(WrapgradValueError, match="internal_batch_size"):

@@ -203,9 +203,11 @@ class ExplainerTraits:
     uses_hooks: bool = False
     """Relies on module hooks (DeepLift, GuidedBackprop, LRP, layer methods): never vmapped."""
     stochastic: bool = False
-    """Draws random numbers itself (Lime, KernelShap, GradientShap, ...), from torch's global RNG;
-    the engine seeds that RNG for the call and restores it afterwards. False: deterministic, the
-    same maps for the same arguments (what the checks hold it to)."""
+    """Draws random numbers itself (Lime, KernelShap, GradientShap, ...), from the global RNGs
+    (torch's, NumPy's, Python's); the engine runs each Monte-Carlo sample in a call of its own,
+    seeds those RNGs from the sample's own seed before it and restores them afterwards, so the
+    draws do not depend on chunking or strategy (see :mod:`wrapgrad.engine.rng`). False:
+    deterministic, the same maps for the same arguments (what the checks hold it to)."""
     requires_grad_inputs: bool = False
     """Differentiates with respect to the inputs: inputs must be floating point, and the engine
     hands it inputs that require gradients."""

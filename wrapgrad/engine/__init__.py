@@ -15,8 +15,11 @@ The package in parts (each module holds one of them):
 * :mod:`~wrapgrad.engine.plan`: the chunk plan (at most ``max_batch`` rows per explainer call,
   on CUDA also a byte budget for stacked weights and a halving retry on out-of-memory) and
   :func:`pick_strategy`;
-* :mod:`~wrapgrad.engine.rng`: the estimate's generator, the per-sample seed table, the seeded
-  and restored global RNG for methods that draw themselves;
+* :mod:`~wrapgrad.engine.rng`: the estimate's generator, the per-sample seed table, and for
+  methods that draw random numbers themselves (``traits.stochastic``: GradientShap, Lime, ...)
+  or models in training mode a second table of per-sample global-RNG seeds: such a run gives
+  every sample a call of its own with the global RNGs seeded from its entry (restored
+  afterwards), so their draws do not depend on chunk sizes or strategy either;
 * :mod:`~wrapgrad.engine.sampler`: weight and input draws from per-sample seeds, so results do
   not depend on chunk sizes or strategy;
 * :mod:`~wrapgrad.engine.views`: the model as the explainer sees it (the module, a
@@ -29,8 +32,9 @@ The package in parts (each module holds one of them):
 * :mod:`~wrapgrad.engine.run`: :class:`MonteCarloRun`, one call's set-up and its chunks.
 
 Modes: the model runs in the mode the user left it. In training mode its buffers are replaced by
-per-call copies, and with BatchNorm in training mode each noisy copy of the batch is normalised
-on its own (one input sample per call or per vmap slice), as the model would see the batch.
+per-call copies, and every sample runs in a call of its own (its own global-RNG seed for dropout;
+with BatchNorm in training mode each noisy copy of the batch is normalised on its own), as the
+model would see the batch.
 
 The engine reads an explainer only through :func:`wrapgrad.records.traits_of` and a perturber
 only through the members of :class:`~wrapgrad.protocols.InputPerturber` /
@@ -133,7 +137,8 @@ def noisy_forward(
     Entry ``[k, j]`` is ``f(x + ξ_{k,j}; Ŵ ⊙ η_k)``; on accelerators the ``K`` weight samples
     of a chunk run as one ``vmap``-ed call, on CPU as one functional call each. Draws follow the
     same per-sample seed table as :func:`monte_carlo`. Runs without gradients; in training mode
-    buffers are copied, never updated.
+    buffers are copied, never updated, and each sample runs in a call of its own with the global
+    RNGs seeded from its own seed (dropout masks do not depend on ``max_batch`` or strategy).
 
     Args:
         model: the model (never mutated).

@@ -65,13 +65,19 @@ def plan_chunks(
     *,
     by_model: bool,
     one_input: bool = False,
+    one_sample: bool = False,
 ) -> list[Chunk]:
     """Chunks of at most ``max_batch`` rows (at least one sample each), in sample order.
 
     ``by_model``: several weight samples per chunk (vmap), each with all its input samples;
     otherwise one weight sample per chunk. ``one_input``: at most one input sample per weight
     sample in a chunk (BatchNorm in training mode normalises each noisy copy on its own).
+    ``one_sample``: one sample per chunk, whatever ``max_batch`` and ``by_model`` (the method or
+    the model draws from the global RNG, reseeded for every sample: see
+    :mod:`wrapgrad.engine.rng`).
     """
+    if one_sample:
+        return [Chunk((k,), j, j + 1) for k in range(n_models) for j in range(n_inputs)]
     per = max(1, max_batch // max(1, rows_per_sample))
     if one_input:
         per = per if by_model and n_inputs == 1 else 1
@@ -127,9 +133,15 @@ def pick_strategy(
     (``benchmarks/bench_enhancers.py``, ``docs/benchmarks.md``); methods that use module hooks,
     draw per-example perturbations or split batches themselves (``internal_batch_size``) always
     loop. ``explainer=None`` (plain forward passes) counts as vmappable with the block layout.
+
+    A method that draws random numbers itself (``traits.stochastic``: GradientShap, ...) runs
+    one sample per call whatever the strategy (so that its draws do not depend on the chunking,
+    see :mod:`wrapgrad.engine.rng`): stacking would gain nothing, so ``"auto"`` loops; an
+    explicit ``"vmap"`` is honoured (one weight sample per ``vmap``-ed call, the loop's maps).
     """
     strategy = check_strategy(strategy)
     layout = "block" if explainer is None else vmap_layout(explainer)
+    draws = explainer is not None and traits_of(explainer).stochastic
     splits = bool((attribute_kwargs or {}).get("internal_batch_size"))
     if strategy == "vmap":
         if layout is None:
@@ -143,6 +155,12 @@ def pick_strategy(
                 "batch itself); use strategy='loop' or drop internal_batch_size"
             )
         return "vmap"
-    if strategy == "loop" or layout is None or splits or torch.device(device).type == "cpu":
+    if (
+        strategy == "loop"
+        or layout is None
+        or splits
+        or draws
+        or torch.device(device).type == "cpu"
+    ):
         return "loop"
     return "vmap"

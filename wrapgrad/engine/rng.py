@@ -5,10 +5,24 @@ per input sample (:func:`derive_seeds`, shape ``(K, 1 + N)``: row ``k`` holds we
 ``k``'s seed, then the seeds of its input samples ``j = 0 .. N-1``; without weight noise the
 engine runs one model with ``K · N`` input samples, table ``(1, 1 + K·N)``); every draw of a
 sample comes from a generator seeded from its entry (:func:`sub_generator`), so a sample's noise
-does not depend on how samples are chunked or in which order they run. Methods that draw random numbers themselves (GradientShap,
-Lime, KernelShap, ...) and dropout in training mode use the global RNGs:
-:func:`seeded_global_rng` seeds those from the same generator for the call and restores the
-caller's states afterwards.
+does not depend on how samples are chunked or in which order they run.
+
+Methods that draw random numbers themselves (GradientShap, Lime, KernelShap,
+ShapleyValueSampling, FeaturePermutation, ...) and dropout in training mode use the global RNGs
+(torch's, NumPy's, Python's), and draw for all the rows of a call at once: GradientShap takes
+``R · n_samples`` baseline indices and interpolation points from NumPy and its NoiseTunnel noise
+from torch for a call of ``R`` rows, so a row's draws depend on the other rows in its call and on
+every call before it. Seeding the global RNG once per estimate therefore made their maps depend
+on the chunk plan (``max_batch``, ``strategy``). Instead, such a run draws a second table, one
+global seed per sample (:func:`derive_seeds` again, shape ``(K, N)``, after the first table, so
+the engine's own draws are unchanged), runs every sample in a call of its own, and seeds the
+global RNGs from the sample's entry just before the call (:func:`seed_global_rng`, inside
+:func:`global_rng_restored`, which gives the caller's states back afterwards). A sample's own
+draws are then those of the method called on that sample alone, whichever strategy or chunk size
+runs it. The global seed of a sample is a separate entry from its input-noise seed: the same
+seed for both would make NoiseTunnel's noise inside GradientShap repeat the input noise.
+:func:`seeded_global_rng` seeds the global RNGs once for a block (the engine's single call of a
+method without noise).
 """
 
 from __future__ import annotations
@@ -24,7 +38,14 @@ import torch
 from wrapgrad.checks import check_generator, check_seed
 from wrapgrad.errors import WrapgradValueError
 
-__all__ = ["derive_seeds", "make_generator", "seeded_global_rng", "sub_generator"]
+__all__ = [
+    "derive_seeds",
+    "global_rng_restored",
+    "make_generator",
+    "seed_global_rng",
+    "seeded_global_rng",
+    "sub_generator",
+]
 
 
 def make_generator(
@@ -69,32 +90,50 @@ def sub_generator(device: torch.device, seed: int) -> torch.Generator:
     return g
 
 
+def seed_global_rng(seed: int, device: torch.device) -> None:
+    """Seed the global RNGs with ``seed``: torch's CPU generator, the inputs' CUDA device's (if
+    ``device`` is CUDA), NumPy's and Python's. Only inside :func:`global_rng_restored`."""
+    seed = int(seed)
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+    np.random.seed(seed % 2**32)  # GradientShap draws baselines and steps with NumPy
+    random.seed(seed)
+
+
+@contextlib.contextmanager
+def global_rng_restored(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Run the block and give the caller's global RNG states back afterwards (torch's CPU and
+    the inputs' CUDA device's, NumPy's, Python's), whether it returned or raised.
+    ``enabled=False``: a no-op."""
+    if not enabled:
+        yield
+        return
+    cuda = device.type == "cuda"
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[device] if cuda else []):
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
 @contextlib.contextmanager
 def seeded_global_rng(
     generator: torch.Generator, device: torch.device, enabled: bool
 ) -> Iterator[None]:
-    """Run the block with the global RNGs (torch's CPU and the inputs' CUDA device, NumPy's,
-    Python's) seeded from ``generator``, and restore the caller's RNG states afterwards.
+    """Run the block with the global RNGs seeded once from ``generator`` (one seed drawn from
+    it), and restore the caller's RNG states afterwards.
 
-    Captum's stochastic methods and dropout in training mode draw from the global RNG; seeding
-    it from the engine's generator makes the same ``seed`` give the same maps for them too,
-    without touching the caller's random state. ``enabled=False``: a no-op (nothing drawn).
+    For a single call of a method that draws itself; a Monte-Carlo run seeds them per sample
+    instead (see the module's docstring). ``enabled=False``: a no-op (nothing drawn).
     """
     if not enabled:
         yield
         return
     seed = int(derive_seeds(generator, (1,))[0])
-    cuda = device.type == "cuda"
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        with torch.random.fork_rng(devices=[device] if cuda else []):
-            torch.default_generator.manual_seed(seed)
-            if cuda:
-                index = device.index if device.index is not None else torch.cuda.current_device()
-                torch.cuda.default_generators[index].manual_seed(seed)
-            np.random.seed(seed % 2**32)  # GradientShap draws baselines and steps with NumPy
-            random.seed(seed)
-            yield
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+    with global_rng_restored(device):
+        seed_global_rng(seed, device)
+        yield

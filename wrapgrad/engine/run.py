@@ -22,7 +22,13 @@ from .config import MonteCarloConfig, default_max_batch
 from .layer_noise import LayerNoise
 from .plan import Chunk, cuda_row_budget, pick_strategy, plan_chunks, vmap_layout
 from .reduce import MonteCarloResult, Reduction, flatten_output
-from .rng import derive_seeds, make_generator, seeded_global_rng
+from .rng import (
+    derive_seeds,
+    global_rng_restored,
+    make_generator,
+    seed_global_rng,
+    seeded_global_rng,
+)
 from .sampler import Sampler
 from .views import StackedView, batch_statistics, buffer_copies, in_training, model_view
 
@@ -74,10 +80,16 @@ class MonteCarloRun:
         if explainer is not None:
             self._check_explainer()
         self.generator = make_generator(self.device, seed=config.seed, generator=config.generator)
+        self.training = in_training(model)
+        # The method (GradientShap, Lime, ...) or the model (dropout in training mode) draws from
+        # the global RNGs: every sample runs in a call of its own, the global RNGs seeded from
+        # the sample's own seed just before it, so its draws do not depend on the chunk plan.
+        self.own_draws = self.training or (explainer is not None and self.traits.stochastic)
         self.strategy = "plain"
         if self.weight_sampler is not None:
             self.strategy = pick_strategy(explainer, self.device, config.strategy, self.kwargs)
-        self.training = in_training(model)
+            if self.own_draws and config.strategy == "auto":
+                self.strategy = "loop"  # one sample per call: stacking gains nothing
         self.n_models, self.n_inputs = config.n_models, config.n_inputs
         if explainer is not None and self.weight_sampler is None:
             # Weights are shared: fold the K copies into the input axis (one model, K·N inputs).
@@ -117,6 +129,10 @@ class MonteCarloRun:
     def _prepare(self) -> list[Chunk]:
         """Draw the seed table, build the sampler and the chunk plan."""
         seeds = derive_seeds(self.generator, (self.n_models, self.n_inputs + 1))
+        # Drawn after the table, so the engine's own draws do not change with own_draws.
+        global_seeds = (
+            derive_seeds(self.generator, (self.n_models, self.n_inputs)) if self.own_draws else None
+        )
         self.sampler = Sampler(
             self.model,
             self.xs,
@@ -124,6 +140,7 @@ class MonteCarloRun:
             self.weight_sampler,
             None if self.on_layer else self.input_sampler,
             keep_graph=self.config.create_graph,
+            global_seeds=global_seeds,
         )
         if self.on_layer:
             layout = self.traits.vmap_layout or "block"
@@ -137,7 +154,8 @@ class MonteCarloRun:
             )
         # BatchNorm in training mode normalises with the statistics of the batch it is given:
         # each noisy copy of the batch must be its own call (or its own vmap slice), as the
-        # user's model would see it, and as chunking must not change.
+        # user's model would see it, and as chunking must not change. (A training-mode model
+        # also has own_draws, which runs one sample per call anyway: dropout, noise layers.)
         return plan_chunks(
             self.n_models,
             self.n_inputs,
@@ -145,6 +163,7 @@ class MonteCarloRun:
             budget,
             by_model=self.strategy == "vmap",
             one_input=batch_statistics(self.model),
+            one_sample=self.own_draws,
         )
 
     # -- chunks --------------------------------------------------------------------------------
@@ -187,6 +206,15 @@ class MonteCarloRun:
         weights = self.sampler.weights(chunk.models[0]) if self.weight_sampler is not None else {}
         return model_view(self.model, dict(weights), self.training, self.tied)
 
+    def _seed_sample(self, chunk: Chunk) -> None:
+        """With own draws: seed the global RNGs from the chunk's one sample's global seed (just
+        before its call, after the engine's draws, which come from their own generators)."""
+        if not self.own_draws:
+            return
+        assert self.sampler is not None
+        ((k, j),) = chunk.items()  # one sample per chunk (plan_chunks' one_sample)
+        seed_global_rng(self.sampler.global_seed(k, j), self.device)
+
     def _noise_context(self, chunk: Chunk) -> Any:
         if self.layer_noise is None:
             return contextlib.nullcontext()
@@ -207,6 +235,7 @@ class MonteCarloRun:
         if self.config.create_graph:
             kw["create_graph"] = True
         view = self._view(chunk)
+        self._seed_sample(chunk)
         with self._noise_context(chunk):
             out = self.explainer(
                 view, xs if self.was_tuple else xs[0], tile_target(target, c, self.batch), **kw
@@ -218,10 +247,9 @@ class MonteCarloRun:
         """The aggregate over all samples (a :class:`MonteCarloResult` with ``return_samples``)."""
         config = self.config
         # Draws the method or the model make themselves (GradientShap, Lime, dropout in training
-        # mode) come from torch's global RNG: seeded from the generator for this call, restored.
-        own_draws = self.traits.stochastic or self.training
+        # mode) come from the global RNGs: seeded per sample (_seed_sample), restored at the end.
         if self._draws_nothing and not self.traits.stochastic:
-            return self._explain_once(target, own_draws)
+            return self._explain_once(target, self.own_draws)
         chunks = self._prepare()
         reduction = Reduction(
             config.aggregate,
@@ -230,7 +258,7 @@ class MonteCarloRun:
             keep_graph=config.create_graph,
             keep_samples=config.return_samples,
         )
-        with seeded_global_rng(self.generator, self.device, own_draws):
+        with global_rng_restored(self.device, self.own_draws):
             for chunk, (parts, rebuild) in self._each(
                 chunks, lambda ch: self._explain_chunk(ch, target)
             ):
@@ -275,10 +303,11 @@ class MonteCarloRun:
             c = chunk.samples
             view = self._view(chunk)
             args = (*self.sampler.inputs_for(chunk), *tile(extra, c, self.batch))
+            self._seed_sample(chunk)
             with self._noise_context(chunk):
                 return view(*args)
 
-        with seeded_global_rng(self.generator, self.device, self.training):
+        with global_rng_restored(self.device, self.own_draws):
             for chunk, out in self._each(chunks, one):
                 out = out.reshape(len(chunk.models), chunk.inputs, self.batch, *out.shape[1:])
                 for i, k in enumerate(chunk.models):

@@ -8,6 +8,11 @@ protocols say (:class:`~wrapgrad.protocols.WeightPerturber`:
 :class:`~wrapgrad.protocols.InputPerturber`: ``sample(x, 1, generator=g)`` once per input
 tensor).
 
+A run whose method or model draws from the global RNGs (GradientShap, Lime, dropout in training
+mode) also holds a second table, one global seed per sample ``(k, j)``
+(:meth:`Sampler.global_seed`), which the run seeds the global RNGs from before that sample's
+call (see :mod:`wrapgrad.engine.rng`).
+
 Without ``keep_graph`` the draws are made without autograd, from detached tensors; with it
 (differentiable maps) from the parameters and inputs themselves, so ``Ŵ ⊙ η`` and ``x + ξ``
 stay connected to ``Ŵ`` and ``x``.
@@ -39,6 +44,8 @@ class Sampler:
         weight_sampler: a weight perturber, or None.
         input_sampler: an input perturber for the inputs, or None (no noise on the inputs).
         keep_graph: draw with autograd, from the tensors themselves (differentiable maps).
+        global_seeds: ``n_models`` rows of ``n_inputs`` global-RNG seeds, one per sample, for
+            runs whose method or model draws from the global RNGs; None otherwise.
     """
 
     def __init__(
@@ -49,6 +56,7 @@ class Sampler:
         weight_sampler: Any = None,
         input_sampler: Any = None,
         keep_graph: bool = False,
+        global_seeds: list[list[int]] | None = None,
     ) -> None:
         self.device = inputs[0].device
         self.inputs = inputs if keep_graph else tuple(x.detach() for x in inputs)
@@ -56,6 +64,7 @@ class Sampler:
         self.weight_sampler = weight_sampler
         self.input_sampler = input_sampler
         self.keep_graph = keep_graph
+        self.global_seeds = global_seeds
         self.params: dict[str, Tensor] = {}
         if weight_sampler is not None:
             named = dict(model.named_parameters())
@@ -80,6 +89,12 @@ class Sampler:
     def generator(self, k: int, j: int | None = None) -> torch.Generator:
         """The generator of weight sample ``k`` (``j=None``) or of input sample ``(k, j)``."""
         return sub_generator(self.device, self.seeds[k][0 if j is None else j + 1])
+
+    def global_seed(self, k: int, j: int) -> int:
+        """The global-RNG seed of sample ``(k, j)`` (a run without ``global_seeds``: an error)."""
+        if self.global_seeds is None:
+            raise WrapgradValueError("Sampler: this run draws no global-RNG seeds")
+        return int(self.global_seeds[k][j])
 
     def weights(self, k: int) -> dict[str, Tensor]:
         """Weight sample ``k``: name -> tensor (the last one is cached)."""
