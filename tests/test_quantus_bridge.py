@@ -422,6 +422,44 @@ def test_a_failing_call_gives_the_random_states_back(data) -> None:
         quantus_metric("MaxSensitivity", seed="1")
 
 
+def test_the_renamed_mprt_is_built_and_run_without_its_notice(data, capsys, monkeypatch) -> None:
+    """Quantus' ModelParameterRandomisation (its deprecated alias of MPRT) prints a rename notice
+    on every construction, and, its options hidden behind (*args, **kwargs), the bridge could not
+    default disable_warnings: under GITHUB_ACTIONS Quantus printed its parameterisation notes too.
+    The bridge builds it with MPRT's constructor: nothing printed or warned, no filter or stream
+    left changed, and MPRT's scores."""
+    import sys
+    import warnings
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # where Quantus prints its notes unless told
+    model, x, y, _ = data
+    explain = wrapgrad.wrap(model, "saliency")
+    stdout = sys.stdout
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metric = wrapgrad.metric("quantus_model_parameter_randomisation", seed=2)
+        scores = metric(model, x, y, explain)
+        raw = quantus_metric("ModelParameterRandomisation", layer_order="independent").raw(
+            model, x, y, explain
+        )
+    assert [str(w.message) for w in caught] == []
+    assert capsys.readouterr() == ("", "")
+    assert sys.stdout is stdout
+    filters = list(warnings.filters)
+    quantus_metric("ModelParameterRandomisation")
+    assert warnings.filters == filters
+    assert capsys.readouterr() == ("", "")
+    assert isinstance(metric.quantus, quantus.ModelParameterRandomisation)
+    assert metric.quantus.disable_warnings
+    assert not metric.quantus.return_aggregate
+    assert set(raw) >= {"original"}
+    mprt = wrapgrad.metric("quantus_mprt", seed=2)(model, x, y, explain)
+    torch.testing.assert_close(scores, mprt)
+    # Its registered spec declares MPRT's options now (a misspelt one is refused by name).
+    with pytest.raises(UnknownNameError, match="layer_ordr"):
+        wrapgrad.metric("quantus_model_parameter_randomisation", layer_ordr="independent")
+
+
 def test_maps_handed_to_quantus_are_one_float32_array_per_sample():
     from wrapgrad_quantus.explain import to_numpy_map
 

@@ -36,6 +36,12 @@ and no module, NumPy's or Quantus', is changed):
   (:func:`shifted_model`), then compares as Quantus does (``numpy.isclose``, ``atol=1e-4``).
   The result is the paper's: gradients pass, input x gradient and Integrated Gradients with
   a zero baseline fail (``tests/test_quantus_reductions.py``).
+* **ModelParameterRandomisation**: Quantus' deprecated alias of ``MPRT`` (a subclass that adds
+  nothing but a constructor that prints a rename notice to stdout, on every construction,
+  before calling ``MPRT``'s). The subclass's constructor is ``MPRT``'s own: the same metric,
+  built without the notice (a library call prints nothing unless asked), and with ``MPRT``'s
+  signature, so the bridge sees its options (``disable_warnings``, ``return_aggregate``, ...)
+  instead of ``(*args, **kwargs)``.
 * **The attribution check** (every metric): Quantus' ``assert_attributions``, run on every
   call's maps, refuses maps whose values are all equal by building a Python ``set`` of every
   value, ``len(set(a_batch.flatten().tolist())) > 1``: 0.127 s of CPU time for one batch of
@@ -216,6 +222,18 @@ def _smooth_mprt_members(cls: type) -> dict[str, Any]:
     return {"explain_smooth_batch_numpy": explain_smooth_batch_numpy}
 
 
+def _renamed_members(cls: type) -> dict[str, Any]:
+    """ModelParameterRandomisation built by ``MPRT``'s constructor (no rename notice), while it
+    is what Quantus 0.6 makes it: a subclass of ``MPRT`` with a constructor of its own only."""
+    import quantus
+
+    alias = getattr(quantus, "ModelParameterRandomisation", None)
+    own = {k for k in vars(cls) if not (k.startswith("__") and k.endswith("__"))}
+    if cls is not alias or cls.__bases__ != (quantus.MPRT,) or own or "__init__" not in vars(cls):
+        return {}
+    return {"__init__": quantus.MPRT.__init__}
+
+
 def _few_distinct(values: Any) -> tuple[Any, ...]:
     """Stands for ``set`` in Quantus' ``assert_attributions``, whose one use of it is
     ``len(set(a_batch.flatten().tolist())) > 1``: the first value and the first one that differs
@@ -264,6 +282,7 @@ def fixed(cls: type) -> type:
         _road_members,
         _invariance_members,
         _smooth_mprt_members,
+        _renamed_members,
         _attribution_check_members,
     ):
         members.update(repair(cls))

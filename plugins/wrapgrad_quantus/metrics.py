@@ -175,9 +175,10 @@ def _direction(metric: Any) -> bool | None:
 
 
 def _init_names(cls: type) -> tuple[frozenset[str], bool]:
-    """The constructor options of a Quantus class (its named keyword parameters), and whether
-    they are unknown (a ``(*args, **kwargs)`` alias such as ``ModelParameterRandomisation``)."""
-    names, _ = accepted(cls)
+    """The constructor options of a Quantus class as the bridge builds it (its named keyword
+    parameters; :func:`~wrapgrad_quantus.fixes.fixed` gives the ``(*args, **kwargs)`` alias
+    ``ModelParameterRandomisation`` ``MPRT``'s constructor), and whether they are unknown."""
+    names, _ = accepted(fixed(cls))
     return names, not names
 
 
