@@ -21,8 +21,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are providing multiple input
 OPTIONS: dict[str, dict[str, object]] = {
     # Attributes to the inputs (family "attribution") but through a layer's Grad-CAM.
     "explainer:guided_grad_cam": {"layer": "features.0"},
-    # With its smoke cap (4 samples) Lime's lasso fit gives all-zero maps on the probe.
-    "explainer:lime": {"n_samples": 8},
     # Quantus draws random classes in [0, num_classes), 1000 by default; the probe has 3.
     "metric:quantus_random_logit": {"num_classes": 3},
     # Quantus' default k = 1000 features; the probe's maps have 64.

@@ -12,11 +12,40 @@ from typing import Any
 
 from wrapgrad import hookimpl
 from wrapgrad.captum_adapter import CaptumExplainer, captum_classes, method_traits
+from wrapgrad.errors import WrapgradValueError
 from wrapgrad.records import ExplainerSpec
+
+
+def interpretable_model(value: Any) -> Any:
+    """Lime's ``interpretable_model`` option: a Captum interpretable model as it is, or the path
+    of a scikit-learn estimator under ``sklearn`` (Captum's convention, e.g.
+    ``"linear_model.LinearRegression"`` or ``"linear_model.Ridge"``) as a new
+    ``captum._utils.models.linear_model.SkLearnLinearModel`` of it, so that pipeline files (and
+    smoke caps) can name one."""
+    if not isinstance(value, str):
+        return value
+    import importlib
+
+    module, _, name = value.rpartition(".")
+    try:
+        estimator = getattr(importlib.import_module(f"sklearn.{module}"), name, None)
+    except ImportError:
+        estimator = None
+    if not module or not isinstance(estimator, type) or not hasattr(estimator, "fit"):
+        raise WrapgradValueError(
+            "interpretable_model: expected a Captum interpretable model or the path of a "
+            "scikit-learn estimator under sklearn, such as 'linear_model.LinearRegression', "
+            f"got {value!r}"
+        )
+    from captum._utils.models.linear_model import SkLearnLinearModel
+
+    return SkLearnLinearModel(value)
 
 
 def _factory(cls: type) -> Callable[..., CaptumExplainer]:
     def make(layer: Any = None, interpolate: bool | str = False, **options: Any) -> CaptumExplainer:
+        if "interpretable_model" in options:
+            options["interpretable_model"] = interpretable_model(options["interpretable_model"])
         return CaptumExplainer.from_options(
             cls, layer=layer, interpolate=interpolate, options=options
         )
@@ -35,6 +64,23 @@ def _summary(cls: type) -> str:
 #: What a --smoke run keeps of the Captum options that set the amount of work.
 _SMOKE = {"n_steps": 4, "n_samples": 4, "nt_samples": 2}
 
+#: What a --smoke run sets for Lime besides (unless the pipeline sets it): a least-squares
+#: surrogate (KernelShap's) instead of Captum's default ``SkLearnLasso(alpha=0.01)``. A Lasso
+#: zeroes a feature's coefficient unless removing the feature moves the output by more than about
+#: ``4 * alpha`` = 0.04 (its soft threshold on the Bernoulli 0/1 features, variance 1/4); the
+#: near-chance model of a smoke run (and the conformance kit's probe) moves it less, so the maps
+#: came out all zero, at 4 samples or 50 (more samples only make the zeros surer). Least squares
+#: keeps every coefficient and costs nothing more; the ``n_samples`` cap stays 4.
+_LIME_SMOKE = {"interpretable_model": "linear_model.LinearRegression"}
+
+
+def _smoke(cls: type, names: frozenset[str]) -> dict[str, Any]:
+    """The smoke caps of a Captum class that takes ``names``."""
+    caps = {k: v for k, v in _SMOKE.items() if k in names}
+    if cls.__name__ == "Lime" and "interpretable_model" in names:
+        caps.update(_LIME_SMOKE)
+    return caps
+
 
 @hookimpl
 def wrapgrad_explainers() -> Iterator[ExplainerSpec]:
@@ -47,5 +93,5 @@ def wrapgrad_explainers() -> Iterator[ExplainerSpec]:
             traits=method_traits(cls),
             # Declared, not read from the factory's **options: wrap() routes by these names.
             options=None if open_ else (*sorted(names), "layer", "interpolate"),
-            smoke={k: v for k, v in _SMOKE.items() if k in names},
+            smoke=_smoke(cls, names),
         )
