@@ -15,7 +15,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,36 @@ def _stdout_unless(keep: bool) -> Iterator[None]:
         yield
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when the command receives SIGTERM (:func:`on_sigterm`): it
+    unwinds like ``KeyboardInterrupt`` (``finally`` blocks run, a step's worker processes are
+    terminated) and :func:`main` exits with status 143 (128 + SIGTERM)."""
+
+
+#: :func:`main`'s exit status after SIGTERM (128 + the signal's number, as a shell reports it).
+TERMINATED_STATUS = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills outright
+    raise Terminated
+
+
+@contextlib.contextmanager
+def on_sigterm() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the block (in the main thread; elsewhere signal
+    handlers cannot be set, and nothing changes); the previous handler is restored after it. A
+    second SIGTERM while the first unwinds kills the process (its default)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from wrapgrad.allocator import keep_freed_memory
 
@@ -197,12 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from wrapgrad.distributed import process_group
+    from wrapgrad.distributed import launched, process_group
 
+    # SIGTERM unwinds the command as Ctrl-C does (worker processes are ended, files closed);
+    # not under torchrun, which stops ranks with SIGTERM: a Python handler runs only between
+    # bytecodes, so a rank blocked in a collective would ignore it until torchrun's SIGKILL.
+    sigterm = contextlib.nullcontext() if launched() else on_sigterm()
     try:
         # Under torchrun (WORLD_SIZE > 1) every command runs inside the process group; ranks
         # other than 0 print nothing on stdout.
-        with process_group() as w, _stdout_unless(w.main):
+        with sigterm, process_group() as w, _stdout_unless(w.main):
             return int(actions[args.command](args) or 0)  # type: ignore[operator]
     except WrapgradError as exc:
         size = launched_size()  # the group is gone here: torchrun's environment names the rank
@@ -211,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        print("wrapgrad: terminated", file=sys.stderr)
+        return TERMINATED_STATUS
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,7 @@ Example (``examples/robust_training_mnist.toml``)::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
 import attrs
@@ -480,28 +481,137 @@ def _run_jobs(jobs: list[TrainJob], workers: int, progress: bool) -> dict[str, J
 
 def _pool(jobs: list[TrainJob], workers: int, bar: Any) -> dict[str, JobResult]:
     """Run ``jobs`` in ``workers`` spawned processes: first the initial models (so that no two
-    processes train the same one), then the trainings."""
-    import multiprocessing
+    processes train the same one), then the trainings.
+
+    No worker outlives the call: when it ends by an exception (a job's, ``KeyboardInterrupt``,
+    the :class:`wrapgrad.cli.Terminated` of the command line's SIGTERM handler) the workers are
+    terminated before the exception propagates (``shutdown`` alone would wait for the running
+    trainings), and a worker whose parent process is gone (killed, or ended by a signal it does
+    not handle) exits on its own within about :data:`WATCH_SECONDS` (:func:`_worker_init`). No
+    signal handler is installed here."""
+    import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     bases = {(j.model, j.dataset, j.base_seed, repr(sorted(j.recipe.items()))): j for j in jobs}
     bases = {k: j for k, j in bases.items() if j.init == "pretrained"}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        try:
-            for future in as_completed([pool.submit(_ensure, j) for j in bases.values()]):
-                future.result()
-            futures = {pool.submit(run_job, j, False): j for j in jobs}
-            out = {}
-            for future in as_completed(futures):
-                result = future.result()
-                out[result.label] = result
-                bar.set_postfix_str(result.label, refresh=False)
-                bar.update(1)
-            return out
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+    context = _RecordingContext()
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
+    try:
+        for future in as_completed([pool.submit(_in_worker, _ensure, j) for j in bases.values()]):
+            future.result()
+        futures = {pool.submit(_in_worker, run_job, j, False): j for j in jobs}
+        out = {}
+        for future in as_completed(futures):
+            result = future.result()
+            out[result.label] = result
+            bar.set_postfix_str(result.label, refresh=False)
+            bar.update(1)
+        pool.shutdown(wait=True)
+    except BaseException:
+        _terminate(pool, context.processes)
+        raise
+    return out
+
+
+#: How often (seconds) a worker checks that the process that started it is still there.
+WATCH_SECONDS = 0.5
+#: How long (seconds) a terminated worker is given to exit before it is killed.
+_GRACE_SECONDS = 5.0
+
+
+class _RecordingContext(SpawnContext):
+    """The spawn context, remembering every process it starts (the pool's workers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[SpawnProcess] = []
+
+    def Process(self, *args: Any, **kwargs: Any) -> SpawnProcess:  # noqa: N802 (the context's name)
+        process = SpawnProcess(*args, **kwargs)
+        self.processes.append(process)
+        return process
+
+
+def _terminate(pool: Any, processes: list[Any]) -> None:
+    """Cancel what has not started and end every worker now: SIGTERM, then SIGKILL for one
+    still there after :data:`_GRACE_SECONDS`; each is joined (no zombie left)."""
+    import time
+
+    pool.shutdown(wait=False, cancel_futures=True)
+    started = [p for p in processes if p.pid is not None]
+    for process in started:
+        if process.exitcode is None:
+            process.terminate()
+    deadline = time.monotonic() + _GRACE_SECONDS
+    for process in started:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.exitcode is None:
+            process.kill()
+            process.join(1.0)
+
+
+def _worker_init(parent: int) -> None:
+    """A worker's set-up: Ctrl-C is the parent's to handle (it terminates the workers), and on
+    POSIX a daemon thread ends the worker once ``parent`` is no longer its parent process (it
+    died and the worker was re-parented), so that no worker outlives its run even when the
+    parent was killed outright. (Elsewhere the parent process id says nothing once the parent
+    is gone, so there is no such thread.)"""
+    import os
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.name == "posix":
+        threading.Thread(
+            target=_watch_parent, args=(parent,), name="wrapgrad-watch-parent", daemon=True
+        ).start()
+
+
+def _watch_parent(parent: int) -> None:
+    import os
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)
+
+
+def _in_worker(function: Any, *args: Any) -> Any:
+    """``function(*args)`` in a worker, its exception made one the parent can unpickle.
+
+    An exception crosses back pickled, and one whose class needs more than its message to be
+    built again (:class:`~wrapgrad.errors.UnknownNameError`, ...) fails to unpickle in the
+    parent, which then reports a worker "terminated abruptly" instead of the error: such an
+    exception is re-raised as its closest class that can be (the same message; the worker's
+    traceback, shown under it, names the original)."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        portable = _portable(exc)
+        if portable is exc:
             raise
+        raise portable from exc
+
+
+def _portable(exc: Exception) -> Exception:
+    import pickle
+
+    message = str(exc)
+    for cls in type(exc).__mro__:
+        if not issubclass(cls, Exception):
+            continue
+        try:
+            candidate = exc if cls is type(exc) else cls(message)
+            pickle.loads(pickle.dumps(candidate))
+        except Exception:  # the next class may do
+            continue
+        return candidate
+    return RuntimeError(message)
 
 
 def _ensure(job: TrainJob) -> None:
