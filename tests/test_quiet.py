@@ -20,6 +20,9 @@ from .conftest import SmallCNN
         ("deep_lift", {}),
         ("guided_backprop", {}),
         ("gradient_shap", {"baselines": torch.zeros(2, 1, 8, 8), "n_samples": 2}),
+        # A batch: Captum advises one example per call (a UserWarning on every call).
+        ("lime", {"n_samples": 8}),
+        ("kernel_shap", {"n_samples": 8}),
     ],
 )
 def test_a_plain_explain_call_emits_no_warning(method, options, capsys) -> None:

@@ -97,10 +97,14 @@ _VMAP_LAYOUT = {
 #: advice at ``_select_targets``) and ``attribute`` gets none: :func:`_target_in_forward`.
 _TARGET_IN_FORWARD = {"LayerFeaturePermutation"}
 
-#: Captum's notices that it sets hooks it will remove (DeepLift, GuidedBackprop, ...).
-_HOOK_NOTICES = (
+#: Captum's notices that say nothing about the user's call: it sets hooks it will remove
+#: (DeepLift, GuidedBackprop, ...; wrapgrad's guard makes sure), and Lime / KernelShap advise one
+#: example per call (wrapgrad explains batches by design; each example still gets its own
+#: interpretable model, as the notice says).
+_CAPTUM_NOTICES = (
     r"Setting forward, backward hooks and attributes on non-linear",
     r"Setting backward hooks on ReLU activations",
+    r"You are providing multiple inputs for Lime / Kernel SHAP",
 )
 
 
@@ -466,8 +470,8 @@ class CaptumExplainer:
         if self.traits.requires_grad_inputs:
             inputs = _requiring_grad(inputs)
         with warnings.catch_warnings():
-            # Captum announces that its hooks will be removed again; wrapgrad's guard makes sure.
-            for message in _HOOK_NOTICES:
+            # Notices about Captum's own workings, not about the call (see _CAPTUM_NOTICES).
+            for message in _CAPTUM_NOTICES:
                 warnings.filterwarnings("ignore", message=message, category=UserWarning)
             out = obj.attribute(inputs, **kw)
         # Captum's gradients are taken without create_graph, so no map is differentiable; but

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -20,9 +21,11 @@ from wrapgrad.checks import (
     as_input_tuple,
     check_finite,
     check_inputs,
+    check_seed,
     check_target,
     probe_output,
 )
+from wrapgrad.engine.rng import make_generator, seeded_global_rng
 from wrapgrad.errors import UnknownNameError, WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import model_device
 from wrapgrad.guard import GUARD_MODES, ModelGuard
@@ -162,6 +165,7 @@ class Explain:
         guard: str = "check",
         validate: bool = True,
         output: Any = None,
+        seed: int | None = None,
     ) -> None:
         self.model = model
         self.explainer = explainer
@@ -169,6 +173,10 @@ class Explain:
         self.guard = guard
         self.validate = validate
         self.output = output
+        self.seed = check_seed(seed)
+        """Without an enhancer, for a method that draws random numbers itself (Lime, KernelShap,
+        GradientShap, ...): the seed of its draws. ``None``: it draws from the global RNGs as
+        it would called from Captum directly (the same global seed gives Captum's maps)."""
         self.calibration: Any = None
         """The calibration record when a noise level was ``"auto"`` (see :func:`wrap`)."""
         self._output_shapes: dict[tuple[Any, ...], tuple[tuple[int, ...], bool]] = {}
@@ -253,13 +261,24 @@ class Explain:
                 if not self.validate or self._probe(tensors, extra, adapted)[1]:
                     explainer = self.explainer
             if self.enhancer is None:
-                out = explainer(self.model, inputs, target, **attribute_kwargs)
+                with self._own_draws(inputs):
+                    out = explainer(self.model, inputs, target, **attribute_kwargs)
             else:
                 out = self.enhancer(explainer, self.model, inputs, target, **attribute_kwargs)
         if names:
             maps = out if isinstance(out, (tuple, list)) else (out,)
             return dict(zip(names, maps, strict=True))
         return out
+
+    def _own_draws(self, inputs: Any) -> Any:
+        """With a ``seed``, for a method that draws random numbers itself (its traits say
+        ``stochastic``): its draws come from the global RNGs (torch's, NumPy's, Python's) seeded
+        from ``seed``, and the caller's RNG states are given back afterwards, as inside an
+        enhancer."""
+        if self.seed is None or not self.traits.stochastic:
+            return contextlib.nullcontext()
+        device = as_input_tuple(inputs)[0][0].device
+        return seeded_global_rng(make_generator(device, seed=self.seed), device, True)
 
     def __repr__(self) -> str:
         enh = f", enhancer={self.enhancer!r}" if self.enhancer is not None else ""
@@ -382,7 +401,11 @@ def wrap(
             the current one, see :func:`wrapgrad.registry.use_registry`).
         **options: each goes to the part that takes it: the enhancer (``n_samples``, ``sigma``,
             ``seed``, ...), the method's constructor (``multiply_by_inputs``, ...) or its
-            ``attribute`` defaults (``n_steps``, ``baselines``, ...). An option two parts take
+            ``attribute`` defaults (``n_steps``, ``baselines``, ...). Without an enhancer,
+            ``seed`` seeds a method that draws random numbers itself (Lime, KernelShap,
+            GradientShap, ...): its maps repeat and the caller's global RNG states (torch's,
+            NumPy's, Python's) are left as they were; without it, the method draws from the
+            global RNGs as it does called from Captum directly. An option two parts take
             raises :class:`~wrapgrad.options.OptionCollisionError` naming both (give it in
             ``method_options`` or ``enhancer_options``); an option no part takes raises
             :class:`~wrapgrad.errors.UnknownNameError` with the closest names.
@@ -472,6 +495,12 @@ def _wrap(
                 routing.options, routing.method, {**routing.enhancer, "create_graph": True}
             )
     method_part = _method_part(method)
+    plain_seed = None
+    if enhancer is None and "seed" in routing.options and "seed" not in method_part.names:
+        # Without an enhancer, seed= seeds a method that draws itself (checked once built).
+        options = dict(routing.options)
+        plain_seed = check_seed(options.pop("seed"))
+        routing = _Routing(options, routing.method, routing.enhancer)
     routed = route(
         routing.options,
         [enhancer_part, method_part],
@@ -486,6 +515,12 @@ def _wrap(
         interpolate=settings.interpolate,
         options=routed[method_part.label],
     )
+    if plain_seed is not None and not traits_of(explainer).stochastic:
+        raise WrapgradValueError(
+            f"seed: {traits_of(explainer).name} draws no random numbers, so there is nothing "
+            f"to seed; seed= goes to an enhancer (enhancer=...) or to a method that draws its "
+            f"own (lime, kernel_shap, gradient_shap, shapley_value_sampling, ...)"
+        )
     if isinstance(settings.layer, str) or (
         isinstance(settings.layer, (list, tuple))
         and any(isinstance(x, str) for x in settings.layer)
@@ -516,6 +551,7 @@ def _wrap(
         guard=settings.guard,
         validate=settings.validate,
         output=settings.output,
+        seed=plain_seed,
     )
     explain.calibration = record
     return explain
