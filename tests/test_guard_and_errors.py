@@ -434,3 +434,30 @@ def test_default_guard_holds_no_copy_of_the_parameters() -> None:
     # The full snapshot, by contrast, holds a copy of every parameter too.
     full = copies(ModelState(model, values=True).__dict__)
     assert sum(t.numel() for t in full) == n_buffers + sum(p.numel() for p in model.parameters())
+
+
+def test_every_wrapgrad_error_pickles_with_its_message_and_attributes() -> None:
+    """Worker processes and ranks send their errors to the parent by pickle; errors whose
+    constructor takes other arguments than the message (UnknownNameError, ...) used to fail to
+    unpickle there (a BrokenProcessPool instead of the error)."""
+    import pickle
+
+    from wrapgrad_pipeline.schema import PipelineError, PipelineNameError
+
+    from wrapgrad.distributed import RankFailedError
+    from wrapgrad.errors import UnavailableError, UnknownNameError
+    from wrapgrad.options import OptionCollisionError
+
+    errors = [
+        UnknownNameError("method", "salency", ["saliency", "deep_lift"], what="method"),
+        UnavailableError("name", "metric", "quantus_x", "it scores batches"),
+        OptionCollisionError("n_samples", ["enhancer 'smoothgrad'", "method 'gradient_shap'"]),
+        RankFailedError("rank 1 failed", ranks=[1], errors={1: "ValueError: x"}),
+        PipelineError("p.toml", "[data].samples", "expected an integer"),
+        PipelineNameError("p.toml", "[model].name", "resnt", ["resnet"], what="model"),
+    ]
+    for error in errors:
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error)
+        assert str(again) == str(error)
+        assert again.__dict__ == error.__dict__

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ModelMutatedError",
@@ -33,7 +34,24 @@ __all__ = [
 
 
 class WrapgradError(Exception):
-    """Base class of every error wrapgrad raises on purpose."""
+    """Base class of every error wrapgrad raises on purpose.
+
+    Every one pickles (worker processes and ranks send errors to their parent): it is rebuilt
+    from its message and attributes, not by calling its constructor again, whose arguments
+    (``UnknownNameError(argument, name, known)``, ...) differ from the message that Python's
+    default pickling would pass it.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[WrapgradError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """A pickled :class:`WrapgradError` again: its message (``args``) and attributes."""
+    error = Exception.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class WrapgradValueError(WrapgradError, ValueError):
