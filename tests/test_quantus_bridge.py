@@ -471,3 +471,22 @@ def test_maps_handed_to_quantus_are_one_float32_array_per_sample():
         to_numpy_map((t, t))
     with pytest.raises(WrapgradTypeError, match=r"explain_func.*tensor map"):
         to_numpy_map([1.0])
+
+
+def test_explain_func_from_keeps_the_wrapped_seed_on_quantus_model_copies(data) -> None:
+    """Quantus' randomisation tests explain copies of the model: the explain_func built from
+    ``wrap(model, "lime", seed=0)`` explains a copy with the same seed (its draws repeat, as on
+    the original), and a ``seed`` in ``explain_func_kwargs`` seeds an unseeded enhancer."""
+    import copy
+
+    from wrapgrad_quantus import explain_func_from
+
+    model, x, y, _ = data
+    xn, yn = x.numpy(), y.numpy()
+    f = explain_func_from(wrapgrad.wrap(model, "lime", n_samples=8, seed=0))
+    twin = copy.deepcopy(model)  # the same function: the same maps under the same draws
+    np.testing.assert_array_equal(f(model, xn, yn), f(twin, xn, yn))
+    np.testing.assert_array_equal(f(twin, xn, yn), f(copy.deepcopy(model), xn, yn))
+    noisy = explain_func_from(wrapgrad.wrap(model, "saliency", "smoothgrad", n_samples=2))
+    np.testing.assert_array_equal(noisy(twin, xn, yn, seed=1), noisy(twin, xn, yn, seed=1))
+    assert not np.array_equal(noisy(twin, xn, yn, seed=1), noisy(twin, xn, yn, seed=2))

@@ -170,8 +170,9 @@ def quantus_explain(
 def explain_func_from(explain: Any, *, reduce_axes: Any = None) -> Callable[..., np.ndarray]:
     """A Quantus ``explain_func`` from what :func:`wrapgrad.wrap` returns (or anything with its
     ``model``, ``explainer``, ``enhancer`` and ``guard``): the same explainer and enhancer,
-    applied to the model Quantus passes. Each call leaves the global RNGs as it found them, as
-    :func:`quantus_explain` does."""
+    applied to the model Quantus passes (a randomised copy too: with its seed, output selector
+    and validation). Each call is seeded from ``explain_func_kwargs``' ``seed`` where it is
+    given, and leaves the global RNGs as it found them, as :func:`quantus_explain` does."""
     from wrapgrad.wrapping import Explain
 
     if not all(hasattr(explain, a) for a in ("model", "explainer", "enhancer", "guard")):
@@ -188,9 +189,17 @@ def explain_func_from(explain: Any, *, reduce_axes: Any = None) -> Callable[...,
         ex = (
             explain
             if model is explain.model
-            else Explain(model, explain.explainer, explain.enhancer, guard=explain.guard)
+            else Explain(
+                model,
+                explain.explainer,
+                explain.enhancer,
+                guard=explain.guard,
+                validate=getattr(explain, "validate", True),
+                output=getattr(explain, "output", None),
+                seed=getattr(explain, "seed", None),  # wrap(..., seed=) of a method that draws
+            )
         )
-        with isolated(None, x.device):
+        with isolated(check_seed(kwargs.get("seed")), x.device):
             out = ex(x, target=t)
         return to_numpy_map(reduce_map(out, axes, keepdims) if isinstance(out, Tensor) else out)
 
