@@ -84,3 +84,15 @@ def test_with_an_enhancer_seed_stays_the_enhancers(model_and_inputs) -> None:
     assert explain.enhancer.seed == 5
     assert explain.seed is None
     assert torch.equal(explain(x, target=1), explain(x, target=1))
+
+
+def test_a_callable_that_takes_any_option_gets_seed_as_before(model_and_inputs) -> None:
+    model, x = model_and_inputs
+    seen = {}
+
+    def method(model, inputs, target=None, **kw):
+        seen.update(kw)
+        return inputs * 0
+
+    wrapgrad.wrap(model, method, seed=3)(x, target=1)
+    assert seen == {"seed": 3}

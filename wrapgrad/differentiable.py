@@ -253,7 +253,10 @@ def select_outputs(out: Tensor, target: Any, argument: str = "target") -> Tensor
                 f"(the class whose output the map explains)"
             )
         return flat[:, 0]
-    check_target(target, tuple(out.shape), argument)  # in range, one per row: a named error
+    if not (isinstance(target, Tensor) and target.device.type != "cpu"):
+        # In range, one per row: a named error. Not for a tensor on an accelerator: reading its
+        # values back would synchronise the device on every forward pass (IG runs n_steps).
+        check_target(target, tuple(out.shape), argument)
     if isinstance(target, int) and not isinstance(target, bool):
         picked = out[:, target]
     elif isinstance(target, tuple) and all(

@@ -496,7 +496,12 @@ def _wrap(
             )
     method_part = _method_part(method)
     plain_seed = None
-    if enhancer is None and "seed" in routing.options and "seed" not in method_part.names:
+    if (
+        enhancer is None
+        and "seed" in routing.options
+        and "seed" not in method_part.names
+        and not method_part.open  # a callable's **kw takes seed as any other option
+    ):
         # Without an enhancer, seed= seeds a method that draws itself (checked once built).
         options = dict(routing.options)
         plain_seed = check_seed(options.pop("seed"))
