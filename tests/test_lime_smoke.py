@@ -113,3 +113,26 @@ def test_a_smoke_run_of_lime_scores_its_maps_and_prints_no_quantus_notice(
     assert results["method_options"]["lime"]["interpretable_model"] == (
         "linear_model.LinearRegression"
     )
+
+
+def test_the_estimator_path_works_with_lime_given_as_its_class() -> None:
+    """The path form is the core's (CaptumExplainer.from_options), not only the registered
+    name's: ``wrap(model, captum.attr.Lime, interpretable_model="...")`` builds the surrogate,
+    and a bad path is refused naming interpretable_model."""
+    import captum.attr as ca
+    import numpy as np
+    from torch import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    by_class = wrapgrad.wrap(model, ca.Lime, interpretable_model="linear_model.LinearRegression")
+    by_name = wrapgrad.wrap(model, "lime", interpretable_model="linear_model.LinearRegression")
+    torch.manual_seed(0)
+    np.random.seed(0)
+    a = by_class(x, target=0, n_samples=8)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    torch.testing.assert_close(a, by_name(x, target=0, n_samples=8), rtol=0, atol=0)
+    assert a.abs().sum() > 0
+    with pytest.raises(WrapgradValueError, match="interpretable_model"):
+        wrapgrad.wrap(model, ca.Lime, interpretable_model="linear_model.Nope")

@@ -28,6 +28,7 @@ __all__ = [
     "CaptumExplainer",
     "FunctionExplainer",
     "captum_classes",
+    "interpretable_model",
     "method_info",
     "method_traits",
     "resolve_layer",
@@ -252,6 +253,32 @@ def resolve_layer(model: Any, layer: Any, argument: str = "layer") -> Any:
     )
 
 
+def interpretable_model(value: Any) -> Any:
+    """Lime's ``interpretable_model`` option: a Captum interpretable model as it is, or the path
+    of a scikit-learn estimator under ``sklearn`` (Captum's convention, e.g.
+    ``"linear_model.LinearRegression"`` or ``"linear_model.Ridge"``) as a new
+    ``captum._utils.models.linear_model.SkLearnLinearModel`` of it, so that pipeline files (and
+    smoke caps) can name one, whether Lime is given by name or as its class."""
+    if not isinstance(value, str):
+        return value
+    import importlib
+
+    module, _, name = value.rpartition(".")
+    try:
+        estimator = getattr(importlib.import_module(f"sklearn.{module}"), name, None)
+    except ImportError:
+        estimator = None
+    if not module or not isinstance(estimator, type) or not hasattr(estimator, "fit"):
+        raise WrapgradValueError(
+            "interpretable_model: expected a Captum interpretable model or the path of a "
+            "scikit-learn estimator under sklearn, such as 'linear_model.LinearRegression', "
+            f"got {value!r}"
+        )
+    from captum._utils.models.linear_model import SkLearnLinearModel
+
+    return SkLearnLinearModel(value)
+
+
 class CaptumExplainer:
     """A Captum attribution class as an Explainer.
 
@@ -364,6 +391,8 @@ class CaptumExplainer:
         init: dict[str, Any] = {}
         attribute: dict[str, Any] = {}
         for key, value in (options or {}).items():
+            if key == "interpretable_model":  # Lime's: a path names a scikit-learn estimator
+                value = interpretable_model(value)
             if key in init_names:
                 init[key] = value
             elif key in attr_names or attr_var_kw:

@@ -12,40 +12,11 @@ from typing import Any
 
 from wrapgrad import hookimpl
 from wrapgrad.captum_adapter import CaptumExplainer, captum_classes, method_traits
-from wrapgrad.errors import WrapgradValueError
 from wrapgrad.records import ExplainerSpec
-
-
-def interpretable_model(value: Any) -> Any:
-    """Lime's ``interpretable_model`` option: a Captum interpretable model as it is, or the path
-    of a scikit-learn estimator under ``sklearn`` (Captum's convention, e.g.
-    ``"linear_model.LinearRegression"`` or ``"linear_model.Ridge"``) as a new
-    ``captum._utils.models.linear_model.SkLearnLinearModel`` of it, so that pipeline files (and
-    smoke caps) can name one."""
-    if not isinstance(value, str):
-        return value
-    import importlib
-
-    module, _, name = value.rpartition(".")
-    try:
-        estimator = getattr(importlib.import_module(f"sklearn.{module}"), name, None)
-    except ImportError:
-        estimator = None
-    if not module or not isinstance(estimator, type) or not hasattr(estimator, "fit"):
-        raise WrapgradValueError(
-            "interpretable_model: expected a Captum interpretable model or the path of a "
-            "scikit-learn estimator under sklearn, such as 'linear_model.LinearRegression', "
-            f"got {value!r}"
-        )
-    from captum._utils.models.linear_model import SkLearnLinearModel
-
-    return SkLearnLinearModel(value)
 
 
 def _factory(cls: type) -> Callable[..., CaptumExplainer]:
     def make(layer: Any = None, interpolate: bool | str = False, **options: Any) -> CaptumExplainer:
-        if "interpretable_model" in options:
-            options["interpretable_model"] = interpretable_model(options["interpretable_model"])
         return CaptumExplainer.from_options(
             cls, layer=layer, interpolate=interpolate, options=options
         )
