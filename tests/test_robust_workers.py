@@ -4,7 +4,8 @@
 hours; once both worker processes are there, the parent is sent SIGTERM (the command exits 143,
 "wrapgrad: terminated", having terminated its workers) or SIGKILL (each worker notices that its
 parent is gone and exits on its own). A training that raises ends the other, running ones at
-once, and its error (even one that does not unpickle) is what the step raises. The workers are
+once, and its error is what the step raises (one that does not unpickle as its closest class
+that does). The workers are
 found in ``/proc`` (Linux); every wait polls with a deadline, and a worker still there at the
 end is killed, so that a failure leaves nothing behind.
 """
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from wrapgrad.errors import UnknownNameError
 
 pytestmark = [
     pytest.mark.slow,
@@ -160,8 +163,6 @@ def test_a_training_that_raises_ends_the_running_ones() -> None:
     from wrapgrad_robust.jobs import TrainJob
     from wrapgrad_robust.step import _run_jobs
 
-    from wrapgrad.errors import WrapgradValueError
-
     common = {
         "group": "Nat",
         "objective": "natural",
@@ -189,12 +190,34 @@ def test_a_training_that_raises_ends_the_running_ones() -> None:
     try:
         thread.join(STARTUP_S)
         assert not thread.is_alive(), "the failed training left the step waiting"
-        # the worker's error itself (UnknownNameError does not unpickle: its closest class)
+        # the worker's error itself (wrapgrad's errors pickle with their class)
         error = outcome["error"]
-        assert isinstance(error, WrapgradValueError), repr(error)
+        assert isinstance(error, UnknownNameError), repr(error)
         assert "unknown dataset 'no_such_dataset'" in str(error)
         assert set(multiprocessing.active_children()) <= before  # joined: none left, no zombie
     finally:
         for process in set(multiprocessing.active_children()) - before:
             process.kill()
         thread.join(GONE_S)
+
+
+class _NeedsTwoError(ValueError):
+    """An exception whose constructor takes two arguments: pickle rebuilds it with one."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what}: {why}")
+
+
+def test_an_error_that_does_not_unpickle_arrives_as_its_closest_class() -> None:
+    import pickle
+
+    from wrapgrad_robust.step import _portable
+
+    error = _NeedsTwoError("objective", "diverged")
+    with pytest.raises(TypeError):
+        pickle.loads(pickle.dumps(error))  # what the parent would have met
+    portable = _portable(error)
+    assert type(portable) is ValueError
+    assert str(portable) == "objective: diverged"
+    known = UnknownNameError("dataset", "mnst", ["mnist"])
+    assert _portable(known) is known  # wrapgrad's errors cross as they are

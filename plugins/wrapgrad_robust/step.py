@@ -585,10 +585,11 @@ def _in_worker(function: Any, *args: Any) -> Any:
     """``function(*args)`` in a worker, its exception made one the parent can unpickle.
 
     An exception crosses back pickled, and one whose class needs more than its message to be
-    built again (:class:`~wrapgrad.errors.UnknownNameError`, ...) fails to unpickle in the
-    parent, which then reports a worker "terminated abruptly" instead of the error: such an
-    exception is re-raised as its closest class that can be (the same message; the worker's
-    traceback, shown under it, names the original)."""
+    built again fails to unpickle in the parent, which then reports a worker "terminated
+    abruptly" instead of the error. wrapgrad's own errors pickle (:class:`~wrapgrad.errors.
+    WrapgradError`); another one that does not (a third-party objective's, say) is re-raised
+    as its closest class that does (the same message; the worker's traceback, shown under it,
+    names the original)."""
     try:
         return function(*args)
     except Exception as exc:
