@@ -247,12 +247,12 @@ class _ScaleWeights:
 
 @check(
     "explainer",
-    applies=lambda c: _traits(c).vmap_layout is not None and not _traits(c).stochastic,
+    applies=lambda c: _traits(c).vmap_layout is not None,
 )
 def check_explainer_vmap(component: Component) -> None:
-    """``traits.vmap_layout`` (deterministic explainers): the explainer runs on stacked weight
-    samples under ``vmap`` with the maps of one functional call per weight sample (the engine's
-    two strategies agree; a stochastic one draws differently in the two)."""
+    """``traits.vmap_layout``: the explainer runs on stacked weight samples under ``vmap`` with
+    the maps of one functional call per weight sample (the engine's two strategies agree; for a
+    stochastic explainer too, as the engine seeds each sample's own draws)."""
     from wrapgrad.engine import monte_carlo
 
     call = explainer_call(component)
