@@ -18,13 +18,13 @@ seed of its own); outside one, from the operating system's entropy (fresh random
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
-import torch
+
+from wrapgrad.engine.rng import global_rng_restored, seed_global_rng
 
 __all__ = ["fresh_seed", "isolated"]
 
@@ -41,21 +41,6 @@ def fresh_seed() -> int:
     return int(stream.integers(0, 2**63 - 1))
 
 
-def _cuda_devices(device: Any) -> list[torch.device]:
-    """The CUDA generators to give back: every initialised device's, and ``device``'s if it is a
-    CUDA device (``torch.manual_seed``, which Quantus calls, seeds them all)."""
-    devices: list[torch.device] = []
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        devices = [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
-    if device is not None and torch.device(device).type == "cuda":
-        d = torch.device(device)
-        if d.index is None:
-            d = torch.device("cuda", torch.cuda.current_device())
-        if d not in devices:
-            devices.append(d)
-    return devices
-
-
 @contextlib.contextmanager
 def isolated(seed: int | None = None, device: Any = None) -> Iterator[int]:
     """Run the block with NumPy's, Python's and torch's global RNGs (the CPU generator and the
@@ -63,18 +48,10 @@ def isolated(seed: int | None = None, device: Any = None) -> Iterator[int]:
     the caller's states restored afterwards, whether the block returned or raised. Inside, calls
     without a seed draw theirs from a stream seeded from the same seed. Yields the seed used."""
     seed = fresh_seed() if seed is None else int(seed)
-    cuda = _cuda_devices(device)
-    np_state, py_state = np.random.get_state(), random.getstate()
     token = _STREAM.set(np.random.default_rng((seed % 2**63, 1)))  # not the global streams
     try:
-        with torch.random.fork_rng(devices=cuda):
-            torch.default_generator.manual_seed(seed % 2**63)
-            for d in cuda:
-                torch.cuda.default_generators[d.index].manual_seed(seed % 2**63)
-            np.random.seed(seed % 2**32)
-            random.seed(seed)
+        with global_rng_restored(device):
+            seed_global_rng(seed, device)
             yield seed
     finally:
         _STREAM.reset(token)
-        np.random.set_state(np_state)
-        random.setstate(py_state)

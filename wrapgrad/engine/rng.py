@@ -39,6 +39,7 @@ from wrapgrad.checks import check_generator, check_seed
 from wrapgrad.errors import WrapgradValueError
 
 __all__ = [
+    "cuda_devices",
     "derive_seeds",
     "global_rng_restored",
     "make_generator",
@@ -90,30 +91,45 @@ def sub_generator(device: torch.device, seed: int) -> torch.Generator:
     return g
 
 
-def seed_global_rng(seed: int, device: torch.device) -> None:
-    """Seed the global RNGs with ``seed``: torch's CPU generator, the inputs' CUDA device's (if
-    ``device`` is CUDA), NumPy's and Python's. Only inside :func:`global_rng_restored`."""
+def cuda_devices(device: Any) -> list[torch.device]:
+    """The CUDA generators whose states the global-RNG helpers seed and give back: every
+    initialised CUDA device's (``torch.manual_seed``, which a method or Quantus may call, seeds
+    them all), and ``device``'s if it is a CUDA device (its index resolved)."""
+    devices: list[torch.device] = []
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        devices = [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    if device is not None and torch.device(device).type == "cuda":
+        d = torch.device(device)
+        if d.index is None:
+            d = torch.device("cuda", torch.cuda.current_device())
+        if d not in devices:
+            devices.append(d)
+    return devices
+
+
+def seed_global_rng(seed: int, device: Any) -> None:
+    """Seed the global RNGs with ``seed``: torch's CPU generator and the CUDA ones
+    (:func:`cuda_devices`; torch takes ``seed mod 2**63``), NumPy's (``seed mod 2**32``) and
+    Python's. Only inside :func:`global_rng_restored`."""
     seed = int(seed)
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        torch.cuda.default_generators[index].manual_seed(seed)
+    torch.default_generator.manual_seed(seed % 2**63)
+    for d in cuda_devices(device):
+        torch.cuda.default_generators[d.index].manual_seed(seed % 2**63)
     np.random.seed(seed % 2**32)  # GradientShap draws baselines and steps with NumPy
     random.seed(seed)
 
 
 @contextlib.contextmanager
-def global_rng_restored(device: torch.device, enabled: bool = True) -> Iterator[None]:
+def global_rng_restored(device: Any, enabled: bool = True) -> Iterator[None]:
     """Run the block and give the caller's global RNG states back afterwards (torch's CPU and
-    the inputs' CUDA device's, NumPy's, Python's), whether it returned or raised.
+    CUDA ones, :func:`cuda_devices`; NumPy's, Python's), whether it returned or raised.
     ``enabled=False``: a no-op."""
     if not enabled:
         yield
         return
-    cuda = device.type == "cuda"
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
-        with torch.random.fork_rng(devices=[device] if cuda else []):
+        with torch.random.fork_rng(devices=cuda_devices(device)):
             yield
     finally:
         np.random.set_state(np_state)
