@@ -333,6 +333,11 @@ def test_hook_methods_loop_and_forced_vmap_is_refused() -> None:
     # A method that draws itself runs one sample per call: auto loops, a forced vmap is honoured.
     assert pick_strategy(explainer("gradient_shap"), torch.device("cuda")) == "loop"
     assert pick_strategy(explainer("gradient_shap"), torch.device("cuda"), "vmap") == "vmap"
+    # So does a model in training mode (dropout draws from the global RNG).
+    assert pick_strategy(explainer("saliency"), torch.device("cuda"), training=True) == "loop"
+    assert pick_strategy(explainer("saliency"), torch.device("cuda"), "vmap", training=True) == (
+        "vmap"
+    )
     with pytest.raises(WrapgradValueError, match="strategy: 'vmap' cannot run deep_lift"):
         pick_strategy(dl, torch.device("cpu"), "vmap")
     with pytest.raises(WrapgradValueError, match="internal_batch_size"):

@@ -124,6 +124,8 @@ def pick_strategy(
     device: torch.device,
     strategy: str = "auto",
     attribute_kwargs: dict[str, Any] | None = None,
+    *,
+    training: bool = False,
 ) -> str:
     """``"vmap"`` or ``"loop"`` for weight-noise samples of ``explainer`` on ``device``.
 
@@ -134,14 +136,15 @@ def pick_strategy(
     draw per-example perturbations or split batches themselves (``internal_batch_size``) always
     loop. ``explainer=None`` (plain forward passes) counts as vmappable with the block layout.
 
-    A method that draws random numbers itself (``traits.stochastic``: GradientShap, ...) runs
-    one sample per call whatever the strategy (so that its draws do not depend on the chunking,
-    see :mod:`wrapgrad.engine.rng`): stacking would gain nothing, so ``"auto"`` loops; an
-    explicit ``"vmap"`` is honoured (one weight sample per ``vmap``-ed call, the loop's maps).
+    A method that draws random numbers itself (``traits.stochastic``: GradientShap, ...), or a
+    model in training mode (``training``: dropout), runs one sample per call whatever the
+    strategy (so that its draws do not depend on the chunking, see :mod:`wrapgrad.engine.rng`):
+    stacking would gain nothing, so ``"auto"`` loops; an explicit ``"vmap"`` is honoured (one
+    weight sample per ``vmap``-ed call, the loop's maps).
     """
     strategy = check_strategy(strategy)
     layout = "block" if explainer is None else vmap_layout(explainer)
-    draws = explainer is not None and traits_of(explainer).stochastic
+    draws = training or (explainer is not None and traits_of(explainer).stochastic)
     splits = bool((attribute_kwargs or {}).get("internal_batch_size"))
     if strategy == "vmap":
         if layout is None:

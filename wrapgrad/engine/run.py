@@ -87,9 +87,9 @@ class MonteCarloRun:
         self.own_draws = self.training or (explainer is not None and self.traits.stochastic)
         self.strategy = "plain"
         if self.weight_sampler is not None:
-            self.strategy = pick_strategy(explainer, self.device, config.strategy, self.kwargs)
-            if self.own_draws and config.strategy == "auto":
-                self.strategy = "loop"  # one sample per call: stacking gains nothing
+            self.strategy = pick_strategy(
+                explainer, self.device, config.strategy, self.kwargs, training=self.training
+            )
         self.n_models, self.n_inputs = config.n_models, config.n_inputs
         if explainer is not None and self.weight_sampler is None:
             # Weights are shared: fold the K copies into the input axis (one model, K·N inputs).
