@@ -64,23 +64,19 @@ def plan_chunks(
     max_batch: int,
     *,
     by_model: bool,
-    one_input: bool = False,
     one_sample: bool = False,
 ) -> list[Chunk]:
     """Chunks of at most ``max_batch`` rows (at least one sample each), in sample order.
 
     ``by_model``: several weight samples per chunk (vmap), each with all its input samples;
-    otherwise one weight sample per chunk. ``one_input``: at most one input sample per weight
-    sample in a chunk (BatchNorm in training mode normalises each noisy copy on its own).
-    ``one_sample``: one sample per chunk, whatever ``max_batch`` and ``by_model`` (the method or
-    the model draws from the global RNG, reseeded for every sample: see
-    :mod:`wrapgrad.engine.rng`).
+    otherwise one weight sample per chunk. ``one_sample``: one sample per chunk, whatever
+    ``max_batch`` and ``by_model`` (the method or the model draws from the global RNG, reseeded
+    for every sample: see :mod:`wrapgrad.engine.rng`; and BatchNorm in training mode then
+    normalises each noisy copy of the batch on its own).
     """
     if one_sample:
         return [Chunk((k,), j, j + 1) for k in range(n_models) for j in range(n_inputs)]
     per = max(1, max_batch // max(1, rows_per_sample))
-    if one_input:
-        per = per if by_model and n_inputs == 1 else 1
     if by_model and per >= n_inputs:
         km = max(1, per // n_inputs)
         return [

@@ -30,7 +30,7 @@ from .rng import (
     seeded_global_rng,
 )
 from .sampler import Sampler
-from .views import StackedView, batch_statistics, buffer_copies, in_training, model_view
+from .views import StackedView, buffer_copies, in_training, model_view
 
 __all__ = ["MonteCarloRun"]
 
@@ -152,17 +152,15 @@ class MonteCarloRun:
             budget = cuda_row_budget(
                 self.device, self.sampler.weight_bytes, self.n_inputs * self.batch, budget
             )
-        # BatchNorm in training mode normalises with the statistics of the batch it is given:
-        # each noisy copy of the batch must be its own call (or its own vmap slice), as the
-        # user's model would see it, and as chunking must not change. (A training-mode model
-        # also has own_draws, which runs one sample per call anyway: dropout, noise layers.)
+        # A model in training mode runs one sample per call (own_draws): its dropout draws are
+        # the sample's own, and BatchNorm normalises each noisy copy of the batch on its own, as
+        # the user's model would see it, whatever the chunking.
         return plan_chunks(
             self.n_models,
             self.n_inputs,
             self.batch,
             budget,
             by_model=self.strategy == "vmap",
-            one_input=batch_statistics(self.model),
             one_sample=self.own_draws,
         )
 

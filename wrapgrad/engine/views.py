@@ -17,19 +17,12 @@ from torch import Tensor, nn
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.functional import FunctionalView
 
-__all__ = ["StackedView", "batch_statistics", "buffer_copies", "in_training", "model_view"]
+__all__ = ["StackedView", "buffer_copies", "in_training", "model_view"]
 
 
 def in_training(model: nn.Module) -> bool:
     """True if any module of ``model`` is in training mode."""
     return any(m.training for m in model.modules())
-
-
-def batch_statistics(model: nn.Module) -> bool:
-    """True if a BatchNorm layer of ``model`` is in training mode (normalises by batch stats)."""
-    return any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()
-    )
 
 
 def buffer_copies(model: nn.Module, k: int | None) -> dict[str, Tensor]:
