@@ -96,3 +96,18 @@ def test_a_callable_that_takes_any_option_gets_seed_as_before(model_and_inputs) 
 
     wrapgrad.wrap(model, method, seed=3)(x, target=1)
     assert seen == {"seed": 3}
+
+
+def test_a_seeded_call_and_a_raising_one_leave_the_model_bitwise_unchanged(
+    model_and_inputs,
+) -> None:
+    from ._trained import state_of, unchanged
+
+    model, x = model_and_inputs
+    before, rng = state_of(model), _states()
+    explain = wrapgrad.wrap(model, "lime", n_samples=8, seed=1)
+    explain(x, target=1)
+    with pytest.raises(WrapgradValueError, match="target"):
+        explain(x, target=99)
+    assert unchanged(model, before)
+    assert _same(rng, _states())
