@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 from wrapgrad import hookimpl
 from wrapgrad.records import CommandSpec, MetricSpec, ObjectiveSpec, PipelineStepSpec
-from wrapgrad_robust.objectives import (
+from wrapgrad_robust import objectives
+from wrapgrad_robust.objectives import (  # noqa: F401 - exported through objectives.__all__
     FarConfig,
     FarObjective,
     aat,
@@ -28,18 +29,8 @@ from wrapgrad_robust.objectives import (
 )
 from wrapgrad_robust.presets import PRESETS, preset
 
-__all__ = [
-    "PRESETS",
-    "FarConfig",
-    "FarObjective",
-    "aat",
-    "adv_aat",
-    "ig_norm",
-    "ig_sum_norm",
-    "natural",
-    "pgd",
-    "preset",
-]
+# the package exports the presets and everything the objectives module exports
+__all__ = ["PRESETS", "preset", *objectives.__all__]
 
 #: --smoke caps of the objectives with an inner maximisation.
 _SMOKE = {"steps": 2, "ig_steps": 2}
