@@ -8,8 +8,8 @@ axis, drawn from ``generator`` only (``guide=`` optionally scales the noise elem
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,32 @@ def check_level(value: Any, argument: str) -> float:
     return check_nonnegative(value, argument)
 
 
-class InputGaussian:
+class _NoiseSource:
+    """What both noise sources share: :meth:`sample` draws with the source's kernel (a function
+    of :mod:`wrapgrad_noise.kernels`) at the source's scale for the value (:meth:`_scale`)."""
+
+    _kernel: ClassVar[Callable[..., Tensor]]
+
+    def _scale(self, value: Tensor) -> float | Tensor:
+        """σ for ``value``: a float, or a tensor broadcasting to it."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        value: Tensor,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        guide: Tensor | None = None,
+    ) -> Tensor:
+        """``n`` perturbed copies of ``value`` stacked on a new leading axis: shape
+        ``(n, *value.shape)`` (for inputs ``value`` is the batch ``(B, ...)``, for weights one
+        weight tensor); ``guide`` scales the noise element-wise."""
+        n = check_positive_int(n, "n")
+        return self._kernel(value, n, self._scale(value), generator=generator, guide=guide)
+
+
+class InputGaussian(_NoiseSource):
     """Additive Gaussian input noise ``x + ξ``, ξ ~ N(0, σ²I) (SmoothGrad).
 
     σ is relative to each sample's range (Bykov et al. 2022, Eq. 4),
@@ -58,6 +83,7 @@ class InputGaussian:
     """
 
     target = "input"
+    _kernel = staticmethod(gaussian_input_noise)
 
     def __init__(self, noise_level: float = 0.2, input_sigma: float | None = None) -> None:
         self.noise_level = check_level(noise_level, "noise_level")
@@ -76,19 +102,11 @@ class InputGaussian:
             return 0.0
         return per_sample_sigma(x, self.noise_level)
 
-    def sample(
-        self,
-        value: Tensor,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        guide: Tensor | None = None,
-    ) -> Tensor:
-        """``n`` noisy copies of the batch ``value`` ``(B, ...)``: shape ``(n, B, ...)``."""
-        n = check_positive_int(n, "n")
+    def _scale(self, value: Tensor) -> float | Tensor:
+        """:meth:`sigma` of the batch ``value`` ``(B, ...)``, which must have a batch axis."""
         if value.dim() == 0:
             raise WrapgradValueError("value: expected a batch-first tensor, got a scalar")
-        return gaussian_input_noise(value, n, self.sigma(value), generator=generator, guide=guide)
+        return self.sigma(value)
 
     def __repr__(self) -> str:
         what = (
@@ -99,7 +117,7 @@ class InputGaussian:
         return f"InputGaussian({what})"
 
 
-class WeightMultiplicative:
+class WeightMultiplicative(_NoiseSource):
     """Multiplicative weight noise ``W ⊙ η``, η ~ N(1, σ²I) element-wise (NoiseGrad;
     Bykov et al. 2022, Eq. 1 and the text below it).
 
@@ -121,6 +139,7 @@ class WeightMultiplicative:
     """
 
     target = "weight"
+    _kernel = staticmethod(multiplicative_weight_noise)
 
     def __init__(
         self,
@@ -146,17 +165,9 @@ class WeightMultiplicative:
             model, include=self.include, exclude=self.exclude, module_types=self.module_types
         )
 
-    def sample(
-        self,
-        value: Tensor,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        guide: Tensor | None = None,
-    ) -> Tensor:
-        """``n`` samples of one weight tensor ``value``: shape ``(n, *value.shape)``."""
-        n = check_positive_int(n, "n")
-        return multiplicative_weight_noise(value, n, self.sigma, generator=generator, guide=guide)
+    def _scale(self, value: Tensor) -> float:
+        """σ_NG, the same for every weight tensor."""
+        return self.sigma
 
     def sample_parameters(
         self,
