@@ -63,6 +63,15 @@ def _optional(check: Any, **kwargs: Any) -> Any:
     return validate
 
 
+def _one_of(choices: tuple[str, ...], default: str, doc: str) -> Any:
+    """A field whose value is one of ``choices`` (``check_choice``, naming the field)."""
+    return attrs.field(
+        default=default,
+        validator=lambda i, a, v: check_choice(v, a.name, choices),
+        metadata=_doc(doc),
+    )
+
+
 def _epochs(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is not None:
         check_positive_int(value, attribute.name, minimum=0)
@@ -169,13 +178,11 @@ class TrainTable:
             "initial model's seed; the report's intervals count them as a source of randomness"
         ),
     )
-    init: str = attrs.field(
-        default="pretrained",
-        validator=lambda i, a, v: check_choice(v, a.name, INITS),
-        metadata=_doc(
-            '`"pretrained"`: fine-tune the recipe-trained model (FAR fine-tunes its natural '
-            'model); `"scratch"`: a fresh model initialised from the seed'
-        ),
+    init: str = _one_of(
+        INITS,
+        "pretrained",
+        '`"pretrained"`: fine-tune the recipe-trained model (FAR fine-tunes its natural '
+        'model); `"scratch"`: a fresh model initialised from the seed',
     )
     base_seed: int | None = attrs.field(
         default=None,
@@ -189,13 +196,11 @@ class TrainTable:
         factory=dict,
         metadata=_doc("overrides of the initial model's recipe (as `[model].recipe`; checked)"),
     )
-    preset: str = attrs.field(
-        default="embedded",
-        validator=lambda i, a, v: check_choice(v, a.name, SCALES),
-        metadata=_doc(
-            '`"embedded"` (the embedded-data scale, docs/training.md), `"paper"` (FAR Tables '
-            '2-3, Madry, RAR) or `"none"` (the objectives\' own defaults)'
-        ),
+    preset: str = _one_of(
+        SCALES,
+        "embedded",
+        '`"embedded"` (the embedded-data scale, docs/training.md), `"paper"` (FAR Tables '
+        '2-3, Madry, RAR) or `"none"` (the objectives\' own defaults)',
     )
     epochs: int | None = _loop_field("epochs", "the preset's, else 1")
     lr: float | None = _loop_field("lr", "the preset's, else 1e-3")
