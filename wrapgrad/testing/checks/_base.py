@@ -27,6 +27,7 @@ __all__ = [
     "require",
     "rng_untouched",
     "unchanged_when_raising",
+    "untouched",
 ]
 
 
@@ -173,6 +174,14 @@ def rng_untouched(what: str = "the call") -> Iterator[None]:
                 f"{what} changed {' and '.join(changed)} global random state (draw from a "
                 "seeded generator of your own, or restore the state)"
             )
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module, what: str = "the call") -> Iterator[None]:
+    """:func:`model_unchanged` and :func:`rng_untouched` together: fail if the block changed
+    ``model`` or a global random state (the promise every component makes about a call)."""
+    with model_unchanged(model, what), rng_untouched(what):
+        yield
 
 
 def _caused_by_probe(exc: BaseException | None) -> bool:

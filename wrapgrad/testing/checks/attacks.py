@@ -10,10 +10,9 @@ import torch
 from wrapgrad.testing.checks._base import (
     check,
     identical,
-    model_unchanged,
     require,
-    rng_untouched,
     unchanged_when_raising,
+    untouched,
 )
 from wrapgrad.testing.components import Component
 from wrapgrad.testing.probes import Probe, gradient_explainer, make_probe
@@ -75,7 +74,7 @@ def check_attack_model_unchanged(component: Component) -> None:
     perturbed inputs, and torch's global random state is unchanged."""
     probe = make_probe()
     inputs = probe.inputs.clone()
-    with model_unchanged(probe.model), rng_untouched():
+    with untouched(probe.model):
         first = _attack(component, probe)
         second = _attack(component, probe)
     identical(probe.inputs, inputs, "the inputs after the attack")

@@ -10,10 +10,9 @@ from typing import Any
 from wrapgrad.options import accepted
 from wrapgrad.testing.checks._base import (
     check,
-    model_unchanged,
     require,
-    rng_untouched,
     unchanged_when_raising,
+    untouched,
 )
 from wrapgrad.testing.components import Component
 from wrapgrad.testing.probes import Probe, make_probe
@@ -31,7 +30,7 @@ def check_calibrator_result(component: Component) -> None:
     """The record has a finite noise level ``sigma >= 0`` and a finite measured ``drop``; the
     same call twice gives the same level; model and global random state are unchanged."""
     probe = make_probe()
-    with model_unchanged(probe.model), rng_untouched():
+    with untouched(probe.model):
         first = _calibrate(component, probe)
         second = _calibrate(component, probe)
     sigma, drop = getattr(first, "sigma", None), getattr(first, "drop", None)

@@ -22,8 +22,8 @@ from wrapgrad.testing.checks._base import (
     identical,
     model_unchanged,
     require,
-    rng_untouched,
     unchanged_when_raising,
+    untouched,
 )
 from wrapgrad.testing.components import Component
 from wrapgrad.testing.probes import Probe, gradient_explainer, make_probe
@@ -72,7 +72,7 @@ def check_enhancer_model_unchanged(component: Component) -> None:
     state too (draws come from the enhancer's own generator)."""
     probe = make_probe()
     inputs = probe.inputs.clone()
-    with model_unchanged(probe.model), rng_untouched():
+    with untouched(probe.model):
         _run(component, probe, **_seed(component, 0))
     identical(probe.inputs, inputs, "the inputs after the call")
 

@@ -21,9 +21,8 @@ from wrapgrad.testing.checks._base import (
     check,
     close,
     identical,
-    model_unchanged,
     require,
-    rng_untouched,
+    untouched,
 )
 from wrapgrad.testing.components import Component
 from wrapgrad.testing.probes import make_probe
@@ -95,7 +94,7 @@ def check_perturber_draws(component: Component) -> None:
     target = _target(component)
     perturber = component.build()
     probe = make_probe()
-    with model_unchanged(probe.model), rng_untouched():
+    with untouched(probe.model):
         value, first = _draw(perturber, target, 0)
         before = value.detach().clone()
         _, again = _draw(perturber, target, 0)
