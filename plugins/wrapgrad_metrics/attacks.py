@@ -31,6 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from wrapgrad.adversarial import check_norm
+from wrapgrad.checks import check_positive
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.evaluation import AttackResult
 from wrapgrad_metrics.functional import (
@@ -44,17 +45,15 @@ from wrapgrad_metrics.functional import (
 )
 from wrapgrad_metrics.surrogate import (
     Ball,
-    ascent_forward,
     check_bounds,
-    check_epsilon,
     check_surrogate,
     explain_map,
     first_map,
     grad_or_zeros,
     predict,
-    resolve_surrogate,
     resolve_target,
     spsa_gradient,
+    surrogate_ascent,
 )
 
 __all__ = ["IFIA", "AdversarialIFIA", "check_norm", "importance_of"]
@@ -159,7 +158,7 @@ class IFIA:
         if objective not in _OBJECTIVES:
             raise WrapgradValueError(f"objective: expected one of {_OBJECTIVES}, got {objective!r}")
         self.objective = objective
-        self.epsilon = check_epsilon(epsilon, "epsilon")
+        self.epsilon = check_positive(epsilon, "epsilon")
         for name, value in (
             ("steps", steps),
             ("restarts", restarts),
@@ -172,7 +171,7 @@ class IFIA:
         self.step_size = (
             1.2 * self.epsilon / steps
             if step_size is None
-            else check_epsilon(step_size, "step_size")
+            else check_positive(step_size, "step_size")
         )
         if k is not None and (
             isinstance(k, bool)
@@ -185,7 +184,7 @@ class IFIA:
             )
         self.k = k
         if beta is not None:
-            check_epsilon(beta, "beta")
+            check_positive(beta, "beta")
         self.beta = beta
         self.norm = check_norm(norm)
         self.bounds = check_bounds(bounds, torch.zeros(0))
@@ -232,9 +231,8 @@ class IFIA:
                 extra = self._extra_loss(model, xa, t)
             return v if extra is None else extra.detach().to(torch.float64) + self.lam * v
 
-        map_fn = resolve_surrogate(self.surrogate, explain)
+        map_fn, forward = surrogate_ascent(model, explain, self.surrogate, self.beta)
         generator = torch.Generator().manual_seed(self.seed)
-        forward = ascent_forward(model, self.beta, map_fn)
 
         def gradient(xa: Tensor) -> Tensor:
             if map_fn is not None:

@@ -9,21 +9,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wrapgrad.checks import check_positive_int
+from wrapgrad.checks import check_positive, check_positive_int
 from wrapgrad.progress import progress_bar
 from wrapgrad_metrics.surrogate import (
     Ball,
-    ascent_forward,
     check_bounds,
-    check_epsilon,
     check_surrogate,
     explain_map,
     first_map,
     in_row_chunks,
     predict,
-    resolve_surrogate,
     resolve_target,
     spsa_gradient,
+    surrogate_ascent,
 )
 
 __all__ = ["CaptumInfidelity", "CaptumSensitivityMax", "Sensitivity"]
@@ -79,14 +77,14 @@ class Sensitivity:
         seed: int = 0,
         progress: bool | None = None,
     ) -> None:
-        self.r = check_epsilon(r, "r")
+        self.r = check_positive(r, "r")
         self.steps = check_positive_int(steps, "steps")
         self.restarts = check_positive_int(restarts, "restarts")
         self.step_size = (
-            2.5 * self.r / steps if step_size is None else check_epsilon(step_size, "step_size")
+            2.5 * self.r / steps if step_size is None else check_positive(step_size, "step_size")
         )
         if beta is not None:
-            check_epsilon(beta, "beta")
+            check_positive(beta, "beta")
         self.beta = beta
         self.bounds = check_bounds(bounds, torch.zeros(0))
         self.surrogate = check_surrogate(surrogate)
@@ -116,9 +114,8 @@ class Sensitivity:
             diff = a.reshape(a.shape[0], -1).to(torch.float64) - flat0
             return diff.norm(dim=1) / n0.clamp_min(1e-300)
 
-        map_fn = resolve_surrogate(self.surrogate, explain)
+        map_fn, forward = surrogate_ascent(model, explain, self.surrogate, self.beta)
         generator = torch.Generator().manual_seed(self.seed)
-        forward = ascent_forward(model, self.beta, map_fn)
 
         chunk = self.gradient_batch
 
@@ -203,7 +200,7 @@ class CaptumInfidelity(_SeededCaptumMetric):
         seed: int = 0,
     ) -> None:
         super().__init__(n_perturb_samples, seed)
-        self.noise_std = check_epsilon(noise_std, "noise_std")
+        self.noise_std = check_positive(noise_std, "noise_std")
         self.normalize = normalize
 
     def __call__(
@@ -247,7 +244,7 @@ class CaptumSensitivityMax(_SeededCaptumMetric):
         seed: int = 0,
     ) -> None:
         super().__init__(n_perturb_samples, seed)
-        self.perturb_radius = check_epsilon(perturb_radius, "perturb_radius")
+        self.perturb_radius = check_positive(perturb_radius, "perturb_radius")
         self.norm_ord = norm_ord
 
     def __call__(

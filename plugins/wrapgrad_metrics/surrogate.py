@@ -22,7 +22,7 @@ from torch import Tensor
 
 from wrapgrad.adversarial import project, random_start, step_direction
 from wrapgrad.checks import check_bounds as check_range_argument
-from wrapgrad.checks import check_map, check_positive
+from wrapgrad.checks import check_map
 from wrapgrad.differentiable import KERNELS
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad_metrics.rescale import deep_lift_rescale
@@ -33,7 +33,6 @@ __all__ = [
     "MapFn",
     "ascent_forward",
     "check_bounds",
-    "check_epsilon",
     "check_surrogate",
     "explain_map",
     "explainer_info",
@@ -48,6 +47,7 @@ __all__ = [
     "resolve_target",
     "spsa_gradient",
     "step_direction",
+    "surrogate_ascent",
     "target_logits",
     "where_label_kept",
 ]
@@ -310,6 +310,16 @@ def ascent_forward(
     return softplus_twin(model, beta)
 
 
+def surrogate_ascent(
+    model: Callable[..., Tensor], explain: Any, surrogate: str | MapFn, beta: float | None
+) -> tuple[MapFn | None, Callable[..., Tensor]]:
+    """``(map_fn, forward)`` of a gradient ascent on an attribution map: the map it follows
+    (:func:`resolve_surrogate`; None: SPSA through ``explain``) and the forward pass that map
+    is differentiated through (:func:`ascent_forward`)."""
+    map_fn = resolve_surrogate(surrogate, explain)
+    return map_fn, ascent_forward(model, beta, map_fn)
+
+
 def spsa_gradient(
     fn: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -327,11 +337,6 @@ def spsa_gradient(
         diff = fn(x + delta * u) - fn(x - delta * u)
         g += (diff / (2 * delta)).reshape(-1, *([1] * (x.dim() - 1))) * u
     return g / n_samples
-
-
-def check_epsilon(value: Any, argument: str) -> float:
-    """A positive budget or step (:func:`wrapgrad.checks.check_positive`)."""
-    return check_positive(value, argument)
 
 
 def check_bounds(bounds: Any, x: Tensor) -> tuple[float, float] | None:
