@@ -123,20 +123,20 @@ class MonteCarloEnhancer:
             input_sampler=inputs,
             n_models=n_models,
             n_inputs=n_inputs,
-            aggregate=self.aggregate,
-            strategy=self.strategy,
-            max_batch=self.max_batch,
-            seed=self.seed,
-            generator=self.generator,
-            return_samples=self.return_samples,
-            abs_per_sample=self.abs_per_sample,
-            create_graph=self.create_graph,
             noise_layer=getattr(self, "noise_layer", None),
-            progress=self.progress,
+            **self._engine_options(),
         )
         object.__setattr__(self, "weight_noise", weight)
         object.__setattr__(self, "input_noise", inputs)
         object.__setattr__(self, "config", config)
+
+    def _engine_options(self) -> dict[str, Any]:
+        """The shared options the engine takes as they are: the fields of this class that are
+        :class:`~wrapgrad.engine.MonteCarloConfig` fields too (``aggregate``, ``seed``,
+        ``strategy``, ``max_batch``, ...), with this enhancer's values."""
+        engine = {f.name for f in attrs.fields(MonteCarloConfig)}
+        shared = (f.name for f in attrs.fields(MonteCarloEnhancer) if f.name in engine)
+        return {name: getattr(self, name) for name in shared}
 
     def _noise_sources(self) -> tuple[Any, Any]:
         """``(weight perturber or None, input perturber or None)``."""
