@@ -141,6 +141,7 @@ class MonteCarloRun:
             None if self.on_layer else self.input_sampler,
             keep_graph=self.config.create_graph,
             global_seeds=global_seeds,
+            prefetch=self.strategy == "loop",
         )
         if self.on_layer:
             layout = self.traits.vmap_layout or "block"
@@ -201,7 +202,10 @@ class MonteCarloRun:
             return StackedView(
                 self.model, stacks, len(chunk.models), chunk.inputs * self.batch, layout or "block"
             )
-        weights = self.sampler.weights(chunk.models[0]) if self.weight_sampler is not None else {}
+        weights: dict[str, Tensor] = {}
+        if self.weight_sampler is not None:
+            k = chunk.models[0]
+            weights = self.sampler.weights(k, then=k + 1 if k + 1 < self.n_models else None)
         return model_view(self.model, dict(weights), self.training, self.tied)
 
     def _seed_sample(self, chunk: Chunk) -> None:

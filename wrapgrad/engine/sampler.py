@@ -16,11 +16,22 @@ call (see :mod:`wrapgrad.engine.rng`).
 Without ``keep_graph`` the draws are made without autograd, from detached tensors; with it
 (differentiable maps) from the parameters and inputs themselves, so ``Ŵ ⊙ η`` and ``x + ξ``
 stay connected to ``Ŵ`` and ``x``.
+
+**Drawing one weight sample ahead.** On the loop strategy the run asks for weight sample
+``k + 1`` while sample ``k`` is explained (``weights(k, then=k + 1)``); with ``prefetch`` the
+sampler then draws it on a helper thread, so drawing overlaps the model's forward and backward
+passes instead of adding to them (the NoiseGrad authors' procedure draws between passes:
+``docs/benchmarks.md``). The draws are the same numbers either way: each weight sample comes
+from a generator seeded from its own seed, whichever thread draws it. The helper thread is one
+per process, made on first use and made again in a child after ``fork``.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -31,7 +42,33 @@ from wrapgrad.errors import WrapgradValueError
 from .plan import Chunk
 from .rng import sub_generator
 
-__all__ = ["Sampler"]
+__all__ = ["PREFETCH_BYTES", "Sampler"]
+
+#: The largest weight sample drawn ahead on the helper thread (bytes): a sample drawn ahead
+#: lives beside the one in use, so larger models draw in turn and hold one sample at a time.
+PREFETCH_BYTES = 256 * 2**20
+
+_helper: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _helper_thread() -> ThreadPoolExecutor:
+    """The process's one drawing thread (made on first use)."""
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = ThreadPoolExecutor(1, thread_name_prefix="wrapgrad-draw")
+        return _helper
+
+
+def _forget_helper() -> None:
+    """In a forked child: the parent's thread does not exist there; make a new one on use."""
+    global _helper, _helper_lock
+    _helper, _helper_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
 
 
 class Sampler:
@@ -46,6 +83,9 @@ class Sampler:
         keep_graph: draw with autograd, from the tensors themselves (differentiable maps).
         global_seeds: ``n_models`` rows of ``n_inputs`` global-RNG seeds, one per sample, for
             runs whose method or model draws from the global RNGs; None otherwise.
+        prefetch: draw the weight sample named by :meth:`weights`' ``then`` on the helper
+            thread (ignored with ``keep_graph``, off the CPU, and above
+            :data:`PREFETCH_BYTES`).
     """
 
     def __init__(
@@ -57,6 +97,7 @@ class Sampler:
         input_sampler: Any = None,
         keep_graph: bool = False,
         global_seeds: list[list[int]] | None = None,
+        prefetch: bool = False,
     ) -> None:
         self.device = inputs[0].device
         self.inputs = inputs if keep_graph else tuple(x.detach() for x in inputs)
@@ -77,6 +118,13 @@ class Sampler:
                     )
                 self.params[name] = p if keep_graph else p.detach()
         self._cached: tuple[int, dict[str, Tensor]] | None = None
+        self._ahead: tuple[int, Future[dict[str, Tensor]]] | None = None
+        self.prefetch = (
+            prefetch
+            and not keep_graph
+            and self.device.type == "cpu"
+            and 0 < self.weight_bytes <= PREFETCH_BYTES
+        )
 
     @property
     def weight_bytes(self) -> int:
@@ -96,16 +144,22 @@ class Sampler:
             raise WrapgradValueError("Sampler: this run draws no global-RNG seeds")
         return int(self.global_seeds[k][j])
 
-    def weights(self, k: int) -> dict[str, Tensor]:
-        """Weight sample ``k``: name -> tensor (the last one is cached)."""
+    def _draw(self, k: int) -> dict[str, Tensor]:
+        g = self.generator(k)
+        with self._grad_mode():
+            return {
+                n: self.weight_sampler.sample(w, 1, generator=g)[0] for n, w in self.params.items()
+            }
+
+    def weights(self, k: int, then: int | None = None) -> dict[str, Tensor]:
+        """Weight sample ``k``: name -> tensor (the last one is cached). ``then``: the sample
+        the caller will ask for next, drawn ahead on the helper thread with ``prefetch``."""
         if self._cached is None or self._cached[0] != k:
-            g = self.generator(k)
-            with self._grad_mode():
-                drawn = {
-                    n: self.weight_sampler.sample(w, 1, generator=g)[0]
-                    for n, w in self.params.items()
-                }
+            ahead, self._ahead = self._ahead, None
+            drawn = ahead[1].result() if ahead is not None and ahead[0] == k else self._draw(k)
             self._cached = (k, drawn)
+        if self.prefetch and then is not None and (self._ahead is None or self._ahead[0] != then):
+            self._ahead = (then, _helper_thread().submit(self._draw, then))
         return self._cached[1]
 
     def stacked_weights(self, ks: Sequence[int]) -> dict[str, Tensor]:
