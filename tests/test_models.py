@@ -142,10 +142,16 @@ def test_recipe_change_is_another_cache_entry(cache):
     assert a.parent == b.parent == cache / "models"
 
 
-def test_recipe_training_runs_on_the_one_loop_and_matches_the_recipe_by_hand(monkeypatch):
+@pytest.mark.parametrize(
+    ("model_name", "channels_last"), [("small_cnn", False), ("small_resnet", True)]
+)
+def test_recipe_training_runs_on_the_one_loop_and_matches_the_recipe_by_hand(
+    monkeypatch, model_name: str, channels_last: bool
+):
     """The recipe (AdamW, one-cycle schedule, cross-entropy, shuffles from seed + 1) is
     wrapgrad.train with the natural objective: the same weights, bit for bit, as the recipe
-    written out by hand, so the cached weights stay valid (LOOP_VERSION unchanged)."""
+    written out by hand, so the cached weights stay valid (LOOP_VERSION unchanged). A
+    ``channels_last`` recipe trains the model in that format and returns it contiguous."""
     import torch.nn.functional as F
     import wrapgrad_data.training as recipe_training
 
@@ -159,16 +165,32 @@ def test_recipe_training_runs_on_the_one_loop_and_matches_the_recipe_by_hand(mon
         return original(*args, **kwargs)
 
     monkeypatch.setattr(wrapgrad.training, "train", spy)
-    result = train("small_cnn", "digits8x8", seed=2, epochs=2, limit=96, progress=False)
+    result = train(
+        model_name,
+        "digits8x8",
+        seed=2,
+        epochs=2,
+        limit=96,
+        progress=False,
+        channels_last=channels_last,
+    )
     assert calls[0]["optimizer"] == "adamw"
     assert calls[0]["scheduler"] == "one_cycle"
 
-    recipe = get_recipe("small_cnn", "digits8x8", epochs=2, dataset_options={"limit": 96})
+    recipe = get_recipe(
+        model_name,
+        "digits8x8",
+        epochs=2,
+        dataset_options={"limit": 96},
+        channels_last=channels_last,
+    )
     data = get_registry().get("dataset", "digits8x8").factory(split="train", limit=96)
     x, y = data.inputs, data.labels
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(2)
         model = recipe_training.build_model(recipe, in_channels=1, num_classes=10)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(3)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps = (len(y) + recipe.batch_size - 1) // recipe.batch_size
@@ -185,4 +207,16 @@ def test_recipe_training_runs_on_the_one_loop_and_matches_the_recipe_by_hand(mon
             sched.step()
     a, b = result.model.state_dict(), model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(t.is_contiguous() for t in a.values())
     assert recipe_training.LOOP_VERSION == 1
+
+
+def test_recipe_keys_without_channels_last_are_those_from_before_the_field():
+    """Adding ``Recipe.channels_last`` kept every other recipe's cache key (cached weights stay
+    valid); setting it makes another entry."""
+    assert get_recipe("small_cnn", "mnist").key() == "9dca89eb6083b9df"
+    assert get_recipe("small_resnet", "digits8x8").key() == "a2c5cee87d9bf575"
+    cmnist = get_recipe("small_resnet", "cmnist")
+    assert cmnist.channels_last
+    assert cmnist.key() != get_recipe("small_resnet", "cmnist", channels_last=False).key()
+    assert get_recipe("small_resnet", "cmnist", channels_last=False).key() == "bced16a20f9bbc3b"
