@@ -105,7 +105,8 @@ def pipeline(args: argparse.Namespace) -> None:
 
     usage: dict[str, dict[str, float]] = {}
     patch_steps(usage)
-    argv = ["run", str(args.file), "--out", args.out, "-q"] + (["--smoke"] if args.smoke else [])
+    argv = ["run", str(args.file), "--out", args.out, "-q", "--workers", str(args.workers)]
+    argv += ["--smoke"] if args.smoke else []
     total = Usage().start()
     if args.profile:
         import cProfile
@@ -235,6 +236,9 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_demo")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--profile", help="write a cProfile of the run to this file")
+    p.add_argument(
+        "--workers", type=int, default=2, help="wrapgrad run --workers (default 2, as the demo)"
+    )
     for name, helptext in (
         ("explain", "one batch of the explain step"),
         ("faithfulness", "one batch of FaithfulnessCorrelation, Quantus vs the bridge"),

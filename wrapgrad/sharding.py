@@ -24,9 +24,12 @@ named by rank 0's monitored barrier.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -145,12 +148,62 @@ def _shard_name(unit: Unit) -> str:
     return f"batch-{unit.index:06d}"
 
 
+@contextlib.contextmanager
+def threads_per_worker(workers: int) -> Iterator[int]:
+    """Inside: torch's intra-op thread count divided among ``workers`` threads (at least one
+    each), restored on exit; yields the count each worker gets."""
+    before = torch.get_num_threads()
+    each = max(1, before // workers)
+    torch.set_num_threads(each)
+    try:
+        yield each
+    finally:
+        torch.set_num_threads(before)
+
+
+def _computed(
+    units: Sequence[Unit], work: Callable[[Unit], Any], store: ShardStore | None, workers: int
+) -> Iterator[Any]:
+    """The units' payloads in order: read from ``store`` or computed, by ``workers`` threads
+    (each computed shard written as soon as it is done)."""
+
+    def one(unit: Unit) -> Any:
+        name = _shard_name(unit)
+        payload = None if store is None else store.read(name)
+        if payload is None:
+            payload = work(unit)
+            if store is not None:
+                store.write(name, payload)
+        return payload
+
+    if workers == 1 or len(units) < 2:
+        for unit in units:
+            yield one(unit)
+        return
+    # catch_warnings: the workers' own catch_warnings blocks (wrap() silences some of Captum's
+    # notices) save and restore the one global filter list in any interleaving; it is put back
+    # as it was once they are done.
+    with (
+        warnings.catch_warnings(),
+        threads_per_worker(workers),
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        futures = [pool.submit(one, unit) for unit in units]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
 def run_sharded(
     units: Sequence[Unit],
     work: Callable[[Unit], Any],
     *,
     what: str,
     store: ShardStore | None = None,
+    workers: int = 1,
 ) -> list[Any]:
     """Every unit's ``work(unit)``, in the order of ``units``, on every rank; each rank computes
     its share (:func:`rank_units`), reading a unit's shard from ``store`` where one is there
@@ -161,27 +214,33 @@ def run_sharded(
     timeout is named on rank 0), then :func:`~wrapgrad.distributed.agree` fails every rank if
     one raised, naming it, and the results are gathered. Shards written before a failure stay.
     In a single process it is the plain loop (errors propagate unchanged).
+
+    ``workers > 1``: a rank computes its units on that many threads, torch's intra-op threads
+    divided among them (:func:`threads_per_worker`). ``work`` must then be safe to call from
+    several threads at once: no shared module evaluated with other weights
+    (``functional_call`` swaps a module's tensors while it runs), no draws from the global RNGs.
+    The results are those of one thread with the workers' thread count; the first unit (in
+    order) that raises is the error.
     """
     if not callable(work):
         raise WrapgradTypeError(f"work: expected a callable (unit), got {type(work).__name__}")
+    workers = check_positive_int(workers, "workers")
     w = world()
     barrier(f"{what}: start")  # every rank there, and the control group made, before any work
     done: dict[int, Any] = {}
     failure: BaseException | None = None
     current: Unit | None = None
+    share = rank_units(units, w)
+    payloads = _computed(share, work, store, workers)
     try:
-        for current in rank_units(units, w):
-            name = _shard_name(current)
-            payload = None if store is None else store.read(name)
-            if payload is None:
-                payload = work(current)
-                if store is not None:
-                    store.write(name, payload)
-            done[current.index] = payload
+        for current in share:
+            done[current.index] = next(payloads)
     except Exception as exc:
         if not w.distributed:
             raise
         failure = exc
+    finally:
+        payloads.close()
     where = what if failure is None or current is None else f"{what} (batch {current.index})"
     barrier(what)
     agree(failure, where)

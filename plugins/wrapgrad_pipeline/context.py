@@ -122,6 +122,8 @@ class RunContext:
         seed: ``[pipeline].seed``.
         smoke: a ``--smoke`` run.
         progress: show progress bars.
+        workers: threads that explain the global batches of this process (the ``explain``
+            step: :func:`~wrapgrad_pipeline.steps.explain.explain_workers`).
         out_dir: the output directory (:meth:`output` resolves paths inside it).
         source_dir: the pipeline file's folder (relative paths in the file start there).
         data: the ``"data"`` entry (:class:`EvalData`).
@@ -146,8 +148,10 @@ class RunContext:
         source_dir: Path,
         smoke: bool,
         progress: bool,
+        workers: int = 1,
     ) -> None:
         self.config = config
+        self.workers = workers
         self.tables: Mapping[str, Any] = config.tables
         self.seed = config.seed
         self.smoke = smoke

@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 import torch
 
+from wrapgrad.checks import check_positive_int
 from wrapgrad.distributed import world
 from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 from wrapgrad.registry import Registry, use_registry
@@ -168,6 +169,7 @@ class Pipeline:
         smoke: bool = False,
         progress: bool = True,
         registry: Registry | None = None,
+        workers: int = 1,
     ) -> PipelineRun:
         """Run every step and write the report into ``out_dir`` (created if needed).
 
@@ -182,6 +184,11 @@ class Pipeline:
             smoke: shrink every size first (CI).
             progress: show tqdm progress bars.
             registry: the plugin registry (default: the current one).
+            workers: threads that explain this process's global batches, torch's intra-op
+                threads divided among them (e.g. 2 on 2 cores: each batch on one core). The
+                maps are those of one thread at the workers' thread count. Methods that draw
+                from the global RNGs (GradientShap, Lime, ...) and models in training mode
+                explain on one thread whatever ``workers`` says.
 
         Returns:
             A :class:`PipelineRun` with the results dict and the written paths.
@@ -194,6 +201,7 @@ class Pipeline:
                 source_dir=self.path.parent if self.path else Path.cwd(),
                 smoke=smoke,
                 progress=progress and world().main,
+                workers=check_positive_int(workers, "workers"),
             )
             _run_steps(self, context)
         if context.written is None or context.results_path is None or context.report_path is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -229,14 +231,19 @@ class ExplainStep:
                 jobs[method, v] = (n, seeds, build, plain, enh.name is not None)
         units = sharded.units(context, int(data.inputs.shape[0]))
         bar = tqdm(total=len(units), desc="explain", disable=not context.progress, leave=False)
+        workers = explain_workers(context, table.methods)
+        own = ThreadJobs(jobs) if workers > 1 else None
+        lock = threading.Lock()
 
         def work(unit: Unit) -> dict[str, list[torch.Tensor]]:
             """The maps of one global batch: every method, variant and enhancer seed, each
             seed's noise drawn from the batch's own seed (``unit.seed(seed)``); the global
-            generator, for components that draw from it, seeded from the batch too."""
-            torch.manual_seed(unit.seed(context.seed, "explain"))
+            generator, for components that draw from it, seeded from the batch too (with
+            several workers nothing draws from it: see :func:`explain_workers`)."""
+            if own is None:
+                torch.manual_seed(unit.seed(context.seed, "explain"))
             out: dict[str, list[torch.Tensor]] = {}
-            for (method, v), (n, seeds, build, plain, _) in jobs.items():
+            for (method, v), (n, seeds, build, plain, _) in (own.get() if own else jobs).items():
                 started = time.perf_counter()
                 part = unit.take(n)
                 xb = data.inputs[unit.start : unit.start + part.stop]
@@ -246,14 +253,22 @@ class ExplainStep:
                     for seed in seeds
                     if part.stop
                 ]
-                timings[method] = timings.get(method, 0.0) + time.perf_counter() - started
-            bar.update(1)
+                with lock:
+                    timings[method] = timings.get(method, 0.0) + time.perf_counter() - started
+            with lock:
+                bar.update(1)
             return out
 
         parts = run_sharded(
-            units, work, what="explain", store=sharded.shard_store(context, "explain")
+            units,
+            work,
+            what="explain",
+            store=sharded.shard_store(context, "explain"),
+            workers=workers,
         )
         bar.close()
+        if own is not None and units:  # the global generator as one worker leaves it
+            torch.manual_seed(units[-1].seed(context.seed, "explain"))
         for (method, v), (_n, seeds, build, plain, enhanced) in jobs.items():
             runs = []
             for r, seed in enumerate(seeds):
@@ -287,6 +302,47 @@ class ExplainStep:
         context.results["method_options"] = {
             m: dict(table.method_options.get(m, {})) for m in table.methods
         }
+
+
+def explain_workers(context: RunContext, methods: Iterable[str]) -> int:
+    """How many threads explain the global batches: ``context.workers``, or 1 where a method
+    draws from the global RNGs (its traits say ``stochastic``: GradientShap, Lime, ...) or a
+    model is in training mode (dropout draws), whose draws would interleave across threads."""
+    from wrapgrad.engine.views import in_training
+    from wrapgrad.registry import get_registry
+
+    if context.workers == 1:
+        return 1
+    reg = get_registry()
+    if any(reg.get("explainer", m).traits.stochastic for m in methods):
+        return 1
+    if any(in_training(entry.model) for entry in context.models.values()):
+        return 1
+    return context.workers
+
+
+class ThreadJobs:
+    """The explain step's jobs for the calling worker thread: built once per thread on a deep
+    copy of each model, so that no two threads evaluate one module with other weights at once
+    (``torch.func.functional_call`` swaps a module's tensors while it runs)."""
+
+    def __init__(
+        self, jobs: dict[tuple[str, str], tuple[int, list[int | None], Builder, Any, bool]]
+    ):
+        self.jobs = jobs
+        self.local = threading.local()
+
+    def get(self) -> dict[tuple[str, str], tuple[int, list[int | None], Builder, Any, bool]]:
+        mine = getattr(self.local, "jobs", None)
+        if mine is None:
+            copies: dict[int, Any] = {}
+            mine = {}
+            for key, (n, seeds, build, plain, enhanced) in self.jobs.items():
+                model = copies.setdefault(id(build.model), copy.deepcopy(build.model))
+                own = attrs.evolve(build, model=model)
+                mine[key] = (n, seeds, own, None if plain is None else own(), enhanced)
+            self.local.jobs = mine
+        return mine
 
 
 def option_names(kind: str, name: str) -> set[str]:

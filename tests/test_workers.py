@@ -1,0 +1,108 @@
+"""Several worker threads in one process (``run_sharded(workers=)``, ``wrapgrad run --workers``):
+the same results in the same order as one worker, the thread count divided and restored, the
+first failing unit's error, and a pipeline's results.json number for number."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from wrapgrad_pipeline.context import ModelEntry, RunContext
+from wrapgrad_pipeline.runner import Pipeline
+from wrapgrad_pipeline.steps.explain import explain_workers
+
+import wrapgrad.sharding as sharding
+from tests.test_distributed_pipeline import _weights, same, tables
+from wrapgrad.errors import WrapgradValueError
+from wrapgrad.sharding import ShardStore, Unit, global_batches, run_sharded
+
+
+class Recording:
+    """A unit's payload (seeded from the unit), recording the thread and torch's thread count."""
+
+    def __init__(self, fail_at: tuple[int, ...] = ()) -> None:
+        self.fail_at = fail_at
+        self.threads: dict[int, tuple[str, int]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, unit: Unit) -> torch.Tensor:
+        time.sleep(0.05 * (unit.index % 2))  # odd units finish late: order must not follow
+        with self.lock:
+            self.threads[unit.index] = (threading.current_thread().name, torch.get_num_threads())
+        if unit.index in self.fail_at:
+            raise WrapgradValueError(f"inputs: bad batch {unit.index}")
+        with warnings.catch_warnings():  # as wrap() does inside the workers
+            warnings.simplefilter("ignore")
+            return torch.randn(unit.size, generator=torch.Generator().manual_seed(unit.index))
+
+
+def test_workers_give_one_workers_results_in_order_and_restore_the_thread_count(tmp_path):
+    units = global_batches(9, 2)
+    one = run_sharded(units, Recording(), what="x")
+    filters = list(warnings.filters)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        work = Recording()
+        store = ShardStore(tmp_path / "shards", "k")
+        two = run_sharded(units, work, what="x", workers=2, store=store)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+    assert len({name for name, _ in work.threads.values()}) == 2
+    assert {n for _, n in work.threads.values()} == {1}  # 2 threads / 2 workers
+    assert warnings.filters == filters
+    assert store.names() == [f"batch-{i:06d}" for i in range(5)]
+
+
+def test_the_first_failing_unit_in_order_is_the_error():
+    with pytest.raises(WrapgradValueError, match="bad batch 1"):
+        run_sharded(global_batches(9, 2), Recording(fail_at=(1, 3)), what="x", workers=2)
+
+
+def test_workers_must_be_a_positive_int():
+    with pytest.raises(WrapgradValueError, match="workers"):
+        run_sharded(global_batches(3, 1), Recording(), what="x", workers=0)
+
+
+def test_one_worker_where_the_global_rngs_are_drawn_from(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout())
+    pipeline = Pipeline.from_dict(tables(_weights(tmp_path)))
+    context = RunContext(
+        pipeline.config,
+        out_dir=tmp_path,
+        source_dir=tmp_path,
+        smoke=False,
+        progress=False,
+        workers=2,
+    )
+    context.models = {"m": ModelEntry(label="m", model=model.eval())}
+    assert explain_workers(context, ["saliency", "integrated_gradients"]) == 2
+    assert explain_workers(context, ["saliency", "gradient_shap"]) == 1  # stochastic method
+    context.models["m"].model.train()
+    assert explain_workers(context, ["saliency"]) == 1  # dropout draws
+    context.workers = 1
+    assert explain_workers(context, ["saliency"]) == 1
+
+
+def test_a_pipeline_on_two_workers_writes_one_workers_results(tmp_path, monkeypatch):
+    weights = _weights(tmp_path)
+    one = Pipeline.from_dict(tables(weights)).run(tmp_path / "one", progress=False)
+    used: list[int] = []
+    computed = sharding._computed
+
+    def spy(units, work, store, workers):
+        used.append(workers)
+        return computed(units, work, store, workers)
+
+    monkeypatch.setattr(sharding, "_computed", spy)
+    two = Pipeline.from_dict(tables(weights)).run(tmp_path / "two", progress=False, workers=2)
+    assert 2 in used  # the explain step ran on two workers
+    same(one.results, two.results)
+    assert json.loads(Path(two.results_path).read_text())["scores"] == one.results["scores"]
