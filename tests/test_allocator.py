@@ -80,13 +80,52 @@ def test_defaults_mmap_a_large_block() -> None:
 
 
 @needs_glibc
-def test_keep_freed_memory_sets_both_thresholds_and_says_so() -> None:
+def test_keep_freed_memory_sets_the_thresholds_and_one_arena_and_says_so() -> None:
     from wrapgrad.allocator import MMAP_THRESHOLD, MMAP_THRESHOLD_FALLBACK, TRIM_THRESHOLD
 
     r = probe("from wrapgrad.allocator import keep_freed_memory\ndone = keep_freed_memory()")
     assert r["mmapped"] is False
     assert r["done"]["M_TRIM_THRESHOLD"] == TRIM_THRESHOLD
+    assert r["done"]["M_ARENA_MAX"] == 1
     assert r["done"]["M_MMAP_THRESHOLD"] in (MMAP_THRESHOLD, MMAP_THRESHOLD_FALLBACK)
+
+
+#: Prints {"main_heap": whether a 4 MiB block malloc-ed by a new thread lies in the main heap}.
+THREAD_PROBE = textwrap.dedent(
+    """
+    import ctypes, json, threading
+    {case}
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.sbrk.restype = ctypes.c_void_p
+    libc.sbrk.argtypes = (ctypes.c_ssize_t,)
+    got = []
+    t = threading.Thread(target=lambda: got.append(libc.malloc(4 << 20)))
+    t.start()
+    t.join()
+    # the main heap grows by brk, below sbrk(0); a thread arena's heaps are mmap-ed far above
+    print(json.dumps({{"main_heap": got[0] < libc.sbrk(0)}}))
+    """
+)
+
+
+@needs_glibc
+def test_keep_freed_memory_gives_new_threads_the_main_heap() -> None:
+    """With one arena a worker thread's blocks come from the main heap (kept), not from a
+    thread arena whose heaps glibc unmaps when empty."""
+
+    def main_heap(case: str) -> bool:
+        out = subprocess.run(
+            [sys.executable, "-c", THREAD_PROBE.format(case=case)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={k: v for k, v in os.environ.items() if k != "WRAPGRAD_KEEP_FREED_MEMORY"},
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])["main_heap"]
+
+    assert main_heap("") is False  # the probe: glibc's default gives the thread its own arena
+    assert main_heap("from wrapgrad.allocator import keep_freed_memory; keep_freed_memory()")
 
 
 @needs_glibc

@@ -5,7 +5,11 @@ What: :func:`keep_freed_memory` sets two glibc ``mallopt`` parameters through ``
 * ``M_MMAP_THRESHOLD`` (:data:`MMAP_THRESHOLD`, 1 GiB): blocks below it come from the heap
   instead of a fresh ``mmap`` each;
 * ``M_TRIM_THRESHOLD`` (:data:`TRIM_THRESHOLD`, 1 GiB): the heap's free top is given back to
-  the operating system only once it exceeds this.
+  the operating system only once it exceeds this;
+* ``M_ARENA_MAX`` (:data:`ARENA_MAX`, 1): every thread allocates from that one heap. Without
+  it glibc gives each further thread (``wrapgrad run --workers``, the engine's drawing thread)
+  an arena of ``mmap``-ed 64 MiB heaps, and unmaps a heap as soon as it is empty whatever the
+  thresholds say, so the page faults come back.
 
 Why: by default glibc serves a block of 128 KiB or more with its own ``mmap`` and ``munmap``\\s
 it when it is freed (the threshold adapts upwards only to 32 MiB). A Monte-Carlo estimate
@@ -13,7 +17,9 @@ allocates and frees the same few large tensors chunk after chunk (a batch of 128
 32x32 images is 1.5 MiB, its activations and gradients several MiB each), so every chunk maps
 fresh pages, and the kernel zero-fills each page on its first touch: a minor page fault per
 4 KiB. Measured on the demo's explanation step, that page-fault work is a large share of the
-CPU time (``docs/demo.md``); with the freed blocks kept on the heap the same pages are reused.
+CPU time (``docs/demo.md``); with the freed blocks kept on the heap the same pages are reused. With two explaining
+threads (the demo's ``--workers 2``) the thread arenas brought back 6x the page faults and
+7-14 % of the wall time of a FusionGrad batch (``docs/demo.md``); one arena removed them.
 
 The trade-off: freed memory stays with the process (its resident size is its peak working
 set, not its current one) until the process ends, or until the free top of the heap exceeds
@@ -33,6 +39,7 @@ import os
 import sys
 
 __all__ = [
+    "ARENA_MAX",
     "KEEP_FREED_MEMORY_ENV",
     "MMAP_THRESHOLD",
     "MMAP_THRESHOLD_FALLBACK",
@@ -51,10 +58,13 @@ TRIM_THRESHOLD = 1 << 30
 #: The largest ``M_MMAP_THRESHOLD`` every 64-bit glibc accepts (``DEFAULT_MMAP_THRESHOLD_MAX``,
 #: 32 MiB), tried when :data:`MMAP_THRESHOLD` is refused (newer glibc caps it at half a heap).
 MMAP_THRESHOLD_FALLBACK = 32 << 20
+#: Arenas (heaps) the threads share: one, so that every thread's freed blocks are kept too.
+ARENA_MAX = 1
 
 # glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
 def _enabled() -> bool:
@@ -84,7 +94,8 @@ def keep_freed_memory() -> dict[str, int]:
     applies to the whole process.
 
     Returns:
-        What was set: ``{"M_MMAP_THRESHOLD": bytes, "M_TRIM_THRESHOLD": bytes}``, or ``{}`` when
+        What was set: ``{"M_MMAP_THRESHOLD": bytes, "M_TRIM_THRESHOLD": bytes, "M_ARENA_MAX":
+        1}``, or ``{}`` when
         ``WRAPGRAD_KEEP_FREED_MEMORY=0`` turns it off or the C library is not glibc.
     """
     if not _enabled():
@@ -98,6 +109,7 @@ def keep_freed_memory() -> dict[str, int]:
     for name, param, values in (
         ("M_MMAP_THRESHOLD", _M_MMAP_THRESHOLD, (MMAP_THRESHOLD, MMAP_THRESHOLD_FALLBACK)),
         ("M_TRIM_THRESHOLD", _M_TRIM_THRESHOLD, (TRIM_THRESHOLD,)),
+        ("M_ARENA_MAX", _M_ARENA_MAX, (ARENA_MAX,)),
     ):
         for value in values:
             if libc.mallopt(param, value) == 1:  # mallopt returns 1 on success, 0 on refusal
