@@ -105,4 +105,6 @@ def test_a_pipeline_on_two_workers_writes_one_workers_results(tmp_path, monkeypa
     two = Pipeline.from_dict(tables(weights)).run(tmp_path / "two", progress=False, workers=2)
     assert 2 in used  # the explain step ran on two workers
     same(one.results, two.results)
+    # per-method timings are shares of the step's wall time, not overlapping worker-seconds
+    assert sum(two.results["explain_timings_s"].values()) <= two.results["timings_s"]["explain"]
     assert json.loads(Path(two.results_path).read_text())["scores"] == one.results["scores"]

@@ -259,6 +259,7 @@ class ExplainStep:
                 bar.update(1)
             return out
 
+        step_started = time.perf_counter()
         parts = run_sharded(
             units,
             work,
@@ -267,6 +268,11 @@ class ExplainStep:
             workers=workers,
         )
         bar.close()
+        busy = sum(timings.values())
+        if workers > 1 and busy > 0:  # each method's share of the step's wall time, not the
+            # sum of its jobs' times on overlapping workers (which would exceed the step's)
+            share = (time.perf_counter() - step_started) / busy
+            timings = {k: t * share for k, t in timings.items()}
         if own is not None and units:  # the global generator as one worker leaves it
             torch.manual_seed(units[-1].seed(context.seed, "explain"))
         for (method, v), (_n, seeds, build, plain, enhanced) in jobs.items():
