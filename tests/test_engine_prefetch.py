@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -111,3 +112,47 @@ def test_a_forked_child_draws_ahead_on_a_thread_of_its_own(x) -> None:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+class Slow(WeightMultiplicative):
+    """Weight noise whose every draw takes a while, counting draws started and finished."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__(sigma)
+        self.started = self.finished = 0
+
+    def sample(self, w: torch.Tensor, n: int, *, generator=None, guide=None) -> torch.Tensor:
+        self.started += 1
+        time.sleep(0.05)
+        out = super().sample(w, n, generator=generator)
+        self.finished += 1
+        return out
+
+
+def test_no_draw_is_left_running_when_the_explainer_raises(x) -> None:
+    """The explainer fails on weight sample 0 while sample 1 is drawn ahead: the call returns
+    only after that draw, so nothing reads the parameters afterwards."""
+
+    def failing(model, inputs, target=None, **kwargs):
+        raise RuntimeError("explainer failed on purpose")
+
+    model = SmallCNN().eval()
+    p = Slow(0.3)
+    with ModelGuard(model), pytest.raises(RuntimeError, match="explainer failed"):
+        monte_carlo(failing, model, x, 1, weight_sampler=p, n_models=3, seed=0, strategy="loop")
+    params = len(dict(model.named_parameters()))
+    assert p.started == p.finished == 2 * params  # sample 0 in turn, sample 1 ahead
+
+
+def test_each_explaining_thread_has_its_own_drawing_thread() -> None:
+    got: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(sampler_module._helper_thread()))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got[0] is not got[1]
+    assert sampler_module._helper_thread() is sampler_module._helper_thread()

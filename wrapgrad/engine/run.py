@@ -189,6 +189,8 @@ class MonteCarloRun:
                 i += 1
         finally:
             bar.close()
+            if self.sampler is not None:  # no draw left reading the parameters after the call
+                self.sampler.close()
 
     def _view(self, chunk: Chunk) -> nn.Module:
         """The model for ``chunk``: stacked weight samples (vmap), one weight sample, or the

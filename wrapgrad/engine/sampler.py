@@ -22,12 +22,16 @@ stay connected to ``Ŵ`` and ``x``.
 sampler then draws it on a helper thread, so drawing overlaps the model's forward and backward
 passes instead of adding to them (the NoiseGrad authors' procedure draws between passes:
 ``docs/benchmarks.md``). The draws are the same numbers either way: each weight sample comes
-from a generator seeded from its own seed, whichever thread draws it. The helper thread is one
-per process, made on first use and made again in a child after ``fork``.
+from a generator seeded from its own seed, whichever thread draws it. Each thread that
+explains has its own helper thread (so two workers of ``run_sharded`` do not queue behind one
+another), made on first use and made again in a child after ``fork``; a draw left pending when
+a run ends, normally or by an error, is awaited before the run returns (:meth:`Sampler.close`),
+so no draw reads the parameters after the call.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Sequence
@@ -48,27 +52,25 @@ __all__ = ["PREFETCH_BYTES", "Sampler"]
 #: lives beside the one in use, so larger models draw in turn and hold one sample at a time.
 PREFETCH_BYTES = 256 * 2**20
 
-_helper: ThreadPoolExecutor | None = None
-_helper_lock = threading.Lock()
+_helpers = threading.local()
 
 
 def _helper_thread() -> ThreadPoolExecutor:
-    """The process's one drawing thread (made on first use)."""
-    global _helper
-    with _helper_lock:
-        if _helper is None:
-            _helper = ThreadPoolExecutor(1, thread_name_prefix="wrapgrad-draw")
-        return _helper
+    """The calling thread's drawing thread (made on first use)."""
+    helper = getattr(_helpers, "executor", None)
+    if helper is None:
+        helper = _helpers.executor = ThreadPoolExecutor(1, thread_name_prefix="wrapgrad-draw")
+    return helper
 
 
-def _forget_helper() -> None:
-    """In a forked child: the parent's thread does not exist there; make a new one on use."""
-    global _helper, _helper_lock
-    _helper, _helper_lock = None, threading.Lock()
+def _forget_helpers() -> None:
+    """In a forked child: the parent's threads do not exist there; make new ones on use."""
+    global _helpers
+    _helpers = threading.local()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_helper)
+    os.register_at_fork(after_in_child=_forget_helpers)
 
 
 class Sampler:
@@ -159,8 +161,20 @@ class Sampler:
             drawn = ahead[1].result() if ahead is not None and ahead[0] == k else self._draw(k)
             self._cached = (k, drawn)
         if self.prefetch and then is not None and (self._ahead is None or self._ahead[0] != then):
-            self._ahead = (then, _helper_thread().submit(self._draw, then))
+            try:
+                future = _helper_thread().submit(contextvars.copy_context().run, self._draw, then)
+            except RuntimeError:  # interpreter shutting down: no new threads; draw in turn
+                self.prefetch = False
+            else:
+                self._ahead = (then, future)
         return self._cached[1]
+
+    def close(self) -> None:
+        """Wait for a draw left pending on the helper thread and drop it (its error, if any, is
+        not raised: the run did not ask for that sample)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[1].exception()
 
     def stacked_weights(self, ks: Sequence[int]) -> dict[str, Tensor]:
         """Weight samples ``ks`` stacked: name -> ``(len(ks), *shape)``; the same numbers as
