@@ -4,6 +4,7 @@ first failing unit's error, and a pipeline's results.json number for number."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 import torch
 from wrapgrad_pipeline.context import ModelEntry, RunContext
 from wrapgrad_pipeline.runner import Pipeline
-from wrapgrad_pipeline.steps.explain import explain_workers
+from wrapgrad_pipeline.steps.explain import _worker_copy, explain_workers
 
 import wrapgrad.sharding as sharding
 from tests.test_distributed_pipeline import _weights, same, tables
@@ -31,7 +32,9 @@ class Recording:
         self.lock = threading.Lock()
 
     def __call__(self, unit: Unit) -> torch.Tensor:
-        time.sleep(0.05 * (unit.index % 2))  # odd units finish late: order must not follow
+        # unit 1 finishes last of the first four: the results' order and the error's must not
+        # follow the order of completion
+        time.sleep(0.3 if unit.index == 1 else 0.02 * unit.index)
         with self.lock:
             self.threads[unit.index] = (threading.current_thread().name, torch.get_num_threads())
         if unit.index in self.fail_at:
@@ -62,8 +65,40 @@ def test_workers_give_one_workers_results_in_order_and_restore_the_thread_count(
 
 
 def test_the_first_failing_unit_in_order_is_the_error():
+    """Unit 3 fails first in time, unit 1 later: the error is unit 1's."""
     with pytest.raises(WrapgradValueError, match="bad batch 1"):
         run_sharded(global_batches(9, 2), Recording(fail_at=(1, 3)), what="x", workers=2)
+
+
+def test_workers_see_the_callers_context_variables_and_divided_threads_for_one_unit():
+    """Context variables (the current registry of use_registry) hold in the workers; a share of
+    one unit runs at the workers' thread count too."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[tuple[str, int]] = []
+
+    def work(unit: Unit) -> int:
+        seen.append((var.get(), torch.get_num_threads()))
+        return unit.index
+
+    token = var.set("caller")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert run_sharded(global_batches(4, 1), work, what="x", workers=2) == [0, 1, 2, 3]
+        assert run_sharded(global_batches(1, 1), work, what="x", workers=2) == [0]
+    finally:
+        torch.set_num_threads(before)
+        var.reset(token)
+    assert seen == [("caller", 1)] * 5
+
+
+def test_a_model_that_cannot_be_copied_names_workers():
+    class Uncopyable(torch.nn.Linear):
+        def __deepcopy__(self, memo):
+            raise TypeError("holds a lock")
+
+    with pytest.raises(WrapgradValueError, match=r"workers: .*Uncopyable.*--workers 1"):
+        _worker_copy(Uncopyable(2, 2))
 
 
 def test_workers_must_be_a_positive_int():
@@ -85,6 +120,7 @@ def test_one_worker_where_the_global_rngs_are_drawn_from(tmp_path):
     context.models = {"m": ModelEntry(label="m", model=model.eval())}
     assert explain_workers(context, ["saliency", "integrated_gradients"]) == 2
     assert explain_workers(context, ["saliency", "gradient_shap"]) == 1  # stochastic method
+    assert explain_workers(context, ["saliency"], unseeded_enhancer=True) == 1
     context.models["m"].model.train()
     assert explain_workers(context, ["saliency"]) == 1  # dropout draws
     context.workers = 1
@@ -102,9 +138,24 @@ def test_a_pipeline_on_two_workers_writes_one_workers_results(tmp_path, monkeypa
         return computed(units, work, store, workers)
 
     monkeypatch.setattr(sharding, "_computed", spy)
+    assert torch.get_num_threads() == 1  # tests/conftest.py
     two = Pipeline.from_dict(tables(weights)).run(tmp_path / "two", progress=False, workers=2)
     assert 2 in used  # the explain step ran on two workers
     same(one.results, two.results)
+    assert json.loads(Path(two.results_path).read_text())["scores"] == one.results["scores"]
     # per-method timings are shares of the step's wall time, not overlapping worker-seconds
     assert sum(two.results["explain_timings_s"].values()) <= two.results["timings_s"]["explain"]
-    assert json.loads(Path(two.results_path).read_text())["scores"] == one.results["scores"]
+    # Two threads divided among two workers: the explain step's maps are the one-thread maps
+    # (the other steps then run at two threads, whose floats may differ in the last digits).
+    torch.set_num_threads(2)
+    try:
+        halves = Pipeline.from_dict(tables(weights)).run(
+            tmp_path / "halves", progress=False, workers=2
+        )
+    finally:
+        torch.set_num_threads(1)
+    for method, variants in one.context.explanations.items():
+        for v, ex in variants.items():
+            other = halves.context.explanations[method][v]
+            for a, b in zip([ex, *ex.replicates], [other, *other.replicates], strict=True):
+                assert torch.equal(a.raw, b.raw), (method, v)

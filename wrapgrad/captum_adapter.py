@@ -109,6 +109,15 @@ _CAPTUM_NOTICES = (
 )
 
 
+def quiet_captum_notices() -> None:
+    """Ignore Captum's notices about its own workings (:data:`_CAPTUM_NOTICES`), not about the
+    call, in the current warnings filters; callers put the filters back (``catch_warnings``).
+    Threads share one filter list, so code that explains on several threads calls it once
+    around them as well."""
+    for message in _CAPTUM_NOTICES:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
 def _detached(out: Any) -> Any:
     if isinstance(out, Tensor):
         return out.detach()
@@ -499,9 +508,7 @@ class CaptumExplainer:
         if self.traits.requires_grad_inputs:
             inputs = _requiring_grad(inputs)
         with warnings.catch_warnings():
-            # Notices about Captum's own workings, not about the call (see _CAPTUM_NOTICES).
-            for message in _CAPTUM_NOTICES:
-                warnings.filterwarnings("ignore", message=message, category=UserWarning)
+            quiet_captum_notices()
             out = obj.attribute(inputs, **kw)
         # Captum's gradients are taken without create_graph, so no map is differentiable; but
         # layer and neuron maps (activations times gradients, LayerGradCam, LayerConductance,

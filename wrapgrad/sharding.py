@@ -25,6 +25,7 @@ named by rank 0's monitored barrier.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import warnings
@@ -176,19 +177,20 @@ def _computed(
                 store.write(name, payload)
         return payload
 
-    if workers == 1 or len(units) < 2:
+    if workers == 1:
         for unit in units:
             yield one(unit)
         return
     # catch_warnings: the workers' own catch_warnings blocks (wrap() silences some of Captum's
     # notices) save and restore the one global filter list in any interleaving; it is put back
-    # as it was once they are done.
+    # as it was once they are done. Each task runs in a copy of the caller's context, so
+    # context variables (the current registry of use_registry) hold in the workers too.
     with (
         warnings.catch_warnings(),
         threads_per_worker(workers),
         ThreadPoolExecutor(workers) as pool,
     ):
-        futures = [pool.submit(one, unit) for unit in units]
+        futures = [pool.submit(contextvars.copy_context().run, one, unit) for unit in units]
         try:
             for future in futures:
                 yield future.result()
@@ -216,11 +218,13 @@ def run_sharded(
     In a single process it is the plain loop (errors propagate unchanged).
 
     ``workers > 1``: a rank computes its units on that many threads, torch's intra-op threads
-    divided among them (:func:`threads_per_worker`). ``work`` must then be safe to call from
+    divided among them (:func:`threads_per_worker`; also for a share of one unit, so that the
+    thread count does not depend on the share). ``work`` runs in a copy of the caller's
+    context (context variables such as the current registry hold) and must be safe to call from
     several threads at once: no shared module evaluated with other weights
     (``functional_call`` swaps a module's tensors while it runs), no draws from the global RNGs.
     The results are those of one thread with the workers' thread count; the first unit (in
-    order) that raises is the error.
+    order) that raises is the error; units already running then are finished first.
     """
     if not callable(work):
         raise WrapgradTypeError(f"work: expected a callable (unit), got {type(work).__name__}")

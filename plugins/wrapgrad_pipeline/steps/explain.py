@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 import torch
 
+from wrapgrad.captum_adapter import quiet_captum_notices
 from wrapgrad.checks import check_positive_int
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.sharding import Unit, run_sharded
@@ -231,9 +233,12 @@ class ExplainStep:
                 jobs[method, v] = (n, seeds, build, plain, enh.name is not None)
         units = sharded.units(context, int(data.inputs.shape[0]))
         bar = tqdm(total=len(units), desc="explain", disable=not context.progress, leave=False)
-        workers = explain_workers(context, table.methods)
+        # An enhancer without a seed option draws its seed from the global generator per call.
+        unseeded = any(enh and seeds == [None] for _, seeds, _, _, enh in jobs.values())
+        workers = explain_workers(context, table.methods, unseeded_enhancer=unseeded)
         own = ThreadJobs(jobs) if workers > 1 else None
         lock = threading.Lock()
+        computed: list[int] = []
 
         def work(unit: Unit) -> dict[str, list[torch.Tensor]]:
             """The maps of one global batch: every method, variant and enhancer seed, each
@@ -242,6 +247,8 @@ class ExplainStep:
             several workers nothing draws from it: see :func:`explain_workers`)."""
             if own is None:
                 torch.manual_seed(unit.seed(context.seed, "explain"))
+            with lock:
+                computed.append(unit.index)
             out: dict[str, list[torch.Tensor]] = {}
             for (method, v), (n, seeds, build, plain, _) in (own.get() if own else jobs).items():
                 started = time.perf_counter()
@@ -260,21 +267,24 @@ class ExplainStep:
             return out
 
         step_started = time.perf_counter()
-        parts = run_sharded(
-            units,
-            work,
-            what="explain",
-            store=sharded.shard_store(context, "explain"),
-            workers=workers,
-        )
+        with warnings.catch_warnings():
+            if workers > 1:  # the workers share one filter list: set Captum's notices once
+                quiet_captum_notices()
+            parts = run_sharded(
+                units,
+                work,
+                what="explain",
+                store=sharded.shard_store(context, "explain"),
+                workers=workers,
+            )
         bar.close()
         busy = sum(timings.values())
         if workers > 1 and busy > 0:  # each method's share of the step's wall time, not the
             # sum of its jobs' times on overlapping workers (which would exceed the step's)
             share = (time.perf_counter() - step_started) / busy
             timings = {k: t * share for k, t in timings.items()}
-        if own is not None and units:  # the global generator as one worker leaves it
-            torch.manual_seed(units[-1].seed(context.seed, "explain"))
+        if own is not None and computed:  # the global generator as one worker leaves it
+            torch.manual_seed(units[max(computed)].seed(context.seed, "explain"))
         for (method, v), (_n, seeds, build, plain, enhanced) in jobs.items():
             runs = []
             for r, seed in enumerate(seeds):
@@ -310,14 +320,19 @@ class ExplainStep:
         }
 
 
-def explain_workers(context: RunContext, methods: Iterable[str]) -> int:
-    """How many threads explain the global batches: ``context.workers``, or 1 where a method
-    draws from the global RNGs (its traits say ``stochastic``: GradientShap, Lime, ...) or a
-    model is in training mode (dropout draws), whose draws would interleave across threads."""
+def explain_workers(
+    context: RunContext, methods: Iterable[str], *, unseeded_enhancer: bool = False
+) -> int:
+    """How many threads explain the global batches: ``context.workers``, or 1 where something
+    draws from the global RNGs, whose draws would interleave across threads: a method whose
+    traits say ``stochastic`` (GradientShap, Lime, ...), a model in training mode (dropout),
+    or an enhancer without a ``seed`` option (``unseeded_enhancer``: its seed comes from the
+    global generator at every call). A model in eval mode that draws anyway (a functional
+    ``dropout(training=True)``) is not detected: run it with one worker."""
     from wrapgrad.engine.views import in_training
     from wrapgrad.registry import get_registry
 
-    if context.workers == 1:
+    if context.workers == 1 or unseeded_enhancer:
         return 1
     reg = get_registry()
     if any(reg.get("explainer", m).traits.stochastic for m in methods):
@@ -344,11 +359,25 @@ class ThreadJobs:
             copies: dict[int, Any] = {}
             mine = {}
             for key, (n, seeds, build, plain, enhanced) in self.jobs.items():
-                model = copies.setdefault(id(build.model), copy.deepcopy(build.model))
-                own = attrs.evolve(build, model=model)
+                if id(build.model) not in copies:
+                    copies[id(build.model)] = _worker_copy(build.model)
+                own = attrs.evolve(build, model=copies[id(build.model)])
                 mine[key] = (n, seeds, own, None if plain is None else own(), enhanced)
             self.local.jobs = mine
         return mine
+
+
+def _worker_copy(model: Any) -> Any:
+    """A deep copy of ``model`` for one worker thread (an error naming ``workers`` if the model
+    cannot be copied)."""
+    try:
+        return copy.deepcopy(model)
+    except Exception as exc:
+        raise WrapgradValueError(
+            f"workers: each worker explains with its own copy of the model, but "
+            f"{type(model).__name__} cannot be deep-copied ({type(exc).__name__}: {exc}); run "
+            f"with one worker (--workers 1)"
+        ) from exc
 
 
 def option_names(kind: str, name: str) -> set[str]:
