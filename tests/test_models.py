@@ -10,7 +10,7 @@ import wrapgrad_data
 from wrapgrad_data import get_recipe, pretrained, train
 from wrapgrad_data.cache import cache_dir, cache_paths
 
-from wrapgrad.errors import WrapgradValueError, WrapgradWarning
+from wrapgrad.errors import WrapgradError, WrapgradValueError, WrapgradWarning
 from wrapgrad.registry import get_registry
 
 QUICK = {"epochs": 1, "dataset_options": {"limit": 300}}
@@ -219,3 +219,5 @@ def test_recipe_keys_without_channels_last_are_those_from_before_the_field():
     cmnist = get_recipe("small_resnet", "cmnist")
     assert cmnist.key() == "bced16a20f9bbc3b"  # the demo's model
     assert get_recipe("small_resnet", "cmnist", channels_last=True).key() != cmnist.key()
+    with pytest.raises(WrapgradError, match="channels_last"):
+        get_recipe("small_resnet", "cmnist", channels_last=1)  # not a bool: no other cache key

@@ -19,6 +19,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.checks import check_bool
 from wrapgrad.errors import WrapgradValueError
 
 __all__ = ["RECIPES", "Recipe", "TrainingResult", "accuracy", "get_recipe", "train"]
@@ -47,7 +48,9 @@ class Recipe:
     """Extra keyword arguments of the data-set factory for the training split (e.g. copies)."""
     model_options: tuple[tuple[str, Any], ...] = ()
     """Extra keyword arguments of the model factory."""
-    channels_last: bool = False
+    channels_last: bool = attrs.field(
+        default=False, validator=lambda _, a, value: check_bool(value, a.name)
+    )
     """Train in the ``channels_last`` memory format: the same model and loop, other float
     rounding in the convolutions, so other weights; on CPU a step of ``small_resnet`` on 3x32x32
     images takes about 0.8x the time (two threads). The trained model comes back in the default
