@@ -159,3 +159,29 @@ def test_a_pipeline_on_two_workers_writes_one_workers_results(tmp_path, monkeypa
             other = halves.context.explanations[method][v]
             for a, b in zip([ex, *ex.replicates], [other, *other.replicates], strict=True):
                 assert torch.equal(a.raw, b.raw), (method, v)
+
+
+def test_a_draw_from_the_global_generator_on_two_workers_is_refused_naming_workers(
+    tmp_path, monkeypatch
+):
+    """A component that draws from the global generator without saying so (here every explain
+    call draws once) would make the maps depend on the threads' timing: one worker reseeds per
+    batch and runs; two workers fail naming workers."""
+    from wrapgrad_pipeline.steps.explain import Builder
+
+    built = Builder.__call__
+
+    def drawing(self, **overrides):
+        explain = built(self, **overrides)
+
+        def call(*args, **kwargs):
+            torch.rand(1)  # an undeclared draw
+            return explain(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(Builder, "__call__", drawing)
+    weights = _weights(tmp_path)
+    Pipeline.from_dict(tables(weights)).run(tmp_path / "one", progress=False)
+    with pytest.raises(WrapgradValueError, match=r"workers: something drew .*--workers 1"):
+        Pipeline.from_dict(tables(weights)).run(tmp_path / "two", progress=False, workers=2)

@@ -267,6 +267,7 @@ class ExplainStep:
             return out
 
         step_started = time.perf_counter()
+        rng_before = global_rng_states() if workers > 1 else None
         with warnings.catch_warnings():
             if workers > 1:  # the workers share one filter list: set Captum's notices once
                 quiet_captum_notices()
@@ -278,6 +279,13 @@ class ExplainStep:
                 workers=workers,
             )
         bar.close()
+        if rng_before is not None and global_rng_states() != rng_before:
+            raise WrapgradValueError(
+                f"workers: something drew from the global random number generators while "
+                f"{workers} workers explained (a method or model that draws without its traits "
+                f"saying stochastic, e.g. dropout called with training=True in eval mode), so "
+                f"the maps depend on the threads' timing; run with one worker (--workers 1)"
+            )
         busy = sum(timings.values())
         if workers > 1 and busy > 0:  # each method's share of the step's wall time, not the
             # sum of its jobs' times on overlapping workers (which would exceed the step's)
@@ -328,7 +336,8 @@ def explain_workers(
     traits say ``stochastic`` (GradientShap, Lime, ...), a model in training mode (dropout),
     or an enhancer without a ``seed`` option (``unseeded_enhancer``: its seed comes from the
     global generator at every call). A model in eval mode that draws anyway (a functional
-    ``dropout(training=True)``) is not detected: run it with one worker."""
+    ``dropout(training=True)``) cannot be told from its traits: the step then fails after the
+    workers, naming ``workers``, because the global states moved (:func:`global_rng_states`)."""
     from wrapgrad.engine.views import in_training
     from wrapgrad.registry import get_registry
 
@@ -365,6 +374,17 @@ class ThreadJobs:
                 mine[key] = (n, seeds, own, None if plain is None else own(), enhanced)
             self.local.jobs = mine
         return mine
+
+
+def global_rng_states() -> tuple[bytes, bytes, Any]:
+    """torch's CPU generator, NumPy's and Python's global states, comparable with ``==``."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = keys.tobytes() + repr((kind, pos, has_gauss, gauss)).encode()
+    return bytes(torch.random.get_rng_state().numpy()), numpy_state, random.getstate()
 
 
 def _worker_copy(model: Any) -> Any:
