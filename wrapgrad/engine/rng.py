@@ -39,9 +39,11 @@ from wrapgrad.checks import check_generator, check_seed
 from wrapgrad.errors import WrapgradValueError
 
 __all__ = [
+    "changed_global_rngs",
     "cuda_devices",
     "derive_seeds",
     "global_rng_restored",
+    "global_rng_states",
     "make_generator",
     "seed_global_rng",
     "seeded_global_rng",
@@ -117,6 +119,24 @@ def seed_global_rng(seed: int, device: Any) -> None:
         torch.cuda.default_generators[d.index].manual_seed(seed % 2**63)
     np.random.seed(seed % 2**32)  # GradientShap draws baselines and steps with NumPy
     random.seed(seed)
+
+
+def global_rng_states() -> tuple[torch.Tensor, tuple[Any, ...], Any]:
+    """The global random states: torch's CPU generator, NumPy's and Python's."""
+    return torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def changed_global_rngs(before: tuple[torch.Tensor, tuple[Any, ...], Any]) -> list[str]:
+    """Which global random states differ now from ``before`` (:func:`global_rng_states`):
+    a list of ``"torch's"``, ``"NumPy's"``, ``"Python's"``, empty when none moved."""
+    now = global_rng_states()
+    a, b = before[1], now[1]
+    same = (
+        ("torch's", torch.equal(before[0], now[0])),
+        ("NumPy's", a[0] == b[0] and bool(np.array_equal(a[1], b[1])) and a[2:] == b[2:]),
+        ("Python's", before[2] == now[2]),
+    )
+    return [name for name, unchanged in same if not unchanged]
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import torch
 
 from wrapgrad.captum_adapter import quiet_captum_notices
 from wrapgrad.checks import check_positive_int
+from wrapgrad.engine.rng import changed_global_rngs, global_rng_states
 from wrapgrad.errors import UnknownNameError, WrapgradValueError
 from wrapgrad.sharding import Unit, run_sharded
 from wrapgrad_pipeline import sharded
@@ -279,7 +280,7 @@ class ExplainStep:
                 workers=workers,
             )
         bar.close()
-        if rng_before is not None and global_rng_states() != rng_before:
+        if rng_before is not None and changed_global_rngs(rng_before):
             raise WrapgradValueError(
                 f"workers: something drew from the global random number generators while "
                 f"{workers} workers explained (a method or model that draws without its traits "
@@ -337,7 +338,8 @@ def explain_workers(
     or an enhancer without a ``seed`` option (``unseeded_enhancer``: its seed comes from the
     global generator at every call). A model in eval mode that draws anyway (a functional
     ``dropout(training=True)``) cannot be told from its traits: the step then fails after the
-    workers, naming ``workers``, because the global states moved (:func:`global_rng_states`)."""
+    workers, naming ``workers``, because the global states moved
+    (:func:`~wrapgrad.engine.rng.changed_global_rngs`)."""
     from wrapgrad.engine.views import in_training
     from wrapgrad.registry import get_registry
 
@@ -374,17 +376,6 @@ class ThreadJobs:
                 mine[key] = (n, seeds, own, None if plain is None else own(), enhanced)
             self.local.jobs = mine
         return mine
-
-
-def global_rng_states() -> tuple[bytes, bytes, Any]:
-    """torch's CPU generator, NumPy's and Python's global states, comparable with ``==``."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = keys.tobytes() + repr((kind, pos, has_gauss, gauss)).encode()
-    return bytes(torch.random.get_rng_state().numpy()), numpy_state, random.getstate()
 
 
 def _worker_copy(model: Any) -> Any:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.engine.rng import changed_global_rngs, global_rng_states
 from wrapgrad.guard import ModelSnapshot
 from wrapgrad.testing.components import Component
 from wrapgrad.testing.probes import ProbeError, ProbeModel
@@ -145,27 +146,15 @@ def model_unchanged(model: nn.Module, what: str = "the call") -> Iterator[None]:
             fail(f"{what} changed the model: " + "; ".join(changes[:6]))
 
 
-def _same_numpy_state(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    return a[0] == b[0] and bool(np.array_equal(a[1], b[1])) and tuple(a[2:]) == tuple(b[2:])
-
-
 @contextlib.contextmanager
 def rng_untouched(what: str = "the call") -> Iterator[None]:
     """Fail if a global random state (torch's CPU generator, NumPy's, Python's) differs after
     the block; it is restored first."""
-    states = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    states = global_rng_states()
     try:
         yield
     finally:
-        changed = [
-            name
-            for name, same in (
-                ("torch's", torch.equal(states[0], torch.random.get_rng_state())),
-                ("NumPy's", _same_numpy_state(states[1], np.random.get_state())),
-                ("Python's", states[2] == random.getstate()),
-            )
-            if not same
-        ]
+        changed = changed_global_rngs(states)
         torch.random.set_rng_state(states[0])
         np.random.set_state(states[1])
         random.setstate(states[2])
