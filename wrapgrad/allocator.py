@@ -1,6 +1,6 @@
 """Keep freed tensor memory in the process: glibc ``malloc`` tuned for the ``wrapgrad`` command.
 
-What: :func:`keep_freed_memory` sets two glibc ``mallopt`` parameters through ``ctypes``,
+What: :func:`keep_freed_memory` sets three glibc ``mallopt`` parameters through ``ctypes``,
 
 * ``M_MMAP_THRESHOLD`` (:data:`MMAP_THRESHOLD`, 1 GiB): blocks below it come from the heap
   instead of a fresh ``mmap`` each;
@@ -17,9 +17,10 @@ allocates and frees the same few large tensors chunk after chunk (a batch of 128
 32x32 images is 1.5 MiB, its activations and gradients several MiB each), so every chunk maps
 fresh pages, and the kernel zero-fills each page on its first touch: a minor page fault per
 4 KiB. Measured on the demo's explanation step, that page-fault work is a large share of the
-CPU time (``docs/demo.md``); with the freed blocks kept on the heap the same pages are reused. With two explaining
-threads (the demo's ``--workers 2``) the thread arenas brought back 6x the page faults and
-7-14 % of the wall time of a FusionGrad batch (``docs/demo.md``); one arena removed them.
+CPU time (``docs/demo.md``); with the freed blocks kept on the heap the same pages are reused.
+With two explaining threads (the demo's ``--workers 2``) the thread arenas brought back 6x the
+page faults and 7-14 % of the wall time of a FusionGrad batch (``docs/demo.md``); one arena
+removed them.
 
 The trade-off: freed memory stays with the process (its resident size is its peak working
 set, not its current one) until the process ends, or until the free top of the heap exceeds
@@ -94,9 +95,9 @@ def keep_freed_memory() -> dict[str, int]:
     applies to the whole process.
 
     Returns:
-        What was set: ``{"M_MMAP_THRESHOLD": bytes, "M_TRIM_THRESHOLD": bytes, "M_ARENA_MAX":
-        1}``, or ``{}`` when
-        ``WRAPGRAD_KEEP_FREED_MEMORY=0`` turns it off or the C library is not glibc.
+        What was set: ``{"M_MMAP_THRESHOLD": bytes, "M_TRIM_THRESHOLD": bytes,
+        "M_ARENA_MAX": 1}``, or ``{}`` when ``WRAPGRAD_KEEP_FREED_MEMORY=0`` turns it off or
+        the C library is not glibc.
     """
     if not _enabled():
         log.debug("%s=0: glibc malloc keeps its defaults", KEEP_FREED_MEMORY_ENV)

@@ -42,7 +42,16 @@ from wrapgrad.distributed import World, agree, barrier, derived_seed, gather_obj
 from wrapgrad.errors import WrapgradTypeError
 from wrapgrad.files import atomic_write
 
-__all__ = ["SHARD_FORMAT", "ShardStore", "Unit", "fingerprint", "global_batches", "run_sharded"]
+__all__ = [
+    "SHARD_FORMAT",
+    "ShardStore",
+    "Unit",
+    "fingerprint",
+    "global_batches",
+    "intra_op_threads",
+    "run_sharded",
+    "threads_per_worker",
+]
 
 #: The ``format`` field of a shard file.
 SHARD_FORMAT = "wrapgrad-shard/1"
@@ -150,16 +159,21 @@ def _shard_name(unit: Unit) -> str:
 
 
 @contextlib.contextmanager
-def threads_per_worker(workers: int) -> Iterator[int]:
-    """Inside: torch's intra-op thread count divided among ``workers`` threads (at least one
-    each), restored on exit; yields the count each worker gets."""
+def intra_op_threads(n: int) -> Iterator[int]:
+    """Inside: torch's intra-op thread count set to ``n``, the caller's restored on exit,
+    whether the block returned or raised; yields ``n``."""
     before = torch.get_num_threads()
-    each = max(1, before // workers)
-    torch.set_num_threads(each)
+    torch.set_num_threads(n)
     try:
-        yield each
+        yield n
     finally:
         torch.set_num_threads(before)
+
+
+def threads_per_worker(workers: int) -> contextlib.AbstractContextManager[int]:
+    """Inside: torch's intra-op thread count divided among ``workers`` threads (at least one
+    each), restored on exit; yields the count each worker gets."""
+    return intra_op_threads(max(1, torch.get_num_threads() // workers))
 
 
 def _computed(

@@ -25,6 +25,8 @@ from typing import Any
 import attrs
 import torch
 
+from wrapgrad.sharding import intra_op_threads
+
 __all__ = ["JobResult", "TrainJob", "base_model", "run_job"]
 
 
@@ -124,9 +126,7 @@ def run_job(job: TrainJob, progress: bool = False) -> JobResult:
     from wrapgrad.catalog import load_dataset
     from wrapgrad.training import accuracy, train
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(job.threads)
-    try:
+    with intra_op_threads(job.threads):
         started = time.perf_counter()
         model = base_model(job, progress=progress)
         data = _train_data(job)
@@ -151,8 +151,6 @@ def run_job(job: TrainJob, progress: bool = False) -> JobResult:
         model.eval()
         test = load_dataset(job.dataset, split="test", seed=job.split_seed)
         test_accuracy = accuracy(model, test.inputs, test.labels)
-    finally:
-        torch.set_num_threads(threads)
     start = (
         f"the recipe-trained model of seed {job.base_seed}"
         if job.init == "pretrained"

@@ -26,11 +26,11 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
 import attrs
-import torch
 
 from wrapgrad.checks import check_choice, check_positive, check_positive_int, check_seed
 from wrapgrad.errors import UnknownNameError, WrapgradError, WrapgradValueError
 from wrapgrad.options import capped
+from wrapgrad.sharding import intra_op_threads
 from wrapgrad_robust.jobs import JobResult, TrainJob, base_model, run_job
 
 __all__ = ["SMOKE", "ObjectiveEntry", "TrainStep", "TrainTable"]
@@ -622,9 +622,5 @@ def _portable(exc: Exception) -> Exception:
 
 def _ensure(job: TrainJob) -> None:
     """Train (or find in the cache) a job's initial model, in a worker process."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(job.threads)
-    try:
+    with intra_op_threads(job.threads):
         base_model(job)
-    finally:
-        torch.set_num_threads(threads)
