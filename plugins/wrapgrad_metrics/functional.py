@@ -170,13 +170,18 @@ def average_ranks(x: Tensor) -> Tensor:
     return (first + last + 1).to(torch.float64) / 2.0
 
 
+def _correlation(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` clamped to ``[-1, 1]``, NaN where ``den`` is 0 (a constant map)."""
+    out = num / den
+    return torch.where(den > 0, out, torch.full_like(out, float("nan"))).clamp(-1.0, 1.0)
+
+
 def _pearson(x: Tensor, y: Tensor) -> Tensor:
     xc = x - x.mean(dim=1, keepdim=True)
     yc = y - y.mean(dim=1, keepdim=True)
     num = (xc * yc).sum(dim=1)
     den = torch.sqrt((xc * xc).sum(dim=1) * (yc * yc).sum(dim=1))
-    out = num / den
-    return torch.where(den > 0, out, torch.full_like(out, float("nan"))).clamp(-1.0, 1.0)
+    return _correlation(num, den)
 
 
 def spearman_rho(
@@ -264,8 +269,7 @@ def kendall_tau(
     nd = _inversions(sb)
     num = (n0 - n1 - n2 + n3 - 2 * nd).to(torch.float64)
     den = torch.sqrt((n0 - n1).to(torch.float64) * (n0 - n2).to(torch.float64))
-    out = num / den
-    return torch.where(den > 0, out, torch.full_like(out, float("nan"))).clamp(-1.0, 1.0)
+    return _correlation(num, den)
 
 
 def normalized_importance(maps: Tensor, channel_reduction: str | None = "sum_abs") -> Tensor:
