@@ -52,6 +52,7 @@ __all__ = [
     "attack",
     "attack_strength_curve",
     "calibrate",
+    "fold_batchnorm",
     "get_registry",
     "hookimpl",
     "load_dataset",
@@ -77,6 +78,7 @@ _LAZY = {
     "pretrained": "wrapgrad.catalog:pretrained",
     "Registry": "wrapgrad.registry:Registry",
     "calibrate": "wrapgrad.calibration:calibrate",
+    "fold_batchnorm": "wrapgrad.folding:fold_batchnorm",
     "metric": "wrapgrad.evaluation:metric",
     "attack": "wrapgrad.evaluation:attack",
     # Deprecated aliases of names that moved into plugins (resolved through the registry).
@@ -115,6 +117,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from wrapgrad.folding import fold_batchnorm
     from wrapgrad.guard import ModelGuard
     from wrapgrad.registry import Registry, get_registry
     from wrapgrad.training import TrainResult, train
