@@ -19,7 +19,7 @@ On a shared machine wall time says little; this benchmark reports the process's 
 
 Usage::
 
-    python benchmarks/bench_demo.py explain --threads 1 [--malloc default]
+    python benchmarks/bench_demo.py explain --threads 1 [--malloc default] [--fold]
     python benchmarks/bench_demo.py faithfulness --threads 1
     WRAPGRAD_CACHE=$(mktemp -d) python benchmarks/bench_demo.py pipeline --out /tmp/d
 """
@@ -177,6 +177,10 @@ def explain_fns(model: torch.nn.Module, method: str, seeds: int) -> dict[str, Ca
 
 def explain(args: argparse.Namespace) -> None:
     model = demo_model()
+    if args.fold:  # the demo's [model].fold_batchnorm
+        from wrapgrad.folding import fold_batchnorm
+
+        model = fold_batchnorm(model)
     x, y = demo_batch(64)
     usage: dict[str, dict[str, float]] = {}
     for method, n in (("saliency", 64), ("integrated_gradients", 32)):
@@ -257,6 +261,11 @@ def main() -> None:
         if name == "explain":
             q.add_argument("--method", choices=("saliency", "integrated_gradients"))
             q.add_argument("--variant", choices=tuple(VARIANTS))
+            q.add_argument(
+                "--fold",
+                action="store_true",
+                help="explain wrapgrad.fold_batchnorm(model), as the demo's [model] does",
+            )
     for q in sub.choices.values():
         q.add_argument("--threads", type=int, help="torch intra-op threads")
         q.add_argument(
