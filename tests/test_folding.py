@@ -197,6 +197,7 @@ def test_copies_for_workers_fold_their_own_layers() -> None:
     model = _resnet()
     folded = wrapgrad.fold_batchnorm(model)
     twin = copy.deepcopy(folded)
+    assert twin._forward is folded._forward  # not traced again (torch.fx patches all threads)
     assert twin.model is not model
     assert twin.layer1 is twin.model.layer1
     x = torch.rand(2, 3, 8, 8)
@@ -216,20 +217,104 @@ class Branching(nn.Module):
         return self.conv(x) if x.sum() > 0 else x
 
 
-def test_mode_changes_and_untraceable_models_are_refused_clearly() -> None:
+def test_untraceable_models_and_non_modules_are_refused_clearly() -> None:
     with pytest.raises(WrapgradValueError, match=r"model: fold_batchnorm needs .*Branching"):
         wrapgrad.fold_batchnorm(Branching())
     with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module, got int"):
         FoldedBatchNorm(3)  # type: ignore[arg-type]
+
+
+def test_a_mode_change_runs_the_model_as_it_is() -> None:
     model = _resnet()
     folded = wrapgrad.fold_batchnorm(model)
-    assert folded.eval() is folded  # the mode it has
-    with pytest.raises(WrapgradValueError, match=r"mode: a folded model keeps the mode"):
-        folded.train()
-    assert not any(m.training for m in model.modules())
-    model.train()
-    with pytest.raises(WrapgradValueError, match="model: its mode changed since fold_batchnorm"):
-        folded(torch.rand(2, 3, 8, 8))
+    x = torch.rand(4, 3, 8, 8)
+    model.train()  # batch statistics everywhere, and forward code may read self.training
+    twin = copy.deepcopy(model)
+    torch.testing.assert_close(folded(x), twin(x))
+    torch.testing.assert_close(model.stem[1].running_mean, twin.stem[1].running_mean)
+    model.eval()
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+class Block(nn.Module):
+    """A non-leaf module: the trace goes through it; its forward writes on self."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last = x
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class WithBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = Block()
+        self.shift = torch.full((1,), 0.25)  # a plain tensor attribute, not a buffer
+        self.register_buffer("scratch", torch.zeros(2), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x).sum((1, 2, 3)) + self.shift
+
+
+def test_hooks_on_blocks_and_the_root_fire_and_tracing_leaves_no_trace() -> None:
+    from captum.attr import LayerGradCam
+
+    torch.manual_seed(2)
+    model = _randomise_batchnorm(WithBlock()).eval()
+    model(torch.rand(1, 3, 5, 5))
+    attributes = {n: set(vars(m)) for n, m in model.named_modules()}
+    folded = wrapgrad.fold_batchnorm(model)
+    assert folded.pairs == (("block.conv", "block.bn"),)
+    assert {n: set(vars(m)) for n, m in model.named_modules()} == attributes
+    assert isinstance(model.block.last, torch.Tensor)  # not the tracer's proxy
+    x = torch.rand(2, 3, 5, 5)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    assert list(folded.state_dict()) == list(model.state_dict())  # "scratch" not persistent
+    # A hook set at fold time is not baked into the trace: removed, it is gone.
+    handle = model.block.register_forward_hook(lambda m, i, o: o * 0)
+    zero = wrapgrad.fold_batchnorm(model)
+    assert torch.equal(zero(x), model.shift.expand(2))  # while set, it fires
+    handle.remove()
+    torch.testing.assert_close(zero(x), model(x), rtol=1e-5, atol=1e-5)
+    # A pre-hook on the root, and Grad-CAM on a block (hooks set after folding), fire.
+    handle = model.register_forward_pre_hook(lambda m, i: (i[0] * 2,))
+    try:
+        torch.testing.assert_close(folded(x), model(x))
+    finally:
+        handle.remove()
+    resnet = _resnet()
+    folded = wrapgrad.fold_batchnorm(resnet)
+    x = torch.rand(3, 3, 8, 8)
+    want = LayerGradCam(resnet, resnet.layer3).attribute(x, target=1)
+    got = LayerGradCam(folded, folded.layer3).attribute(x, target=1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_only_a_conv_and_batchnorm_of_one_rank_fold_and_only_on_batches() -> None:
+    torch.manual_seed(3)
+    model = _randomise_batchnorm(nn.Sequential(nn.Conv1d(2, 4, 1), nn.BatchNorm1d(4))).eval()
+    folded = wrapgrad.fold_batchnorm(model)
+    assert folded.pairs == (("0", "1"),)
+    unbatched = torch.rand(2, 4)  # BatchNorm1d normalises its dim 0 here, not the channels
+    torch.testing.assert_close(folded(unbatched), model(unbatched))
+    mixed = nn.Sequential(nn.Conv2d(2, 4, 1), nn.BatchNorm1d(4)).eval()
+    assert wrapgrad.fold_batchnorm(mixed).pairs == ()
+
+
+def test_it_pickles_and_the_copy_folds_its_own_model() -> None:
+    import pickle
+
+    model = _resnet()
+    folded = wrapgrad.fold_batchnorm(model)
+    again = pickle.loads(pickle.dumps(folded))
+    assert again.pairs == folded.pairs
+    assert again.layer1 is again.model.layer1
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(again(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_a_pipeline_folds_on_request_with_the_unfolded_accuracy(tmp_path: Path) -> None:

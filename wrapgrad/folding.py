@@ -24,11 +24,16 @@ the original parameters under their original names, and NoiseGrad's noise on ``W
 What stays as it was:
 
 * a pair whose BatchNorm is in training mode (batch statistics) runs unfolded, decided at each
-  call; so does a pair with a hook on either layer (Captum's layer methods, LRP), or while any
-  global module hook is set, so hooks always fire;
-* the folded module has the model's parameters, buffers and sub-modules, the same objects under
-  the same names in the same order (it never copies a weight), and it changes nothing on the
-  model: it holds a traced copy of the model's forward code, run on the shared layers.
+  call; so does a pair with a hook on either layer (Captum's layer methods, LRP);
+* the whole model runs as it is, unfolded, while a hook is set on it or on a module the trace
+  went through (a block, a ``Sequential``: Grad-CAM's usual layers), or any global module hook,
+  or while any module's mode differs from the mode it had when it was folded; so hooks always
+  fire and mode-dependent code always sees the current mode;
+* the folded module is a view of the model: the same parameter, buffer and sub-module
+  dictionaries (the same objects under the same names in the same order; it never copies a
+  weight), with another forward. Tracing changes nothing on the model (it traces shadow copies
+  of the model and its blocks, sharing the layers). What is done to the view (``train()``,
+  ``to()``) is done to the model's layers.
 
 Measured (``docs/demo.md``): on the demo's ``small_resnet``, one global batch of its explain
 step (Saliency and Integrated Gradients, Baseline / SmoothGrad / NoiseGrad / FusionGrad, one CPU
@@ -38,6 +43,7 @@ thread) took 0.84x the time; forward-only passes gain nothing measurable.
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any
 
 import torch
@@ -49,12 +55,9 @@ from wrapgrad.errors import WrapgradTypeError, WrapgradValueError
 
 __all__ = ["FoldedBatchNorm", "conv_bn", "fold_batchnorm"]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
 
 def _hooked(*modules: nn.Module) -> bool:
-    """True if any module-level or global forward/backward hook could see these layers."""
+    """True if any module-level or global forward/backward hook could see these modules."""
     if (
         _module._global_forward_hooks
         or _module._global_forward_pre_hooks
@@ -70,9 +73,9 @@ def _hooked(*modules: nn.Module) -> bool:
 
 def conv_bn(x: Tensor, conv: nn.Module, bn: nn.Module) -> Tensor:
     """``bn(conv(x))`` as one convolution with the folded weight and bias (module docstring),
-    from the tensors the two layers hold now; unfolded when ``bn`` is in training mode or a hook
-    is set on either layer."""
-    if bn.training or _hooked(conv, bn):
+    from the tensors the two layers hold now; unfolded when ``bn`` is in training mode, a hook is
+    set on either layer, or ``x`` is not a batch of the convolution's rank."""
+    if bn.training or _hooked(conv, bn) or x.dim() != conv.weight.dim():
         return bn(conv(x))
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
@@ -83,32 +86,67 @@ def conv_bn(x: Tensor, conv: nn.Module, bn: nn.Module) -> Tensor:
     if conv.bias is not None:
         bias = bias + conv.bias * scale
     weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-    return conv._conv_forward(x, weight, bias)
+    dtype = conv.weight.dtype
+    return conv._conv_forward(x, weight.to(dtype), bias.to(dtype))
+
+
+_PAIRS = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
 
 
 def _foldable(conv: Any, bn: Any) -> bool:
-    """A non-transposed convolution followed by a BatchNorm over its output channels that keeps
+    """A convolution of rank N followed by a BatchNormNd over its output channels that keeps
     running statistics."""
+    norm = _PAIRS.get(type(conv))
     return (
-        isinstance(conv, _CONVS)
-        and isinstance(bn, _NORMS)
+        norm is not None
+        and type(bn) is norm
         and bn.track_running_stats
         and bn.running_var is not None
         and bn.num_features == conv.out_channels
     )
 
 
-def _trace(model: nn.Module) -> Any:
-    """``model``'s forward code as a :class:`torch.fx.GraphModule` (no copy of any layer).
-    The tracer stores the tensors that forward creates on the module it traces: it traces a
-    shallow copy (the same layers and tensors), so the model gains no attribute."""
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, which goes through non-leaf modules without running their hooks
+    (those are checked at each call instead) and notes which modules it went through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.through: list[str] = []
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        if self.is_leaf_module(m, self.path_of_module(m)):
+            return super().call_module(m, forward, args, kwargs)
+        self.through.append(self.path_of_module(m))
+        return m.forward(*args, **kwargs)
+
+
+def _shadow(module: nn.Module, is_leaf: Any) -> nn.Module:
+    """A copy of ``module`` and of every non-leaf module below it (new attribute dictionaries,
+    so what forward code sets on ``self`` while traced lands on the copies), sharing the leaf
+    layers and every tensor."""
+    copy_ = copy.copy(module)
+    copy_._modules = {
+        name: (child if child is None or is_leaf(child, name) else _shadow(child, is_leaf))
+        for name, child in module._modules.items()
+    }
+    return copy_
+
+
+def _trace(model: nn.Module) -> tuple[Any, tuple[str, ...]]:
+    """``model``'s forward code as a :class:`torch.fx.GraphModule`, and the names of the
+    modules the trace went through (the model itself changes in nothing)."""
+    tracer = _Tracer()
+    shadow = _shadow(model, lambda m, name: tracer.is_leaf_module(m, name))
     try:
-        return torch.fx.symbolic_trace(copy.copy(model))
+        with _TRACING:  # torch.fx's patcher is one per process
+            graph = tracer.trace(shadow)
     except Exception as e:  # torch.fx raises many types for code it cannot trace
         raise WrapgradValueError(
             f"model: fold_batchnorm needs a forward pass torch.fx can trace (no control flow "
             f"on tensor values); tracing {type(model).__name__} failed: {type(e).__name__}: {e}"
         ) from e
+    return torch.fx.GraphModule(shadow, graph), tuple(dict.fromkeys(tracer.through))
 
 
 def _fold_pairs(gm: Any) -> list[tuple[str, str]]:
@@ -145,14 +183,21 @@ def _fold_pairs(gm: Any) -> list[tuple[str, str]]:
     return pairs
 
 
+#: What :meth:`FoldedBatchNorm._fold` derives from the model (left out of its pickled state).
+_TRACED = ("_forward", "_through", "_through_names", "_modes", "pairs")
+_TRACING = threading.Lock()
+
+
 class FoldedBatchNorm(nn.Module):
     """``model`` whose forward pass folds each eval-mode BatchNorm into the convolution before it
     (module docstring). Build it with :func:`fold_batchnorm`.
 
-    Its parameters, buffers and sub-modules are the model's own (the same objects, names and
-    order), so weight perturbers, ``functional_call`` and hook-based methods see the model.
-    Set the model's mode on the model and fold again: ``train()``/``eval()`` on the folded
-    module would change the user's layers, so only the mode it has is accepted.
+    A view of the model: its parameter, buffer and sub-module dictionaries are the model's own
+    (the same objects, names and order), so weight perturbers, ``functional_call`` and hook-based
+    methods see the model, and ``train()``/``to()`` on the view act on the model's layers. It
+    deep-copies (sharing the traced code) and pickles (unpickling traces again). Fold in one
+    thread while no other runs the model: torch.fx patches ``nn.Module.__call__`` for every
+    thread while it traces.
 
     Attributes:
         model: the user's model (not registered as a sub-module: its layers are this module's).
@@ -168,37 +213,64 @@ class FoldedBatchNorm(nn.Module):
                 f"model: expected a torch.nn.Module, got {type(model).__name__}"
             )
         super().__init__()
-        gm = _trace(model)
-        pairs = tuple(_fold_pairs(gm))
-        # The model's own layers, tensors and mode (new dicts, the same objects).
-        self._modules = dict(model._modules)
-        self._parameters = dict(model._parameters)
-        self._buffers = dict(model._buffers)
+        # The model's own dictionaries: a view, not a copy.
+        self._modules = model._modules
+        self._parameters = model._parameters
+        self._buffers = model._buffers
+        self._non_persistent_buffers_set = model._non_persistent_buffers_set
         self.training = model.training
         object.__setattr__(self, "model", model)
+        self._fold()
+
+    def _fold(self) -> None:
+        model = self.model
+        gm, through = _trace(model)
+        pairs = tuple(_fold_pairs(gm))
         object.__setattr__(self, "pairs", pairs)
         object.__setattr__(self, "_forward", type(gm).forward)
-        # Constants the tracer made (tensors created in forward), kept unregistered.
+        object.__setattr__(self, "_through_names", through)
+        object.__setattr__(self, "_modes", self._current_modes())
+        self._find_through()
+        # Attributes the traced code reads that are not layers or registered tensors: tensors
+        # the tracer made from forward's constants, plain tensor attributes of the model.
+        registered = {*self._modules, *self._parameters, *self._buffers}
         for node in gm.graph.nodes:
             head = node.target.split(".")[0] if node.op == "get_attr" else None
-            if head is not None and not hasattr(model, head):
+            if head is not None and head not in registered:
                 object.__setattr__(self, head, getattr(gm, head))
 
+    def _find_through(self) -> None:
+        """The model and the modules the trace went through: their hooks are checked per call."""
+        model = self.model
+        through = (model, *(model.get_submodule(n) for n in self._through_names))
+        object.__setattr__(self, "_through", through)
+
+    def _current_modes(self) -> tuple[bool, ...]:
+        return tuple(m.training for m in self.model.modules())
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.model.training != self.training:
-            raise WrapgradValueError(
-                "model: its mode changed since fold_batchnorm traced it (its forward code may "
-                "depend on it); fold it again"
-            )
+        if _hooked(*self._through) or self._current_modes() != self._modes:
+            return self.model(*args, **kwargs)
         return self._forward(self, *args, **kwargs)
 
-    def train(self, mode: bool = True) -> FoldedBatchNorm:
-        if mode != self.training or any(m.training != mode for m in self.modules()):
-            raise WrapgradValueError(
-                f"mode: a folded model keeps the mode of the model it was built from; call "
-                f"model.train({mode}) on the model itself and fold it again"
-            )
-        return self
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _TRACED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fold()  # the traced code is made at run time: unpickling traces again
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FoldedBatchNorm:
+        # The traced code is shared, not traced again: torch.fx patches nn.Module.__call__ for
+        # every thread while it traces, and copies are made for worker threads.
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
+        for key in _TRACED:
+            if key != "_through":
+                object.__setattr__(new, key, self.__dict__[key])
+        new._find_through()
+        return new
 
     def extra_repr(self) -> str:
         return f"folded={len(self.pairs)} conv+BatchNorm pairs"
