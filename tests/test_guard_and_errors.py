@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -287,6 +288,12 @@ def test_misuse_of_methods_is_explained(cnn, images) -> None:
         wrapgrad.wrap(cnn, "layer_activation", layer="features.0")(images, target=1)
     with pytest.raises(WrapgradValueError, match=r"interpolate: only layer methods"):
         wrapgrad.wrap(cnn, "saliency", interpolate=True)
+    other = copy.deepcopy(cnn)  # its layer would never see this model's forward pass
+    with pytest.raises(WrapgradValueError, match=r"layer: expected a module of the model .*Conv2d"):
+        wrapgrad.wrap(cnn, "layer_grad_cam", layer=other.features[0])
+    with pytest.raises(WrapgradValueError, match=r"layer\[1\]: expected a module of the model"):
+        wrapgrad.wrap(cnn, "layer_conductance", layer=[cnn.features[0], other.features[0]])
+    assert wrapgrad.wrap(cnn, "layer_grad_cam", layer=cnn.features[0])(images, target=1).shape
     with pytest.raises(WrapgradTypeError, match=r"model: expected a torch.nn.Module"):
         wrapgrad.wrap(lambda x: x, "saliency")
     with pytest.raises(WrapgradTypeError, match=r"method: expected a method name"):

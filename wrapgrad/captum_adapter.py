@@ -242,6 +242,14 @@ def resolve_layer(model: Any, layer: Any, argument: str = "layer") -> Any:
     if isinstance(layer, (list, tuple)):
         return [resolve_layer(model, item, f"{argument}[{i}]") for i, item in enumerate(layer)]
     if isinstance(layer, nn.Module):
+        root = _root(model)
+        if isinstance(root, nn.Module) and not any(m is layer for m in root.modules()):
+            # Captum's hook on it would never fire: a bare AssertionError at the first call.
+            raise WrapgradValueError(
+                f"{argument}: expected a module of the model (or its dotted name), got a "
+                f"{type(layer).__name__} that is not one of its modules (a layer of another "
+                f"model, or of a copy of it?)"
+            )
         return layer
     if isinstance(layer, str):
         root = _root(model)

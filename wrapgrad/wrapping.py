@@ -526,10 +526,7 @@ def _wrap(
             f"to seed; seed= goes to an enhancer (enhancer=...) or to a method that draws its "
             f"own (lime, kernel_shap, gradient_shap, shapley_value_sampling, ...)"
         )
-    if isinstance(settings.layer, str) or (
-        isinstance(settings.layer, (list, tuple))
-        and any(isinstance(x, str) for x in settings.layer)
-    ):
+    if settings.layer is not None:
         from wrapgrad.captum_adapter import resolve_layer
 
         resolve_layer(model, settings.layer)  # fail now, not at the first call
