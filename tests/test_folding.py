@@ -317,16 +317,44 @@ def test_it_pickles_and_the_copy_folds_its_own_model() -> None:
     torch.testing.assert_close(again(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_pipeline_folds_on_request_with_the_unfolded_accuracy(tmp_path: Path) -> None:
-    from wrapgrad_pipeline import Pipeline
-
+def _folding_tables(weights: Path) -> dict:
     from tests.test_distributed_pipeline import tables
 
-    torch.save(_resnet(in_channels=1).state_dict(), tmp_path / "weights.pt")
-    raw = tables(tmp_path / "weights.pt")
+    raw = tables(weights)
     raw["model"]["name"] = "small_resnet"
     del raw["calibration"]  # an untrained model: fixed levels
     raw["explain"]["enhancers"][2]["options"]["sigma"] = 0.2
+    return raw
+
+
+def _folded_rank(rank: int, folder: Path, out: str = "two") -> None:
+    from wrapgrad_pipeline import Pipeline
+
+    raw = _folding_tables(folder / "weights.pt")
+    raw["model"]["fold_batchnorm"] = True
+    run = Pipeline.from_dict(raw).run(folder / out, progress=False)
+    torch.save(run.results["scores"], folder / out / f"scores{rank}.pt")
+
+
+def test_a_folded_model_reaches_every_rank_of_a_distributed_run(tmp_path: Path) -> None:
+    # rank 0's model step is broadcast to the other ranks, pickled: the traced code is not
+    # picklable, so unpickling traces the model again
+    from tests._ranks import run_ranks
+    from tests.test_distributed_pipeline import same
+
+    torch.save(_resnet(in_channels=1).state_dict(), tmp_path / "weights.pt")
+    _folded_rank(0, tmp_path, "one")  # one process
+    run_ranks(_folded_rank, 2, tmp_path, timeout=240)
+    single = torch.load(tmp_path / "one" / "scores0.pt", weights_only=False)
+    for rank in range(2):
+        same(torch.load(tmp_path / "two" / f"scores{rank}.pt", weights_only=False), single)
+
+
+def test_a_pipeline_folds_on_request_with_the_unfolded_accuracy(tmp_path: Path) -> None:
+    from wrapgrad_pipeline import Pipeline
+
+    torch.save(_resnet(in_channels=1).state_dict(), tmp_path / "weights.pt")
+    raw = _folding_tables(tmp_path / "weights.pt")
     plain = Pipeline.from_dict(raw).run(tmp_path / "plain", progress=False)
     raw["model"]["fold_batchnorm"] = True
     folded = Pipeline.from_dict(raw).run(tmp_path / "folded", progress=False, workers=2)
