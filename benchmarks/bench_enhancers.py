@@ -281,6 +281,16 @@ def bench_model(
         "reference noisegrad": reference,
         f"fusiongrad ({m}x{max(1, n // m)})": lambda: fg(x, target=y),
     }
+    folded = wrapgrad.fold_batchnorm(model)
+    if folded.pairs:  # BatchNorm folded into the convolutions (wrapgrad.folding)
+        fsg = wrapgrad.wrap(folded, "saliency", "smoothgrad", n_samples=n, input_sigma=0.1, **opts)
+        fng = wrapgrad.wrap(folded, "saliency", "noisegrad", n_samples=n, sigma=0.2, **opts)
+        ffg = wrapgrad.wrap(
+            folded, "saliency", "fusiongrad", n_models=m, n_samples=max(1, n // m), **opts
+        )
+        fns["smoothgrad (folded BN)"] = lambda: fsg(x, target=y)
+        fns[f"noisegrad (auto={auto}, folded BN)"] = lambda: fng(x, target=y)
+        fns[f"fusiongrad ({m}x{max(1, n // m)}, folded BN)"] = lambda: ffg(x, target=y)
     draws = weight_draws_fn(model, x, n, 0.2)
     if draws is not None:
         fns["noisegrad weight draws only"] = draws
@@ -292,7 +302,10 @@ def bench_model(
     out = []
     for name, t in times.items():
         vs = ""
-        if name == "noisegrad weight draws only":
+        if name.endswith(", folded BN)") or name.endswith("(folded BN)"):
+            unfolded = name.replace(", folded BN)", ")").replace(" (folded BN)", "")
+            vs = f"{t / times[unfolded]:.2f}x unfolded"
+        elif name == "noisegrad weight draws only":
             vs = f"{t / ng_time:.2f}x noisegrad"
         elif name == "reference weight draws only" or name.startswith("noisegrad"):
             vs = f"{t / ref:.2f}x reference"
