@@ -305,6 +305,17 @@ def test_only_a_conv_and_batchnorm_of_one_rank_fold_and_only_on_batches() -> Non
     assert wrapgrad.fold_batchnorm(mixed).pairs == ()
 
 
+def test_a_folded_model_inside_a_model_folds_its_own_layers() -> None:
+    torch.manual_seed(4)
+    inner = _randomise_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))).eval()
+    outer = nn.Sequential(wrapgrad.fold_batchnorm(inner), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
+    outer = _randomise_batchnorm(outer, seed=5).eval()
+    folded = wrapgrad.fold_batchnorm(outer)
+    assert folded.pairs == (("1", "2"),)
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(folded(x), outer(x), rtol=1e-5, atol=1e-5)
+
+
 def test_it_pickles_and_the_copy_folds_its_own_model() -> None:
     import pickle
 

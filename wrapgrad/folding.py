@@ -114,6 +114,10 @@ class _Tracer(torch.fx.Tracer):
         super().__init__()
         self.through: list[str] = []
 
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        # a folded model inside the model folds its own layers
+        return isinstance(m, FoldedBatchNorm) or super().is_leaf_module(m, module_qualified_name)
+
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
         if self.is_leaf_module(m, self.path_of_module(m)):
             return super().call_module(m, forward, args, kwargs)
