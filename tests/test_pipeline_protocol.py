@@ -456,3 +456,30 @@ def test_the_demos_deviations_name_the_sizes_of_a_smoke_run(tmp_path: Path) -> N
     fg = r["enhancer_settings"]["FG"]["options"]
     assert f"{fg['n_models']} x {fg['n_samples']} draws x {r['replicates']} seeds" in section
     assert "n/a" not in section, section
+
+
+# -- what a metric scored ------------------------------------------------------------------------
+def test_results_say_how_many_samples_each_metric_scored_per_method(tmp_path: Path) -> None:
+    # `samples` is the metric's cap; `scored` what it scored: fewer where a method explained
+    # fewer ([explain].method_samples), and only for the methods it runs on.
+    from tests.test_distributed_pipeline import _weights, tables
+
+    raw = tables(_weights(tmp_path))
+    raw["explain"]["methods"] = ["saliency", "input_x_gradient"]
+    raw["explain"]["method_samples"] = {"input_x_gradient": 3}
+    raw["evaluate"] = {
+        "metrics": [
+            {"label": "sparse", "quantus": "Sparseness"},
+            {"label": "capped", "quantus": "Sparseness", "samples": 5},
+            {"label": "one", "quantus": "Sparseness", "samples": 5, "methods": ["saliency"]},
+        ]
+    }
+    run = Pipeline.from_dict(raw).run(tmp_path / "out", progress=False)
+    rows = {row["key"]: row for row in run.results["metrics"]}
+    assert rows["sparse"]["samples"] is None
+    assert rows["sparse"]["scored"] == {"saliency": 7, "input_x_gradient": 3}
+    assert rows["capped"]["scored"] == {"saliency": 5, "input_x_gradient": 3}
+    assert rows["one"]["scored"] == {"saliency": 5}
+    scores = run.results["scores"]
+    assert len(scores["input_x_gradient"]["Baseline"]["capped"]) == 3
+    assert len(scores["saliency"]["Baseline"]["capped"]) == 5

@@ -274,6 +274,18 @@ def _per_sample(out: Any) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
+def _scored(m: Any, context: RunContext) -> dict[str, int]:
+    """How many samples a metric scores per method: its `samples` cap, or fewer where the method
+    explained fewer ([explain].method_samples)."""
+    out = {}
+    for method, variants in context.explanations.items():
+        if m.methods and method not in m.methods:
+            continue
+        n = max((int(ex.raw.shape[0]) for ex in variants.values()), default=0)
+        out[method] = n if m.samples is None else min(m.samples, n)
+    return out
+
+
 class EvaluateStep:
     """Scores every method x variant with every metric and attack, one global batch at a time
     (spread over the ranks of a distributed run, :mod:`wrapgrad_pipeline.sharded`)."""
@@ -481,6 +493,7 @@ class EvaluateStep:
                         "fresh_noise": m.fresh_noise,
                         "methods": list(m.methods),
                         "samples": m.samples,
+                        "scored": _scored(m, context),
                     }
                 )
         context.results["metrics"] = rows
