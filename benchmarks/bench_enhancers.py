@@ -282,15 +282,20 @@ def bench_model(
         f"fusiongrad ({m}x{max(1, n // m)})": lambda: fg(x, target=y),
     }
     folded = wrapgrad.fold_batchnorm(model)
+    unfolded_of: dict[str, str] = {}  # a folded entry's name -> its unfolded entry's
     if folded.pairs:  # BatchNorm folded into the convolutions (wrapgrad.folding)
         fsg = wrapgrad.wrap(folded, "saliency", "smoothgrad", n_samples=n, input_sigma=0.1, **opts)
         fng = wrapgrad.wrap(folded, "saliency", "noisegrad", n_samples=n, sigma=0.2, **opts)
         ffg = wrapgrad.wrap(
             folded, "saliency", "fusiongrad", n_models=m, n_samples=max(1, n // m), **opts
         )
-        fns["smoothgrad (folded BN)"] = lambda: fsg(x, target=y)
-        fns[f"noisegrad (auto={auto}, folded BN)"] = lambda: fng(x, target=y)
-        fns[f"fusiongrad ({m}x{max(1, n // m)}, folded BN)"] = lambda: ffg(x, target=y)
+        for name, fn in (
+            ("smoothgrad", lambda: fsg(x, target=y)),
+            (f"noisegrad (auto={auto})", lambda: fng(x, target=y)),
+            (f"fusiongrad ({m}x{max(1, n // m)})", lambda: ffg(x, target=y)),
+        ):
+            fns[f"{name} [folded BN]"] = fn
+            unfolded_of[f"{name} [folded BN]"] = name
     draws = weight_draws_fn(model, x, n, 0.2)
     if draws is not None:
         fns["noisegrad weight draws only"] = draws
@@ -302,9 +307,8 @@ def bench_model(
     out = []
     for name, t in times.items():
         vs = ""
-        if name.endswith(", folded BN)") or name.endswith("(folded BN)"):
-            unfolded = name.replace(", folded BN)", ")").replace(" (folded BN)", "")
-            vs = f"{t / times[unfolded]:.2f}x unfolded"
+        if name in unfolded_of:
+            vs = f"{t / times[unfolded_of[name]]:.2f}x unfolded"
         elif name == "noisegrad weight draws only":
             vs = f"{t / ng_time:.2f}x noisegrad"
         elif name == "reference weight draws only" or name.startswith("noisegrad"):

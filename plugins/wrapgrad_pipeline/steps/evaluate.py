@@ -274,6 +274,11 @@ def _per_sample(out: Any) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
+def _capped(m: Any, n: int) -> int:
+    """How many of a method's ``n`` explained samples metric ``m`` scores (its `samples` cap)."""
+    return n if m.samples is None else min(m.samples, n)
+
+
 def _scored(m: Any, context: RunContext) -> dict[str, int]:
     """How many samples a metric scores per method: its `samples` cap, or fewer where the method
     explained fewer ([explain].method_samples)."""
@@ -281,8 +286,7 @@ def _scored(m: Any, context: RunContext) -> dict[str, int]:
     for method, variants in context.explanations.items():
         if m.methods and method not in m.methods:
             continue
-        n = max((int(ex.raw.shape[0]) for ex in variants.values()), default=0)
-        out[method] = n if m.samples is None else min(m.samples, n)
+        out[method] = _capped(m, max((int(ex.raw.shape[0]) for ex in variants.values()), default=0))
     return out
 
 
@@ -533,7 +537,7 @@ class EvaluateStep:
                 params = _defaults(spec, m.params, context)
                 ex = context.explanations[method][v]
                 n = int(ex.raw.shape[0])  # the method's samples ([explain].method_samples)
-                k = unit.take(n if m.samples is None else min(m.samples, n)).stop
+                k = unit.take(_capped(m, n)).stop
                 if k == 0:
                     continue
                 batch = slice(unit.start, unit.start + k)
