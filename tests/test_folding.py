@@ -218,8 +218,15 @@ class Branching(nn.Module):
 
 
 def test_untraceable_models_and_non_modules_are_refused_clearly() -> None:
+    branching = Branching().eval()
+    before = copy.deepcopy(branching.state_dict())
+    attributes = {n: set(vars(m)) for n, m in branching.named_modules()}
     with pytest.raises(WrapgradValueError, match=r"model: fold_batchnorm needs .*Branching"):
-        wrapgrad.fold_batchnorm(Branching())
+        wrapgrad.fold_batchnorm(branching)
+    # the failed trace left the model as it was
+    assert all(torch.equal(before[k], v) for k, v in branching.state_dict().items())
+    assert {n: set(vars(m)) for n, m in branching.named_modules()} == attributes
+    assert not any(m.training for m in branching.modules())
     with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module, got int"):
         FoldedBatchNorm(3)  # type: ignore[arg-type]
 
