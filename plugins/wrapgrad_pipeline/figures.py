@@ -106,9 +106,8 @@ def bar_charts(results: Mapping[str, Any], folder: Path) -> list[dict[str, str]]
     for m in metric_keys(results):
         fig = _figure(1.2 + 1.1 * len(enhancers) * max(1, len(methods)) / 2, 3.2)
         ax = fig.add_subplot(1, 1, 1)
-        series = {
-            e: [cell_stats(results, meth, m["key"])[e] for meth in methods] for e in enhancers
-        }
+        stats = [cell_stats(results, meth, m["key"]) for meth in methods]  # one bootstrap a cell
+        series = {e: [s[e] for s in stats] for e in enhancers}
         grouped_bars(ax, methods, series)
         path = folder / f"bar_{safe_name(m['key'])}.png"
         made.append(save_metric_chart(fig, ax, m, path, f"{m['key']} (mean, 95% CI)"))
