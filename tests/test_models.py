@@ -32,6 +32,30 @@ def test_models_map_images_to_logits(model, shape):
     assert out.shape == (5, 7)
 
 
+def test_small_resnet_with_two_blocks_is_the_stem_then_the_downsampling_blocks():
+    """``blocks=2`` leaves out the full-resolution first block: its forward is stem -> layer2 ->
+    layer3 -> pool -> fc of the same layers, the other layers keep their names, and only the
+    first block's parameters are gone."""
+    factory = get_registry().get("model", "small_resnet").factory
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        two = factory(in_channels=3, num_classes=10, blocks=2).eval()
+        three = factory(in_channels=3, num_classes=10).eval()
+    x = torch.rand(4, 3, 32, 32)
+    by_hand = two.fc(torch.flatten(two.pool(two.layer3(two.layer2(two.stem(x)))), 1))
+    torch.testing.assert_close(two(x), by_hand, rtol=0, atol=0)
+    names2, names3 = set(two.state_dict()), set(three.state_dict())
+    assert names2 == {k for k in names3 if not k.startswith("layer1.")}
+    assert any(k.startswith("layer1.") for k in names3)
+    assert sum(p.numel() for p in two.parameters()) == 73_370
+    assert sum(p.numel() for p in three.parameters()) == 78_042
+    with pytest.raises(WrapgradValueError, match="blocks: expected one of 2, 3, got 1"):
+        factory(blocks=1)
+    # A recipe with it is another cache entry.
+    cmnist = get_recipe("small_resnet", "cmnist")
+    assert get_recipe("small_resnet", "cmnist", model_options={"blocks": 2}).key() != cmnist.key()
+
+
 def test_cache_dir_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WRAPGRAD_CACHE", str(tmp_path))
     assert cache_dir() == tmp_path

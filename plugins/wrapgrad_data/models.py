@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.checks import check_choice
+
 __all__ = ["BasicBlock", "SmallCNN", "SmallResNet", "small_cnn", "small_resnet"]
 
 
@@ -63,18 +65,31 @@ class BasicBlock(nn.Module):
 
 class SmallResNet(nn.Module):
     """A ResNet for small images: a 3x3 stem (stride ``stem_stride``), three basic blocks (widths
-    w, 2w, 4w; the last two downsample by 2), global average pooling and a linear classifier."""
+    w, 2w, 4w; the last two downsample by 2), global average pooling and a linear classifier.
+
+    ``blocks=2`` leaves out the first block, the one at the stem's full resolution (``layer1``
+    is then an identity, so the other layers keep their names): on 3x32x32 images at width 16
+    that is 7.8M multiply-adds a forward pass instead of 12.5M, 73,370 parameters instead of
+    78,042, and an input gradient in about 0.7x the time on CPU. On the CMNIST-like data with
+    the built-in recipe (channels_last, 10 epochs) it reached test accuracy 0.876 / 0.880
+    (seeds 0 / 1) against 0.90-0.92 for three blocks (``docs/data.md``)."""
 
     def __init__(
-        self, in_channels: int = 3, num_classes: int = 10, width: int = 16, stem_stride: int = 1
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        width: int = 16,
+        stem_stride: int = 1,
+        blocks: int = 3,
     ) -> None:
         super().__init__()
+        check_choice(blocks, "blocks", (2, 3))
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
         )
-        self.layer1 = BasicBlock(width, width)
+        self.layer1: nn.Module = BasicBlock(width, width) if blocks == 3 else nn.Identity()
         self.layer2 = BasicBlock(width, 2 * width, stride=2)
         self.layer3 = BasicBlock(2 * width, 4 * width, stride=2)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -91,9 +106,18 @@ def small_cnn(in_channels: int = 1, num_classes: int = 10, width: int = 32) -> S
 
 
 def small_resnet(
-    in_channels: int = 3, num_classes: int = 10, width: int = 16, stem_stride: int = 1
+    in_channels: int = 3,
+    num_classes: int = 10,
+    width: int = 16,
+    stem_stride: int = 1,
+    blocks: int = 3,
 ) -> SmallResNet:
-    """An untrained :class:`SmallResNet`."""
+    """An untrained :class:`SmallResNet` (``blocks``: 3, or 2 without the full-resolution first
+    block)."""
     return SmallResNet(
-        in_channels=in_channels, num_classes=num_classes, width=width, stem_stride=stem_stride
+        in_channels=in_channels,
+        num_classes=num_classes,
+        width=width,
+        stem_stride=stem_stride,
+        blocks=blocks,
     )
