@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "noisegrad_cmnist.toml"
 #: The demo's calibrated levels (docs/demo.md), used when the run does not calibrate.
-SIGMA_NG, ALPHA_SG = 0.0707, 0.0805
+SIGMA_NG, ALPHA_SG = 0.0677, 0.0771
 
 
 class Usage:
@@ -125,11 +125,13 @@ def pipeline(args: argparse.Namespace) -> None:
 def demo_model() -> torch.nn.Module:
     """The demo's recipe-trained model from the cache, or an untrained one of the same shape
     (the cost of a gradient does not depend on the weights)."""
+    import tomllib
     from wrapgrad_data.cache import cache_paths
     from wrapgrad_data.models import small_resnet
 
-    model = small_resnet(in_channels=3, num_classes=10)
-    path, _ = cache_paths("small_resnet", "cmnist", 0)
+    recipe = dict(tomllib.loads(DEMO.read_text(encoding="utf-8"))["model"].get("recipe", {}))
+    model = small_resnet(in_channels=3, num_classes=10, **recipe.get("model_options", {}))
+    path, _ = cache_paths("small_resnet", "cmnist", 0, **recipe)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         print(f"model: cached demo model {path}")
