@@ -48,8 +48,8 @@ class ModelTable:
         doc="evaluate the model with each eval-mode BatchNorm folded into the convolution "
         "before it, at every forward pass (`wrapgrad.fold_batchnorm`): the same function up to "
         "float rounding, with the model's own parameters under their names (weight noise is "
-        "applied before the fold); on the demo's `small_resnet` its explain step takes about "
-        "0.85x the time. Needs a forward pass `torch.fx` can trace. The test accuracy is the "
+        "applied before the fold); on the three-block `small_resnet` the demo's explain step "
+        "took about 0.85x the time. Needs a forward pass `torch.fx` can trace. The test accuracy is the "
         "unfolded model's",
     )
 
