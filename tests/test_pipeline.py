@@ -196,6 +196,12 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
             "[model].recipe",
             "epochz: not a recipe option",
         ),
+        (
+            '[model]\nname = "small_cnn"',
+            '[model]\nname = "small_cnn"\nrecipe = { model_options = { widht = 8 } }',
+            "[model].recipe.model_options.widht",
+            "did you mean 'width'",
+        ),
         ("[report]\n", "[reprot]\n", "[reprot]", "did you mean 'report'"),
         (
             "params = { nr_runs = 3, subset_size = 8 }",
@@ -648,6 +654,29 @@ def test_weights_file_is_loaded_safely(tmp_path: Path) -> None:
     (tmp_path / "w.pt").write_bytes(b"not a state dict")
     with pytest.raises(WrapgradValueError, match=r"\[model\]\.weights"):
         pipe.run(tmp_path / "out2", progress=False)
+
+
+def test_weights_file_is_loaded_into_the_model_its_recipe_options_build(tmp_path: Path) -> None:
+    # A two-block small_resnet's state dict loads only into a two-block model: [model].weights
+    # builds the model with [model].recipe.model_options.
+    from wrapgrad_data import small_resnet
+
+    model = small_resnet(1, 10, blocks=2)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    raw = tomllib.loads(GOOD)
+    raw["model"] = {"name": "small_resnet", "weights": "w.pt"}
+    raw["calibration"] = {}
+    raw["explain"]["enhancers"] = [{"label": "Baseline"}]
+    raw["report"] = {"make_figures": False}
+    pipe = Pipeline.from_dict(raw)
+    pipe.path = tmp_path / "p.toml"
+    with pytest.raises(WrapgradValueError, match=r"(?s)\[model\]\.weights.*Missing.*layer1\.conv1"):
+        pipe.run(tmp_path / "three", progress=False)  # the default, three blocks: refused
+    raw["model"]["recipe"] = {"model_options": {"blocks": 2}}
+    pipe = Pipeline.from_dict(raw)
+    pipe.path = tmp_path / "p.toml"
+    results = pipe.run(tmp_path / "two", progress=False).results
+    assert results["model"]["parameters"] == sum(p.numel() for p in model.parameters())
 
 
 def test_report_command_prints_the_same_report(

@@ -41,7 +41,9 @@ class ModelTable:
     weights: str | None = setting(
         None,
         doc="a state-dict file (relative to the pipeline file) to load, read with "
-        "`torch.load(weights_only=True)`, instead of training",
+        "`torch.load(weights_only=True)`, instead of training; the model is built with "
+        "`recipe.model_options` where given (e.g. `{ blocks = 2 }` for a two-block "
+        "`small_resnet`)",
     )
     fold_batchnorm: bool = setting(
         False,
@@ -74,6 +76,9 @@ class ModelStep:
                 f"missing; the model {spec.name!r} has no training recipes, so a state-dict "
                 f"file is needed",
             )
+        plan.check_options(
+            spec, _model_options(table.recipe), "[model].recipe.model_options"
+        )  # names only: values reach the factory when the model is built
         split_seed = None
         if table.weights is None and getattr(spec, "recipe", None) is not None:
             record = plan.recipe(spec.name, dataset, table.recipe, "[model].recipe")
@@ -112,7 +117,9 @@ class ModelStep:
             path = (context.source_dir / table.weights).resolve()
             factory = get_registry().get("model", table.name).factory
             model = factory(
-                in_channels=int(data.inputs.shape[1]), num_classes=int(data.dataset.num_classes)
+                in_channels=int(data.inputs.shape[1]),
+                num_classes=int(data.dataset.num_classes),
+                **_model_options(table.recipe),
             )
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
@@ -147,3 +154,8 @@ class ModelStep:
             info["folded_batchnorm"] = len(model.pairs)
         context.add_model(table.label or table.name, model, info)
         context.results["seeds"]["model"] = table.seed
+
+
+def _model_options(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The model factory's keyword arguments a ``[model].recipe`` gives (``model_options``)."""
+    return dict(dict(recipe).get("model_options") or {})
