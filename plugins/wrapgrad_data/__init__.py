@@ -88,6 +88,6 @@ def wrapgrad_models() -> Iterator[ModelSpec]:
     for name, factory, summary in (
         ("small_cnn", small_cnn,
          "Two conv/ReLU/max-pool stages and two linear layers (no BatchNorm)."),
-        ("small_resnet", small_resnet, "A 3-block ResNet with BatchNorm for small images."),
+        ("small_resnet", small_resnet, "A 3-block (or 2-block) ResNet with BatchNorm for small images."),
     ):  # fmt: skip
         yield ModelSpec(name=name, factory=factory, summary=summary, **_with_recipes(name))

@@ -54,8 +54,9 @@ class Recipe:
     """Train in the ``channels_last`` memory format: the same model and loop, other float
     rounding in the convolutions, so other weights; on CPU a step of ``small_resnet`` on 3x32x32
     images takes about 0.8x the time (two threads). The trained model comes back in the default
-    (contiguous) format, as the cache gives it back. Off in the built-in recipes: the demo's
-    model trained this way came out another model (``docs/demo.md``)."""
+    (contiguous) format, as the cache gives it back. Off in the built-in recipes (their cache keys
+    stay); the demo sets it. The trained model differs by about as much as another seed does
+    (``docs/data.md``)."""
 
     def key(self) -> str:
         """A hash of the recipe and the loop version: the cache key of the trained weights
