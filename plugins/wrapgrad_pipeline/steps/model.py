@@ -51,8 +51,8 @@ class ModelTable:
         "before it, at every forward pass (`wrapgrad.fold_batchnorm`): the same function up to "
         "float rounding, with the model's own parameters under their names (weight noise is "
         "applied before the fold); on the three-block `small_resnet` the demo's explain step "
-        "took about 0.85x the time. Needs a forward pass `torch.fx` can trace. The test accuracy is the "
-        "unfolded model's",
+        "took about 0.85x the time. Needs a forward pass `torch.fx` can trace. The test "
+        "accuracy is the unfolded model's",
     )
 
 
@@ -76,9 +76,8 @@ class ModelStep:
                 f"missing; the model {spec.name!r} has no training recipes, so a state-dict "
                 f"file is needed",
             )
-        plan.check_options(
-            spec, _model_options(table.recipe), "[model].recipe.model_options"
-        )  # names only: values reach the factory when the model is built
+        # Names only: the values reach the factory when the model is built.
+        plan.check_options(spec, _model_options(table.recipe), "[model].recipe.model_options")
         split_seed = None
         if table.weights is None and getattr(spec, "recipe", None) is not None:
             record = plan.recipe(spec.name, dataset, table.recipe, "[model].recipe")
