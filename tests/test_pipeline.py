@@ -630,19 +630,25 @@ def test_same_seed_same_results(tmp_path: Path) -> None:
     assert c["scores"]["saliency"]["NG"] != a["scores"]["saliency"]["NG"]
 
 
+def _weights_pipeline(tmp_path: Path, model: torch.nn.Module, table: dict) -> Pipeline:
+    """A plain-map pipeline on ``model``'s state dict, saved as ``w.pt`` beside the pipeline
+    file (weights are relative to it), with ``[model]`` = ``table`` + ``weights = "w.pt"``."""
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    raw = tomllib.loads(GOOD)
+    raw["model"] = {**table, "weights": "w.pt"}
+    raw["calibration"] = {}
+    raw["explain"]["enhancers"] = [{"label": "Baseline"}]
+    raw["report"] = {"make_figures": False}
+    pipe = Pipeline.from_dict(raw)
+    pipe.path = tmp_path / "p.toml"
+    return pipe
+
+
 def test_weights_file_is_loaded_safely(tmp_path: Path) -> None:
     from wrapgrad_data import load_dataset, small_cnn
 
     model = small_cnn(1, 10)
-    torch.save(model.state_dict(), tmp_path / "w.pt")
-    raw = tomllib.loads(GOOD)
-    raw["model"] = {"name": "small_cnn", "weights": "w.pt"}
-    raw["calibration"] = {}
-    raw["explain"]["enhancers"] = [{"label": "Baseline"}]
-    raw["report"] = {"make_figures": False}
-    path = tmp_path / "p.toml"
-    pipe = Pipeline.from_dict(raw)
-    pipe.path = path  # weights are relative to the pipeline file
+    pipe = _weights_pipeline(tmp_path, model, {"name": "small_cnn"})
     results = pipe.run(tmp_path / "out", progress=False).results
     # The split is not the pipeline seed's (3) but the one the weights are taken to be trained
     # on: [data].split_seed, default 0 (recipe-trained models declare theirs).
@@ -662,20 +668,12 @@ def test_weights_file_is_loaded_into_the_model_its_recipe_options_build(tmp_path
     from wrapgrad_data import small_resnet
 
     model = small_resnet(1, 10, blocks=2)
-    torch.save(model.state_dict(), tmp_path / "w.pt")
-    raw = tomllib.loads(GOOD)
-    raw["model"] = {"name": "small_resnet", "weights": "w.pt"}
-    raw["calibration"] = {}
-    raw["explain"]["enhancers"] = [{"label": "Baseline"}]
-    raw["report"] = {"make_figures": False}
-    pipe = Pipeline.from_dict(raw)
-    pipe.path = tmp_path / "p.toml"
+    three = _weights_pipeline(tmp_path, model, {"name": "small_resnet"})
     with pytest.raises(WrapgradValueError, match=r"(?s)\[model\]\.weights.*Missing.*layer1\.conv1"):
-        pipe.run(tmp_path / "three", progress=False)  # the default, three blocks: refused
-    raw["model"]["recipe"] = {"model_options": {"blocks": 2}}
-    pipe = Pipeline.from_dict(raw)
-    pipe.path = tmp_path / "p.toml"
-    results = pipe.run(tmp_path / "two", progress=False).results
+        three.run(tmp_path / "three", progress=False)  # the default, three blocks: refused
+    options = {"name": "small_resnet", "recipe": {"model_options": {"blocks": 2}}}
+    two = _weights_pipeline(tmp_path, model, options)
+    results = two.run(tmp_path / "two", progress=False).results
     assert results["model"]["parameters"] == sum(p.numel() for p in model.parameters())
 
 
