@@ -51,6 +51,8 @@ def test_small_resnet_with_two_blocks_is_the_stem_then_the_downsampling_blocks()
     assert sum(p.numel() for p in three.parameters()) == 78_042
     with pytest.raises(WrapgradValueError, match="blocks: expected one of 2, 3, got 1"):
         factory(blocks=1)
+    with pytest.raises(WrapgradError, match=r"blocks: expected the int 2 or 3, got 2\.0"):
+        factory(blocks=2.0)  # equal to 2, but a recipe with it would be another cache entry
     # A recipe with it is another cache entry.
     cmnist = get_recipe("small_resnet", "cmnist")
     assert get_recipe("small_resnet", "cmnist", model_options={"blocks": 2}).key() != cmnist.key()

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from wrapgrad.checks import check_choice
+from wrapgrad.errors import WrapgradTypeError
 
 __all__ = ["BasicBlock", "SmallCNN", "SmallResNet", "small_cnn", "small_resnet"]
 
@@ -84,6 +85,8 @@ class SmallResNet(nn.Module):
         blocks: int = 3,
     ) -> None:
         super().__init__()
+        if isinstance(blocks, bool) or not isinstance(blocks, int):  # 2.0 would key another cache
+            raise WrapgradTypeError(f"blocks: expected the int 2 or 3, got {blocks!r}")
         check_choice(blocks, "blocks", (2, 3))
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
