@@ -261,39 +261,45 @@ def bench_model(
     opts: dict[str, Any] = {"progress": False, "seed": 0}
     if args.max_batch:
         opts["max_batch"] = args.max_batch
-    sg = wrapgrad.wrap(model, "saliency", "smoothgrad", n_samples=n, input_sigma=0.1, **opts)
-    ng = wrapgrad.wrap(model, "saliency", "noisegrad", n_samples=n, sigma=0.2, **opts)
+    m = max(1, n // 2)
+    auto = "vmap" if device.type != "cpu" else "loop"
+    # The enhancers timed on the model, and on it with BatchNorm folded (row name -> enhancer,
+    # options).
+    enhancers: dict[str, tuple[str, dict[str, Any]]] = {
+        "smoothgrad": ("smoothgrad", {"n_samples": n, "input_sigma": 0.1}),
+        f"noisegrad (auto={auto})": ("noisegrad", {"n_samples": n, "sigma": 0.2}),
+        f"fusiongrad ({m}x{max(1, n // m)})": (
+            "fusiongrad",
+            {"n_models": m, "n_samples": max(1, n // m)},
+        ),
+    }
+
+    def timed(net: nn.Module) -> dict[str, Callable[[], Any]]:
+        out = {}
+        for name, (enhancer, options) in enhancers.items():
+            explain = wrapgrad.wrap(net, "saliency", enhancer, **options, **opts)
+            out[name] = lambda explain=explain: explain(x, target=y)
+        return out
+
+    plain = timed(model)
     ngv = wrapgrad.wrap(
         model, "saliency", "noisegrad", n_samples=n, sigma=0.2, strategy="vmap", **opts
     )
-    m = max(1, n // 2)
-    fg = wrapgrad.wrap(
-        model, "saliency", "fusiongrad", n_models=m, n_samples=max(1, n // m), **opts
-    )
-    auto = "vmap" if device.type != "cpu" else "loop"
+    ng_name, fg_name = list(enhancers)[1:]
     reference, reference_draws = reference_noisegrad_fns(model, x, y, n, 0.2)
     fns: dict[str, Callable[[], Any]] = {
         "floor (fwd+bwd on N*B)": floor_fn(model, x, y, n),
-        "smoothgrad": lambda: sg(x, target=y),
+        "smoothgrad": plain["smoothgrad"],
         "captum NoiseTunnel": noise_tunnel_fn(model, x, y, n, 0.1),
-        f"noisegrad (auto={auto})": lambda: ng(x, target=y),
+        ng_name: plain[ng_name],
         "noisegrad (vmap)": lambda: ngv(x, target=y),
         "reference noisegrad": reference,
-        f"fusiongrad ({m}x{max(1, n // m)})": lambda: fg(x, target=y),
+        fg_name: plain[fg_name],
     }
     folded = wrapgrad.fold_batchnorm(model)
     unfolded_of: dict[str, str] = {}  # a folded entry's name -> its unfolded entry's
     if folded.pairs:  # BatchNorm folded into the convolutions (wrapgrad.folding)
-        fsg = wrapgrad.wrap(folded, "saliency", "smoothgrad", n_samples=n, input_sigma=0.1, **opts)
-        fng = wrapgrad.wrap(folded, "saliency", "noisegrad", n_samples=n, sigma=0.2, **opts)
-        ffg = wrapgrad.wrap(
-            folded, "saliency", "fusiongrad", n_models=m, n_samples=max(1, n // m), **opts
-        )
-        for name, fn in (
-            ("smoothgrad", lambda: fsg(x, target=y)),
-            (f"noisegrad (auto={auto})", lambda: fng(x, target=y)),
-            (f"fusiongrad ({m}x{max(1, n // m)})", lambda: ffg(x, target=y)),
-        ):
+        for name, fn in timed(folded).items():
             fns[f"{name} [folded BN]"] = fn
             unfolded_of[f"{name} [folded BN]"] = name
     draws = weight_draws_fn(model, x, n, 0.2)
