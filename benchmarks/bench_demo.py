@@ -127,11 +127,11 @@ def demo_model() -> torch.nn.Module:
     (the cost of a gradient does not depend on the weights)."""
     import tomllib
     from wrapgrad_data.cache import cache_paths
-    from wrapgrad_data.models import small_resnet
+    from wrapgrad_data.training import build_model, get_recipe
 
-    recipe = dict(tomllib.loads(DEMO.read_text(encoding="utf-8"))["model"].get("recipe", {}))
-    model = small_resnet(in_channels=3, num_classes=10, **recipe.get("model_options", {}))
-    path, _ = cache_paths("small_resnet", "cmnist", 0, **recipe)
+    overrides = tomllib.loads(DEMO.read_text(encoding="utf-8"))["model"].get("recipe", {})
+    model = build_model(get_recipe("small_resnet", "cmnist", **overrides), 3, 10)
+    path, _ = cache_paths("small_resnet", "cmnist", 0, **overrides)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         print(f"model: cached demo model {path}")
