@@ -12,7 +12,9 @@ On a shared machine wall time says little; this benchmark reports the process's 
 * ``faithfulness``: one batch of FaithfulnessCorrelation as the evaluate step runs it (100 runs,
   |S| = 32, black baseline, 64 samples, 4 variants x 3 seeds of Saliency maps): Quantus' own
   class, the same with shared predictions (the bridge before its plan), and the bridge's
-  (``plugins/wrapgrad_quantus/faithfulness.py``), with the scores compared.
+  (``plugins/wrapgrad_quantus/faithfulness.py``), with the scores compared;
+* ``blocks``: the folded ``small_resnet`` with two blocks (the demo's) against three, per image:
+  an input gradient and a forward pass, the two alternated, as ratios.
 
 ``--malloc default`` turns the CLI's allocator setting off for the run
 (``WRAPGRAD_KEEP_FREED_MEMORY=0``; :mod:`wrapgrad.allocator`), so both can be compared.
@@ -21,6 +23,7 @@ Usage::
 
     python benchmarks/bench_demo.py explain --threads 1 [--malloc default] [--fold]
     python benchmarks/bench_demo.py faithfulness --threads 1
+    python benchmarks/bench_demo.py blocks --threads 1
     WRAPGRAD_CACHE=$(mktemp -d) python benchmarks/bench_demo.py pipeline --out /tmp/d
 """
 
@@ -234,6 +237,48 @@ def faithfulness(args: argparse.Namespace) -> None:
         print(f"{kind} scores equal {args.kinds[0]}'s: {same}")
 
 
+# -- the demo's model, two blocks against three --------------------------------------------------
+def blocks(args: argparse.Namespace) -> None:
+    """Per image, the folded ``small_resnet`` with 2 blocks against 3 (untrained weights: the
+    cost does not depend on them): an input gradient (Saliency's forward + backward) and a
+    forward pass without gradients, on ``args.rows`` rows, the two models alternated in each of
+    ``args.rounds`` rounds; the ratio per round and its median."""
+    import statistics
+
+    from wrapgrad_data.models import small_resnet
+
+    from wrapgrad.folding import fold_batchnorm
+
+    torch.manual_seed(0)
+    models = {b: fold_batchnorm(small_resnet(3, 10, blocks=b).eval()) for b in (3, 2)}
+    x = torch.rand(args.rows, 3, 32, 32)
+    y = torch.randint(0, 10, (args.rows,))
+
+    def gradient(model: torch.nn.Module) -> None:
+        xx = x.clone().requires_grad_()
+        torch.autograd.grad(model(xx).gather(1, y[:, None]).sum(), xx)
+
+    def forward(model: torch.nn.Module) -> None:
+        with torch.no_grad():
+            model(x)
+
+    for name, fn in (("input gradient", gradient), ("forward", forward)):
+        per_image: dict[int, list[float]] = {3: [], 2: []}
+        for _ in range(args.rounds):
+            for b, model in models.items():
+                fn(model)  # warm
+                start = time.perf_counter()
+                for _ in range(args.calls):
+                    fn(model)
+                per_image[b].append((time.perf_counter() - start) / args.calls / args.rows)
+        ratios = [two / three for two, three in zip(per_image[2], per_image[3], strict=True)]
+        print(
+            f"{name:15s} 3 blocks {statistics.median(per_image[3]) * 1e3:.3f} ms/image, "
+            f"2 blocks {statistics.median(per_image[2]) * 1e3:.3f} ms/image; 2/3 per round "
+            f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)
@@ -268,6 +313,10 @@ def main() -> None:
                 action="store_true",
                 help="explain wrapgrad.fold_batchnorm(model), as the demo's [model] does",
             )
+    q = sub.add_parser("blocks", help="the folded small_resnet's cost per image, 2 blocks vs 3")
+    q.add_argument("--rows", type=int, default=128, help="rows a call (default 128)")
+    q.add_argument("--calls", type=int, default=5, help="timed calls a round (default 5)")
+    q.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     for q in sub.choices.values():
         q.add_argument("--threads", type=int, help="torch intra-op threads")
         q.add_argument(
@@ -285,7 +334,8 @@ def main() -> None:
         from wrapgrad.allocator import keep_freed_memory
 
         print("allocator:", keep_freed_memory() or "glibc defaults")
-    {"pipeline": pipeline, "explain": explain, "faithfulness": faithfulness}[args.part](args)
+    parts = {"pipeline": pipeline, "explain": explain, "faithfulness": faithfulness}
+    {**parts, "blocks": blocks}[args.part](args)
 
 
 if __name__ == "__main__":

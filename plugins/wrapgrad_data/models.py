@@ -71,10 +71,10 @@ class SmallResNet(nn.Module):
     ``blocks=2`` leaves out the first block, the one at the stem's full resolution (``layer1``
     is then an identity, so the other layers keep their names): on 3x32x32 images at width 16
     that is 7.8M multiply-adds a forward pass instead of 12.5M, 73,370 parameters instead of
-    78,042, and an input gradient in about 0.65x the time on CPU. With the ``cmnist`` recipe
-    trained in ``channels_last`` it reached test accuracy 0.886 (seed 0) against 0.90-0.92 for
-    three blocks (``docs/demo.md``). A layer method on ``layer1`` then sees the stem's
-    output."""
+    78,042, and an input gradient in about 0.7x the time on CPU (``benchmarks/bench_demo.py
+    blocks``). With the ``cmnist`` recipe trained in ``channels_last`` it reached test accuracy
+    0.886 (seed 0) against 0.90-0.92 for three blocks (``docs/demo.md``). A layer method on
+    ``layer1`` then sees the stem's output."""
 
     def __init__(
         self,
