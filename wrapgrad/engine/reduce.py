@@ -133,6 +133,7 @@ def flatten_output(out: Any, rows: int, name: str) -> tuple[list[Tensor], Callab
     return parts, rebuild
 
 
+@attrs.define(eq=False)
 class Reduction:
     """Reduces the chunks of one estimate, part by part, as they stream.
 
@@ -148,23 +149,14 @@ class Reduction:
         keep_samples: keep every sample (``return_samples``).
     """
 
-    def __init__(
-        self,
-        aggregate: str,
-        batch: int,
-        *,
-        abs_per_sample: bool = False,
-        keep_graph: bool = False,
-        keep_samples: bool = False,
-    ) -> None:
-        self.aggregate = aggregate
-        self.batch = batch
-        self.abs_per_sample = abs_per_sample
-        self.keep_graph = keep_graph
-        self.keep_samples = keep_samples
-        self.moments: list[RunningMoments] = []
-        self.kept: list[list[Tensor]] = []
-        self.rebuild: Callable[..., Any] | None = None
+    aggregate: str
+    batch: int
+    abs_per_sample: bool = attrs.field(default=False, kw_only=True)
+    keep_graph: bool = attrs.field(default=False, kw_only=True)
+    keep_samples: bool = attrs.field(default=False, kw_only=True)
+    moments: list[RunningMoments] = attrs.field(factory=list, init=False, repr=False)
+    kept: list[list[Tensor]] = attrs.field(factory=list, init=False, repr=False)
+    rebuild: Callable[..., Any] | None = attrs.field(default=None, init=False, repr=False)
 
     def add(self, parts: list[Tensor], c: int, rebuild: Callable[..., Any]) -> None:
         if not self.moments:

@@ -164,6 +164,7 @@ def _slice(batch: Tensor, rank: int, size: int) -> tuple[Tensor, float]:
     return part, size * len(part) / len(batch)
 
 
+@attrs.frozen(eq=False)
 class ShardedBatches:
     """Rank ``rank`` of ``size``'s shards of the global batches of a data set: ``(inputs,
     labels)`` tensors indexed directly, or a map-style data set loaded through a DataLoader with
@@ -173,20 +174,20 @@ class ShardedBatches:
     length does not depend on the number of ranks.
     """
 
-    def __init__(
-        self,
-        data: Any,
-        batch_size: int,
-        rank: int,
-        size: int,
-        *,
-        shuffle: bool = True,
-        drop_last: bool = False,
-        loader: Any = None,
-    ) -> None:
-        self.data, self.batch_size, self.rank, self.size = data, batch_size, rank, size
-        self.shuffle, self.drop_last, self.loader = shuffle, drop_last, loader
-        self.n = len(data[1]) if loader is None else len(data)
+    data: Any = attrs.field(repr=False)
+    """``(inputs, labels)`` tensors, or the map-style data set of ``loader``."""
+    batch_size: int
+    rank: int
+    size: int
+    shuffle: bool = attrs.field(default=True, kw_only=True)
+    drop_last: bool = attrs.field(default=False, kw_only=True)
+    loader: Any = attrs.field(default=None, kw_only=True, repr=False)
+    """The DataLoader ``data`` came from (its collate function, workers and pinning are kept)."""
+
+    @property
+    def n(self) -> int:
+        """The number of items."""
+        return len(self.data[1]) if self.loader is None else len(self.data)
 
     def __len__(self) -> int:
         if self.drop_last:
