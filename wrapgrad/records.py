@@ -250,18 +250,6 @@ class ExplainerSpec(Spec):
         validator=attrs.validators.instance_of(ExplainerTraits),
     )
 
-    @property
-    def family(self) -> str:
-        return self.traits.family
-
-    @property
-    def uses_hooks(self) -> bool:
-        return self.traits.uses_hooks
-
-    @property
-    def stochastic(self) -> bool:
-        return self.traits.stochastic
-
 
 @attrs.frozen(kw_only=True)
 class PerturberSpec(Spec):
