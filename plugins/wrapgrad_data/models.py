@@ -104,24 +104,7 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def small_cnn(in_channels: int = 1, num_classes: int = 10, width: int = 32) -> SmallCNN:
-    """An untrained :class:`SmallCNN`."""
-    return SmallCNN(in_channels=in_channels, num_classes=num_classes, width=width)
-
-
-def small_resnet(
-    in_channels: int = 3,
-    num_classes: int = 10,
-    width: int = 16,
-    stem_stride: int = 1,
-    blocks: int = 3,
-) -> SmallResNet:
-    """An untrained :class:`SmallResNet` (``blocks``: 3, or 2 without the full-resolution first
-    block)."""
-    return SmallResNet(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        width=width,
-        stem_stride=stem_stride,
-        blocks=blocks,
-    )
+#: The registered factories (``wrapgrad.catalog.build_model("small_cnn", ...)``): untrained
+#: models, their options the classes' parameters.
+small_cnn = SmallCNN
+small_resnet = SmallResNet
