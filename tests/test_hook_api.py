@@ -4,11 +4,15 @@ name with both versions (no traceback), while the other plugins load."""
 
 from __future__ import annotations
 
+import re
+import warnings
+from typing import Any
+
 import pytest
 
 import wrapgrad
 from wrapgrad.cli import main
-from wrapgrad.errors import PluginLoadError, WrapgradWarning
+from wrapgrad.errors import PluginLoadError, WrapgradValueError, WrapgradWarning
 from wrapgrad.hookspecs import HOOK_API, hook_api_problem, parse_hook_api
 from wrapgrad.registry import Registry, use_registry
 
@@ -29,7 +33,7 @@ CURRENT = f"{HOOK_API[0]}.{HOOK_API[1]}"
 
 
 def test_the_hook_api_has_a_version() -> None:
-    assert HOOK_API == (1, 1)
+    assert HOOK_API == (1, 2)
     assert parse_hook_api("1.0") == parse_hook_api("1") == parse_hook_api((1, 0)) == (1, 0)
     assert parse_hook_api(" 2.13 ") == (2, 13)
     with pytest.raises(
@@ -142,3 +146,74 @@ def test_a_spec_table_builds_one_spec_per_row() -> None:
     # a subclass field named like a classmethod would hide it: PipelineStepSpec has `table`
     step = PipelineStepSpec.from_rows("name factory table", [("s", factory, "s")], schema=None)
     assert step[0].table == "s"
+
+
+def _command_plugin(factory: Any, description: str | None = None) -> Any:
+    from wrapgrad import hookimpl
+    from wrapgrad.records import CommandSpec
+
+    class Hello:
+        @hookimpl
+        def wrapgrad_commands(self) -> list[CommandSpec]:
+            return [CommandSpec(name="hello", factory=factory, summary="Say hello.",
+                                description=description)]  # fmt: skip
+
+    return Hello()
+
+
+def _hello_action(args: Any) -> int:
+    print(f"hello {args.name}")
+    return 0
+
+
+def test_the_command_line_adds_a_commands_parser_from_its_spec(capsys) -> None:  # type: ignore[no-untyped-def]
+    handed = []
+
+    def add_hello(parser: Any) -> Any:
+        handed.append(parser)
+        parser.add_argument("--name", default="world")
+        return _hello_action
+
+    reg = Registry()
+    reg.register(_command_plugin(add_hello, "Greets NAME, loudly."), name="hello_plugin")
+    with use_registry(reg), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["hello", "--name", "you"]) == 0
+        assert capsys.readouterr().out == "hello you\n"
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert re.search(r"hello\s+Say hello\.", capsys.readouterr().out)  # the summary
+        with pytest.raises(SystemExit):
+            main(["hello", "--help"])
+        assert "Greets NAME, loudly." in capsys.readouterr().out  # the description
+    assert [parser.prog for parser in handed] == ["wrapgrad hello"] * 3  # one per main()
+    assert not [w for w in caught if "add_parser" in str(w.message)]
+
+
+def test_a_hook_api_1_1_command_factory_still_adds_its_own_parser(capsys) -> None:  # type: ignore[no-untyped-def]
+    def add_hello(subparsers: Any, name: str = "hello") -> Any:  # as written for hook API 1.1
+        p = subparsers.add_parser(name, help="old help", description="The old description.")
+        p.add_argument("--name", default="world")
+        return _hello_action
+
+    reg = Registry()
+    reg.register(_command_plugin(add_hello), name="old_plugin")
+    with use_registry(reg):
+        with pytest.warns(DeprecationWarning, match="wrapgrad hello: the command's factory"):
+            assert main(["hello"]) == 0
+        assert capsys.readouterr().out == "hello world\n"
+        with pytest.warns(DeprecationWarning, match="add_parser"), pytest.raises(SystemExit):
+            main(["hello", "--help"])
+        assert "The old description." in capsys.readouterr().out
+
+    def add_misnamed(subparsers: Any) -> Any:
+        return add_hello(subparsers, name="hallo")
+
+    reg = Registry()
+    reg.register(_command_plugin(add_misnamed), name="misnamed_plugin")
+    with (
+        use_registry(reg),
+        pytest.warns(DeprecationWarning, match="add_parser"),
+        pytest.raises(WrapgradValueError, match=r"command 'hello'.*named 'hallo'"),
+    ):
+        main(["hello"])

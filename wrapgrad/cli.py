@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import wrapgrad
-from wrapgrad.errors import WrapgradError
+from wrapgrad.errors import WrapgradError, WrapgradValueError
 
 
 # -- what plugins' commands share -----------------------------------------------------------------
@@ -148,14 +148,55 @@ def _plugins_command(args: argparse.Namespace) -> int:
     return 1 if broken and args.strict else 0
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The parser of a subcommand, which the command line adds from the command's
+    :class:`~wrapgrad.records.CommandSpec` (its name, summary and description) before the
+    spec's ``factory(parser)`` adds the arguments."""
+
+    command: str = ""
+    """The subcommand's name."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> CommandParser:
+        """Deprecated: what a factory written for hook API 1.0-1.1 calls, having been handed the
+        sub-parsers object. Returns this parser (already added as ``name``), its
+        ``description`` set from ``kwargs``; its help line stays the spec's summary."""
+        import warnings
+
+        warnings.warn(
+            f"wrapgrad {self.command}: the command's factory called add_parser(); since hook "
+            f"API 1.2 a CommandSpec factory is handed its parser (put the help text in the spec's "
+            f"summary and description)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if name != self.command:
+            raise WrapgradValueError(
+                f"command {self.command!r}: its factory added a parser named {name!r}; a "
+                f"command's parser is named after its spec"
+            )
+        self.description = kwargs.get("description", self.description)
+        return self
+
+
+def add_command(subparsers: Any, spec: Any) -> Any:
+    """Add the sub-parser of the command ``spec`` (a :class:`~wrapgrad.records.CommandSpec`) to
+    ``subparsers`` (made with ``parser_class=CommandParser``); return the action its factory
+    returns."""
+    parser = subparsers.add_parser(
+        spec.name, help=spec.summary, description=spec.description or spec.summary
+    )
+    parser.command = spec.name
+    return spec.factory(parser)
+
+
 def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(
         prog="wrapgrad",
         description="Trustworthy explanations: wrap any PyTorch model and Captum method.",
     )
     parser.add_argument("--version", action="version", version=f"wrapgrad {wrapgrad.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("plugins", help="list installed plugins and what they provide")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
+    p = sub.add_parser("plugins", help="List installed plugins and what they provide.")
     p.add_argument("--kind", help="only this kind (explainer, enhancer, metric, ...)")
     p.add_argument("-v", "--verbose", action="store_true", help="show summaries")
     p.add_argument("--strict", action="store_true", help="exit 1 if a plugin is broken")
@@ -164,9 +205,8 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, di
         from wrapgrad.registry import get_registry
 
         for name, spec in get_registry().specs("command").items():
-            if name in actions:
-                continue
-            actions[name] = spec.factory(sub)
+            if name not in actions:
+                actions[name] = add_command(sub, spec)
     return parser, actions
 
 

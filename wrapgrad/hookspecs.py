@@ -34,9 +34,9 @@ registered, and ``wrapgrad plugins`` shows a broken row naming it and both versi
 that declares no version is accepted as written for the current major version.
 
 >>> HOOK_API
-(1, 1)
+(1, 2)
 >>> hook_api_problem(type("Plugin", (), {"WRAPGRAD_HOOK_API": "2.1"}))
-'written for wrapgrad hook API 2.1, but this wrapgrad provides 1.1 (a different major version); install a release of the plugin for hook API 1.x'
+'written for wrapgrad hook API 2.1, but this wrapgrad provides 1.2 (a different major version); install a release of the plugin for hook API 1.x'
 >>> hook_api_problem(type("Plugin", (), {})) is None
 True
 """
@@ -68,7 +68,7 @@ PROJECT_NAME = "wrapgrad"
 #: The version of the hook API below: ``(major, minor)``. The minor number grows when hooks or
 #: optional spec fields are added; the major number when a hook or a spec field is removed or
 #: changes meaning.
-HOOK_API: tuple[int, int] = (1, 1)
+HOOK_API: tuple[int, int] = (1, 2)
 
 #: The module attribute a plugin declares its hook API version in (``"1.0"``).
 HOOK_API_ATTRIBUTE = "WRAPGRAD_HOOK_API"
@@ -271,10 +271,17 @@ def wrapgrad_pipeline_steps() -> Iterable[PipelineStepSpec]:
 def wrapgrad_commands() -> Iterable[CommandSpec]:
     """Subcommands of the ``wrapgrad`` command line (``plugins`` is one of them).
 
-    ``factory(subparsers)`` adds an ``argparse`` sub-parser and returns the action
-    ``(args: argparse.Namespace) -> int``.
+    The command line adds the ``argparse`` sub-parser ``wrapgrad <name>`` (help: the spec's
+    ``summary``; ``--help`` text: its ``description``); ``factory(parser)`` adds the command's
+    arguments to it and returns the action ``(args: argparse.Namespace) -> int``. (Before hook
+    API 1.2 the factory was handed the sub-parsers object and added its parser itself; such a
+    factory still works, deprecated: :class:`wrapgrad.cli.CommandParser`.)
 
     Example::
+
+        def add_hello_command(parser):
+            parser.add_argument("--name", default="world")
+            return lambda args: print(f"hello {args.name}") or 0
 
         @hookimpl
         def wrapgrad_commands():

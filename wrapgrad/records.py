@@ -418,10 +418,20 @@ class PipelineStepSpec(Spec):
 
 @attrs.frozen(kw_only=True)
 class CommandSpec(Spec):
-    """A ``wrapgrad`` CLI subcommand. ``factory(subparsers)`` adds its parser and returns the
-    action ``(args) -> int``."""
+    """A ``wrapgrad`` CLI subcommand. The command line adds its sub-parser, named ``name``, with
+    ``summary`` as its line in ``wrapgrad --help`` and ``description`` at the top of ``wrapgrad
+    <name> --help``; ``factory(parser)`` adds the command's arguments to that parser and
+    returns the action ``(args) -> int`` (as pytest's ``pytest_addoption`` and tox's
+    ``tox_add_option`` are handed their parser).
+
+    A factory written for hook API 1.0-1.1 was handed the sub-parsers object and added its parser
+    itself: its ``add_parser(name, ...)`` call still works on the parser it is handed now (it
+    returns that parser; deprecated, see :class:`wrapgrad.cli.CommandParser`)."""
 
     kind: ClassVar[str] = "command"
+    description: str | None = None
+    """The text above the arguments in ``wrapgrad <name> --help`` (default: the summary). Hook
+    API 1.2."""
 
 
 #: Every kind of component, mapped to its spec class and the hook that yields it.

@@ -78,27 +78,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_calibrate_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
-    """Add the ``calibrate`` sub-parser; return its action."""
+def add_calibrate_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the ``calibrate`` command's arguments; return its action."""
     from wrapgrad.cli import add_source_arguments
 
-    p = subparsers.add_parser(
-        "calibrate",
-        help="calibrate a reference model's noise level to a relative accuracy drop",
-        description="Find the noise level whose relative accuracy drop is --target-drop "
-        "(Bykov et al. 2022, Eq. 5) for a reference model on its data set's test split.",
-    )
-    add_source_arguments(p, model="small_cnn", dataset="mnist")
-    p.add_argument("--perturber", default="weight", choices=["weight", "input"])
-    p.add_argument(
+    add_source_arguments(parser, model="small_cnn", dataset="mnist")
+    parser.add_argument("--perturber", default="weight", choices=["weight", "input"])
+    parser.add_argument(
         "--calibrator", default="accuracy_drop", help="accuracy_drop, halve, noisegrad++"
     )
-    p.add_argument("--target-drop", type=float, default=0.05, help="relative accuracy drop (0, 1)")
-    p.add_argument("--draws", type=int, default=8, help="noise draws per level")
-    p.add_argument("--samples", type=int, default=1000, help="held-out samples")
-    p.add_argument("--seed", type=int, default=0, help="training and noise seed")
-    p.add_argument("--curve-points", type=int, default=6, help="extra levels for the plot")
-    p.add_argument("--out", help="save the accuracy curve as this PNG")
-    p.add_argument("--json", help="save the record as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--target-drop", type=float, default=0.05, help="relative accuracy drop (0, 1)"
+    )
+    parser.add_argument("--draws", type=int, default=8, help="noise draws per level")
+    parser.add_argument("--samples", type=int, default=1000, help="held-out samples")
+    parser.add_argument("--seed", type=int, default=0, help="training and noise seed")
+    parser.add_argument("--curve-points", type=int, default=6, help="extra levels for the plot")
+    parser.add_argument("--out", help="save the accuracy curve as this PNG")
+    parser.add_argument("--json", help="save the record as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return _run

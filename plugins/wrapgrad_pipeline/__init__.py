@@ -29,11 +29,13 @@ __all__ = ["Pipeline", "PipelineRun", "load_results", "render_markdown", "shrink
 
 @hookimpl
 def wrapgrad_commands() -> list[CommandSpec]:
-    return CommandSpec.from_rows("name factory summary", (
+    return CommandSpec.from_rows("name factory summary description", (
         ("run", add_run_command,
-         "Validate and run a pipeline file; write report.md, results.json and figures."),
+         "Validate and run a pipeline file; write report.md, results.json and figures.",
+         "Validate a pipeline file as a whole, run it and write report.md, results.json and PNG "
+         "figures into the output directory."),
         ("report", add_report_command,
-         "Print a finished run's report again (rendered from its results.json)."),
+         "Print a finished run's report again (rendered from its results.json).", None),
     ))  # fmt: skip
 
 

@@ -54,28 +54,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_run_command(subparsers: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
-    p = subparsers.add_parser(
-        "run",
-        help="validate and run a pipeline file",
-        description="Validate a pipeline file as a whole, run it and write report.md, "
-        "results.json and PNG figures into the output directory.",
+def add_run_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the ``run`` command's arguments; return its action."""
+    parser.add_argument(
+        "file", help="the pipeline file (TOML), e.g. examples/noisegrad_cmnist.toml"
     )
-    p.add_argument("file", help="the pipeline file (TOML), e.g. examples/noisegrad_cmnist.toml")
-    p.add_argument("--out", help="output directory (default: runs/<pipeline name>)")
-    p.add_argument(
+    parser.add_argument("--out", help="output directory (default: runs/<pipeline name>)")
+    parser.add_argument(
         "--smoke", action="store_true", help="shrink every size (tiny training, few samples) for CI"
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no report echo")
-    p.add_argument("--check", action="store_true", help="only validate the file")
-    p.add_argument(
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars, no report echo"
+    )
+    parser.add_argument("--check", action="store_true", help="only validate the file")
+    parser.add_argument(
         "--threads",
         type=_threads,
         help="torch intra-op threads (default: torch's, one per core). On a machine where other "
         "jobs run, fewer threads than cores avoid oversubscription, which can make a run "
         "several times slower; the last digits of the scores depend on the thread count",
     )
-    p.add_argument(
+    parser.add_argument(
         "--workers",
         type=_threads,
         default=1,
@@ -87,13 +86,7 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> Callable[[argpars
     return _run
 
 
-def add_report_command(
-    subparsers: argparse._SubParsersAction,
-) -> Callable[[argparse.Namespace], int]:
-    p = subparsers.add_parser(
-        "report",
-        help="print a finished run's report",
-        description="Print the report of a finished run again, rendered from its results.json.",
-    )
-    p.add_argument("dir", help="the run's output directory (or its results.json)")
+def add_report_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the ``report`` command's arguments; return its action."""
+    parser.add_argument("dir", help="the run's output directory (or its results.json)")
     return _report

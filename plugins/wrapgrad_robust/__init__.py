@@ -58,7 +58,11 @@ def wrapgrad_commands() -> Iterator[CommandSpec]:
     yield CommandSpec(
         name="train",
         factory=add_train_command,
-        summary="Train a reference model with an objective; write the checkpoint and a summary.",
+        summary="Train a registered model with an objective (natural, pgd, ig_norm, aat, ...); "
+        "write the checkpoint and a summary.",
+        description="Train a registered model on a registered data set with a registered "
+        "objective (wrapgrad.train), showing progress; write DIR/checkpoint.pt and "
+        "DIR/summary.json.",
     )
 
 

@@ -105,43 +105,36 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
-    """Add the ``train`` sub-parser; return its action."""
+def add_train_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the ``train`` command's arguments; return its action."""
     from wrapgrad.cli import add_source_arguments, add_training_arguments
 
-    p = subparsers.add_parser(
-        "train",
-        help="train a registered model with a training objective (natural, pgd, aat, ...)",
-        description="Train a registered model on a registered data set with a registered "
-        "objective (wrapgrad.train), showing progress; write DIR/checkpoint.pt and "
-        "DIR/summary.json.",
-    )
-    add_source_arguments(p, model="small_cnn", dataset="mnist")
-    p.add_argument(
+    add_source_arguments(parser, model="small_cnn", dataset="mnist")
+    parser.add_argument(
         "--objective",
         default="adv_aat",
         help="natural, pgd, ig_norm, ig_sum_norm, aat, adv_aat, ...",
     )
-    p.add_argument(
+    parser.add_argument(
         "--preset",
         default="embedded",
         choices=["embedded", "paper", "none"],
         help="objective and loop settings: embedded-data scale (default), the papers', or none",
     )
-    p.add_argument(
+    parser.add_argument(
         "--init",
         default="auto",
         choices=["auto", "scratch", "pretrained"],
         help="start from a fresh model, or fine-tune the recipe-trained one (FAR fine-tunes); "
         "auto: fine-tune for a robust objective where the model has a recipe",
     )
-    p.add_argument("--epochs", type=int, help="epochs (overrides the preset)")
-    p.add_argument("--optimizer", help="adam, adamw or sgd")
-    p.add_argument(
+    parser.add_argument("--epochs", type=int, help="epochs (overrides the preset)")
+    parser.add_argument("--optimizer", help="adam, adamw or sgd")
+    parser.add_argument(
         "--option",
         action="append",
         metavar="KEY=VALUE",
         help="an objective or loop option, e.g. --option lam=0.5 (repeatable)",
     )
-    add_training_arguments(p)
+    add_training_arguments(parser)
     return _run

@@ -40,7 +40,12 @@ def wrapgrad_commands() -> Iterator[CommandSpec]:
     yield CommandSpec(
         name="sde",
         factory=add_sde_command,
-        summary="Train a neural SDE (Brownian or attribution-shaped noise) in rounds.",
+        summary="Train a neural SDE (Brownian or attribution-shaped noise) or its ResNet "
+        "baseline in rounds.",
+        description="Convert a registered model to a neural SDE (wrapgrad.to_sde) and train it "
+        "in rounds (train, recompute the attribution maps, reshape the noise: Jha et al. 2022, "
+        "Figure 2) with wrapgrad.sde.train_sde; write DIR/checkpoint.pt, DIR/model.pt and "
+        "DIR/summary.json.",
     )
 
 

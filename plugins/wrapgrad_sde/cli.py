@@ -82,38 +82,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_sde_command(subparsers: Any) -> Callable[[argparse.Namespace], int]:
-    """Add the ``sde`` sub-parser; return its action."""
+def add_sde_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the ``sde`` command's arguments; return its action."""
     from wrapgrad.cli import add_source_arguments, add_training_arguments
     from wrapgrad_sde.recipes import KINDS
 
-    p = subparsers.add_parser(
-        "sde",
-        help="train a neural SDE (Brownian or attribution-shaped noise) or its ResNet baseline",
-        description="Convert a registered model to a neural SDE (wrapgrad.to_sde) and train it "
-        "in rounds (train, recompute the attribution maps, reshape the noise: Jha et al. 2022, "
-        "Figure 2) with wrapgrad.sde.train_sde; write DIR/checkpoint.pt, DIR/model.pt and "
-        "DIR/summary.json.",
-    )
-    add_source_arguments(p, model="small_resnet", dataset="cmnist")
-    p.add_argument(
+    add_source_arguments(parser, model="small_resnet", dataset="cmnist")
+    parser.add_argument(
         "--kind", default="shaped", choices=sorted(KINDS), help="resnet (sigma 0), brownian, shaped"
     )
-    p.add_argument("--sigma", type=float, default=0.5, help="noise constant (the paper's 0.5)")
-    p.add_argument(
+    parser.add_argument("--sigma", type=float, default=0.5, help="noise constant (the paper's 0.5)")
+    parser.add_argument(
         "--preset",
         default="embedded",
         choices=["embedded", "paper", "none"],
         help="round and loop settings: embedded-data scale (default), the paper's, or none",
     )
-    p.add_argument("--rounds", type=int, help="at most this many rounds")
-    p.add_argument("--epochs-per-round", dest="epochs_per_round", type=int, help="epochs a round")
-    p.add_argument(
+    parser.add_argument("--rounds", type=int, help="at most this many rounds")
+    parser.add_argument(
+        "--epochs-per-round", dest="epochs_per_round", type=int, help="epochs a round"
+    )
+    parser.add_argument(
         "--patience", help="stop after this many rounds without improvement ('none': never)"
     )
-    p.add_argument(
+    parser.add_argument(
         "--refresh-fraction", dest="refresh_fraction", type=float, help="maps refreshed a round"
     )
-    p.add_argument("--guide-method", dest="guide_method", help="explainer shaping the noise")
-    add_training_arguments(p)
+    parser.add_argument("--guide-method", dest="guide_method", help="explainer shaping the noise")
+    add_training_arguments(parser)
     return _run

@@ -95,13 +95,17 @@ def check_model_reproducible(component: Component) -> None:
 
 @check("command")
 def check_command_parser(component: Component) -> None:
-    """``factory(subparsers)`` adds a sub-parser named after the spec and returns the action, a
-    callable."""
+    """The command line adds the spec's sub-parser (:func:`wrapgrad.cli.add_command`);
+    ``factory(parser)`` adds its arguments and returns the action, a callable; its ``--help``
+    renders."""
+    from wrapgrad.cli import CommandParser, add_command
+
     parser = argparse.ArgumentParser(prog="wrapgrad")
-    subparsers = parser.add_subparsers(dest="command")
-    action = component.spec.factory(subparsers)
+    subparsers = parser.add_subparsers(dest="command", parser_class=CommandParser)
+    action = add_command(subparsers, component.spec)
     require(callable(action), f"the factory returned {type(action).__name__}, not an action")
     require(
-        component.name in subparsers.choices,
-        f"no sub-parser {component.name!r} was added (got {sorted(subparsers.choices)})",
+        list(subparsers.choices) == [component.name],
+        f"expected the one sub-parser {component.name!r}, got {sorted(subparsers.choices)}",
     )
+    subparsers.choices[component.name].format_help()
