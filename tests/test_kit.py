@@ -4,6 +4,7 @@ ones with a message naming the check and the component."""
 from __future__ import annotations
 
 import textwrap
+from functools import partial
 from typing import Any
 
 import attrs
@@ -507,23 +508,65 @@ def test_attacks() -> None:
 
 
 # -- data sets --------------------------------------------------------------------------------
+def _tiny_data(split: str = "train", seed: int = 0, classes: int = 2) -> Any:
+    from wrapgrad.datasets import InMemoryDataset
+
+    g = torch.Generator().manual_seed(seed)
+    inputs, labels = torch.rand(4, 1, 4, 4, generator=g), torch.tensor([0, 1, 0, 1])
+    return InMemoryDataset(inputs, labels, num_classes=classes, name="tiny")
+
+
 def test_a_data_set_with_the_wrong_shape_fails() -> None:
-    from torch.utils.data import TensorDataset
-
-    def tiny(split: str = "train", seed: int = 0) -> TensorDataset:
-        g = torch.Generator().manual_seed(seed)
-        return TensorDataset(torch.rand(4, 1, 4, 4, generator=g), torch.tensor([0, 1, 0, 1]))
-
-    good = DatasetSpec(name="tiny", factory=tiny, summary="s", num_classes=2, input_shape=(1, 4, 4))
+    good = DatasetSpec(
+        name="tiny", factory=_tiny_data, summary="s", num_classes=2, input_shape=(1, 4, 4)
+    )
     assert {r.status for r in check_component(good)} == {"passed"}
     wrong = DatasetSpec(
-        name="tiny", factory=tiny, summary="s", num_classes=2, input_shape=(1, 8, 8)
+        name="tiny", factory=_tiny_data, summary="s", num_classes=2, input_shape=(1, 8, 8)
     )
     fails(wrong, "check_dataset_items", "input shape (1, 4, 4), declared (1, 8, 8)")
     fails(
-        DatasetSpec(name="tiny", factory=tiny, summary="s", num_classes=1),
+        DatasetSpec(name="tiny", factory=_tiny_data, summary="s", num_classes=1),
         "check_dataset_items",
-        "label 1 outside [0, 1)",
+        "num_classes is 2, declared 1",
+    )
+    one_class = DatasetSpec(name="tiny", factory=partial(_tiny_data, classes=1), summary="s")
+    fails(one_class, "check_dataset_items", "label 1 outside [0, 1)")
+
+
+def test_a_data_set_is_checked_against_the_protocol_not_a_base_class() -> None:
+    from torch.utils.data import TensorDataset
+
+    from wrapgrad.protocols import LabelledDataset
+
+    class Plain:  # the protocol's attributes, nothing inherited
+        def __init__(self, split: str = "train", seed: int = 0) -> None:
+            data = _tiny_data(split, seed)
+            self.inputs, self.labels, self.masks = data.inputs, data.labels, {}
+            self.num_classes, self.name = 2, "plain"
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+        def __getitem__(self, index: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.inputs[index], self.labels[index]
+
+        def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.inputs, self.labels
+
+    assert isinstance(Plain(), LabelledDataset)
+    assert isinstance(_tiny_data(), LabelledDataset)
+    plain = DatasetSpec(name="plain", factory=Plain, summary="s", num_classes=2)
+    assert {r.status for r in check_component(plain)} == {"passed"}
+
+    def bare(split: str = "train", seed: int = 0) -> TensorDataset:
+        return TensorDataset(*_tiny_data(split, seed).tensors())
+
+    assert not isinstance(bare(), LabelledDataset)
+    fails(
+        DatasetSpec(name="bare", factory=bare, summary="s"),
+        "check_dataset_items",
+        "a TensorDataset has no inputs, labels, masks, num_classes, name, tensors()",
     )
 
 

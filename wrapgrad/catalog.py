@@ -37,7 +37,9 @@ def load_dataset(
     **options: Any,
 ) -> Any:
     """The registered data set ``name`` (``"mnist"``, ``"digits8x8"``, ``"cmnist"``, ...):
-    ``factory(split=split, seed=seed, **options)``, a torch ``Dataset`` with ``.tensors()``."""
+    ``factory(split=split, seed=seed, **options)``, a
+    :class:`~wrapgrad.protocols.LabelledDataset` (``.inputs``, ``.labels``, ``.masks``,
+    ``.num_classes``, ``.name``, ``.tensors()``)."""
     with use_registry(registry):
         spec = get_registry().get("dataset", name, argument="dataset")
         return spec.factory(split=split, seed=seed, **options)

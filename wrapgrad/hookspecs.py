@@ -220,7 +220,9 @@ def wrapgrad_objectives() -> Iterable[ObjectiveSpec]:
 
 @hookspec
 def wrapgrad_datasets() -> Iterable[DatasetSpec]:
-    """Embedded data sets (nothing is downloaded at run time).
+    """Embedded data sets (nothing is downloaded at run time). ``factory(split=..., seed=...,
+    **options)`` returns a :class:`~wrapgrad.protocols.LabelledDataset`, e.g. a
+    :class:`wrapgrad.datasets.InMemoryDataset`.
 
     Example::
 

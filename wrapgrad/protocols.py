@@ -7,7 +7,7 @@ for tuple inputs), except layer methods, which return what the layer has.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -18,6 +18,7 @@ __all__ = [
     "Enhancer",
     "Explainer",
     "InputPerturber",
+    "LabelledDataset",
     "Metric",
     "Objective",
     "Perturber",
@@ -200,3 +201,34 @@ class Objective(Protocol):
         target: Tensor,
         generator: torch.Generator | None = None,
     ) -> Tensor: ...
+
+
+@runtime_checkable
+class LabelledDataset(Protocol):
+    """What a registered data set's factory returns (:func:`wrapgrad.load_dataset`): ``N``
+    labelled inputs held in memory, read by pipelines, the training commands and calibration.
+    :class:`wrapgrad.datasets.InMemoryDataset` implements it; any object with these attributes
+    does too (a torch ``Dataset``, so a ``DataLoader`` can batch it).
+
+    Attributes:
+        inputs: float tensor ``(N, ...)``; ``data[i]`` is ``(inputs[i], labels[i])``.
+        labels: int64 tensor ``(N,)`` in ``[0, num_classes)``.
+        masks: ground-truth masks by name, each a bool tensor with ``N`` rows (the names the
+            spec's ``masks`` declares; empty without masks).
+        num_classes: the number of classes.
+        name: the registered name.
+    """
+
+    inputs: Tensor
+    labels: Tensor
+    masks: Mapping[str, Tensor]
+    num_classes: int
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: Any) -> tuple[Tensor, Tensor]: ...
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """``(inputs, labels)``: the whole set (what :func:`wrapgrad.calibrate` takes)."""
+        ...

@@ -333,7 +333,9 @@ class CalibratorSpec(Spec):
 
 @attrs.frozen(kw_only=True)
 class DatasetSpec(Spec):
-    """An embedded data set; ``factory(split=..., seed=..., **options)`` returns a torch Dataset."""
+    """An embedded data set; ``factory(split=..., seed=..., **options)`` returns a
+    :class:`~wrapgrad.protocols.LabelledDataset` (e.g. a
+    :class:`wrapgrad.datasets.InMemoryDataset`)."""
 
     kind: ClassVar[str] = "dataset"
     num_classes: int | None = None

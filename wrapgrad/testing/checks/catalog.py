@@ -11,6 +11,9 @@ from wrapgrad.records import DatasetSpec
 from wrapgrad.testing.checks._base import check, identical, require
 from wrapgrad.testing.components import Component
 
+#: What pipelines, the training commands and calibration read of a data set.
+_DATASET_ATTRIBUTES = ("inputs", "labels", "masks", "num_classes", "name")
+
 
 def _load(component: Component, split: str, seed: int = 0) -> object:
     options = {k: v for k, v in component.build_options().items() if k not in ("split", "seed")}
@@ -19,13 +22,27 @@ def _load(component: Component, split: str, seed: int = 0) -> object:
 
 @check("dataset")
 def check_dataset_items(component: Component) -> None:
-    """Both splits load; items are ``(input, label, ...)`` with inputs of the declared
-    ``input_shape`` (floating point) and labels in ``[0, num_classes)``; the declared masks are
-    there, boolean, one per input; ``tensors()`` (if offered) holds the same items."""
+    """Both splits load, each a :class:`~wrapgrad.protocols.LabelledDataset` (``inputs``,
+    ``labels``, ``masks``, ``num_classes`` as declared, ``name``, ``tensors()``); items are
+    ``(input, label, ...)`` with inputs of the declared ``input_shape`` (floating point) and
+    labels in ``[0, num_classes)``; the declared masks are there, boolean, one per input;
+    ``tensors()`` holds the same items."""
     spec = component.spec
     require(isinstance(spec, DatasetSpec), "not a DatasetSpec")
     for split in ("train", "test"):
         data = _load(component, split)
+        missing = [a for a in _DATASET_ATTRIBUTES if not hasattr(data, a)]
+        missing += [] if callable(getattr(data, "tensors", None)) else ["tensors()"]
+        require(
+            not missing,
+            f"split {split!r}: a {type(data).__name__} has no {', '.join(missing)} (a data set "
+            f"is a wrapgrad.protocols.LabelledDataset, e.g. a wrapgrad.datasets.InMemoryDataset)",
+        )
+        if spec.num_classes is not None:
+            require(
+                data.num_classes == spec.num_classes,  # type: ignore[attr-defined]
+                f"num_classes is {data.num_classes}, declared {spec.num_classes}",  # type: ignore[attr-defined]
+            )
         n = len(data)  # type: ignore[arg-type]
         require(n > 0, f"split {split!r} is empty")
         for index in sorted({0, n - 1}):
@@ -44,13 +61,9 @@ def check_dataset_items(component: Component) -> None:
                     tuple(x.shape) == tuple(spec.input_shape),
                     f"item {index}: input shape {tuple(x.shape)}, declared {spec.input_shape}",
                 )
-            label = int(y)
-            if spec.num_classes is not None:
-                require(
-                    0 <= label < spec.num_classes,
-                    f"item {index}: label {label} outside [0, {spec.num_classes})",
-                )
-        masks = getattr(data, "masks", {})
+            label, classes = int(y), data.num_classes  # type: ignore[attr-defined]
+            require(0 <= label < classes, f"item {index}: label {label} outside [0, {classes})")
+        masks = data.masks  # type: ignore[attr-defined]
         for name in spec.masks:
             require(name in masks, f"declared mask {name!r} is missing (has {sorted(masks)})")
             m = masks[name]
@@ -59,10 +72,9 @@ def check_dataset_items(component: Component) -> None:
                 f"mask {name!r}: expected a bool tensor with {n} rows, got {m.dtype} {tuple(m.shape)}",
             )
         require(not spec.has_masks or masks, "has_masks is declared but the data set has no masks")
-        if callable(getattr(data, "tensors", None)):
-            inputs, labels = data.tensors()  # type: ignore[attr-defined]
-            require(len(inputs) == n and len(labels) == n, "tensors() disagrees with len()")
-            identical(inputs[0], data[0][0], "tensors()[0][0] against data[0][0]")  # type: ignore[index]
+        inputs, labels = data.tensors()  # type: ignore[attr-defined]
+        require(len(inputs) == n and len(labels) == n, "tensors() disagrees with len()")
+        identical(inputs[0], data[0][0], "tensors()[0][0] against data[0][0]")  # type: ignore[index]
 
 
 @check("dataset")

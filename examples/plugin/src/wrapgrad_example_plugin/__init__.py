@@ -19,14 +19,13 @@ from wrapgrad.records import (
     MetricSpec,
     PerturberSpec,
 )
-from wrapgrad_example_plugin.data import BarsDataset, load_bars
+from wrapgrad_example_plugin.data import load_bars
 from wrapgrad_example_plugin.enhancers import LaplaceInput, LaplaceSmoothGrad
 from wrapgrad_example_plugin.explainers import GradientXSign
 from wrapgrad_example_plugin.metrics import CosineSimilarity, RelevanceMass
 
 __all__ = [
     "WRAPGRAD_HOOK_API",
-    "BarsDataset",
     "CosineSimilarity",
     "GradientXSign",
     "LaplaceInput",

@@ -9,43 +9,13 @@ gives the same images, and train and test are disjoint parts of one generated se
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset
 
 from wrapgrad.checks import check_choice, check_in_range, check_positive_int
+from wrapgrad.datasets import InMemoryDataset
 
-__all__ = ["BarsDataset", "load_bars"]
+__all__ = ["load_bars"]
 
 SIZE = 8
-
-
-class BarsDataset(Dataset):
-    """Images, labels and masks in memory; ``data[i]`` is ``(image, label)``.
-
-    Attributes:
-        inputs: ``(N, 1, 8, 8)`` float in [0, 1].
-        labels: ``(N,)`` int64: 0 horizontal, 1 vertical.
-        masks: ``{"bar": (N, 1, 8, 8) bool}``.
-    """
-
-    num_classes = 2
-    name = "bars"
-
-    def __init__(self, inputs: Tensor, labels: Tensor, bar: Tensor) -> None:
-        self.inputs, self.labels, self.masks = inputs, labels, {"bar": bar}
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.inputs[index], self.labels[index]
-
-    def tensors(self) -> tuple[Tensor, Tensor]:
-        """``(inputs, labels)`` (what ``wrapgrad.calibrate`` takes)."""
-        return self.inputs, self.labels
-
-    def __repr__(self) -> str:
-        return f"BarsDataset(n={len(self)})"
 
 
 def load_bars(
@@ -55,7 +25,7 @@ def load_bars(
     n: int = 1024,
     noise: float = 0.3,
     test_fraction: float = 0.25,
-) -> BarsDataset:
+) -> InMemoryDataset:
     """The ``bars`` data set.
 
     Args:
@@ -64,6 +34,11 @@ def load_bars(
         n: images generated in all (train + test).
         noise: the background's upper bound, in [0, 1).
         test_fraction: the share held out for ``"test"``.
+
+    Returns:
+        A :class:`wrapgrad.datasets.InMemoryDataset` named ``"bars"`` with two classes and the
+        mask ``"bar"`` (any object with the attributes of
+        :class:`wrapgrad.protocols.LabelledDataset` would do).
 
     >>> data = load_bars("test", n=8)
     >>> len(data), tuple(data[0][0].shape), data.masks["bar"][0].sum().item()
@@ -85,4 +60,6 @@ def load_bars(
     images = torch.where(bar, torch.ones_like(images), images)
     n_test = max(1, round(n * test_fraction))
     part = {"train": slice(n_test, None), "test": slice(0, n_test), "all": slice(None)}[split]
-    return BarsDataset(images[part], labels[part], bar[part])
+    return InMemoryDataset(
+        images[part], labels[part], num_classes=2, name="bars", masks={"bar": bar[part]}
+    )
