@@ -18,12 +18,15 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wrapgrad
 from wrapgrad.errors import WrapgradError, WrapgradValueError
+
+if TYPE_CHECKING:
+    from wrapgrad.records import CommandSpec
 
 
 # -- what plugins' commands share -----------------------------------------------------------------
@@ -158,8 +161,9 @@ class CommandParser(argparse.ArgumentParser):
 
     def add_parser(self, name: str, **kwargs: Any) -> CommandParser:
         """Deprecated: what a factory written for hook API 1.0-1.1 calls, having been handed the
-        sub-parsers object. Returns this parser (already added as ``name``), its
-        ``description`` set from ``kwargs``; its help line stays the spec's summary."""
+        sub-parsers object. Returns this parser (already added as ``name``) with the
+        ``description``, ``epilog``, ``usage`` and ``formatter_class`` of ``kwargs``; its help
+        line stays the spec's summary (``help`` and ``aliases`` are not applied)."""
         import warnings
 
         warnings.warn(
@@ -174,11 +178,13 @@ class CommandParser(argparse.ArgumentParser):
                 f"command {self.command!r}: its factory added a parser named {name!r}; a "
                 f"command's parser is named after its spec"
             )
-        self.description = kwargs.get("description", self.description)
+        for key in ("description", "epilog", "usage", "formatter_class"):
+            if key in kwargs:
+                setattr(self, key, kwargs[key])
         return self
 
 
-def add_command(subparsers: Any, spec: Any) -> Any:
+def add_command(subparsers: Any, spec: CommandSpec) -> Callable[[argparse.Namespace], int]:
     """Add the sub-parser of the command ``spec`` (a :class:`~wrapgrad.records.CommandSpec`) to
     ``subparsers`` (made with ``parser_class=CommandParser``); return the action its factory
     returns."""
