@@ -12,7 +12,7 @@ import pytest
 
 import wrapgrad
 from wrapgrad.cli import main
-from wrapgrad.errors import PluginLoadError, WrapgradValueError, WrapgradWarning
+from wrapgrad.errors import PluginLoadError, WrapgradWarning
 from wrapgrad.hookspecs import HOOK_API, hook_api_problem, parse_hook_api
 from wrapgrad.registry import Registry, use_registry
 
@@ -191,8 +191,16 @@ def test_the_command_line_adds_a_commands_parser_from_its_spec(capsys) -> None: 
 
 
 def test_a_hook_api_1_1_command_factory_still_adds_its_own_parser(capsys) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--loud", action="store_true")
+
     def add_hello(subparsers: Any, name: str = "hello") -> Any:  # as written for hook API 1.1
-        p = subparsers.add_parser(name, help="old help", description="The old description.")
+        p = subparsers.add_parser(
+            name, help="old help", description="The old description.", parents=[common],
+            aliases=["hi"],
+        )  # fmt: skip
         p.add_argument("--name", default="world")
         return _hello_action
 
@@ -200,20 +208,30 @@ def test_a_hook_api_1_1_command_factory_still_adds_its_own_parser(capsys) -> Non
     reg.register(_command_plugin(add_hello), name="old_plugin")
     with use_registry(reg):
         with pytest.warns(DeprecationWarning, match="wrapgrad hello: the command's factory"):
-            assert main(["hello"]) == 0
+            assert main(["hi", "--loud"]) == 0  # its alias and its parents' arguments work
         assert capsys.readouterr().out == "hello world\n"
+        with pytest.warns(DeprecationWarning, match="add_parser"), pytest.raises(SystemExit):
+            main(["--help"])
+        assert re.search(r"hello \(hi\)\s+old help", capsys.readouterr().out)  # its own help
         with pytest.warns(DeprecationWarning, match="add_parser"), pytest.raises(SystemExit):
             main(["hello", "--help"])
         assert "The old description." in capsys.readouterr().out
 
-    def add_misnamed(subparsers: Any) -> Any:
-        return add_hello(subparsers, name="hallo")
+
+def test_a_broken_command_is_reported_and_the_others_work(capsys) -> None:  # type: ignore[no-untyped-def]
+    def add_misnamed(subparsers: Any) -> Any:  # adds a parser of another name
+        return subparsers.add_parser("hallo")
 
     reg = Registry()
     reg.register(_command_plugin(add_misnamed), name="misnamed_plugin")
-    with (
-        use_registry(reg),
-        pytest.warns(DeprecationWarning, match="add_parser"),
-        pytest.raises(WrapgradValueError, match=r"command 'hello'.*named 'hallo'"),
-    ):
-        main(["hello"])
+    broken = r"wrapgrad hello: .*named 'hallo'.*the other commands work"
+    with use_registry(reg), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["plugins", "--kind", "command"]) == 0
+        assert "run" in capsys.readouterr().out  # the built-in commands are listed
+        with pytest.raises(SystemExit) as info:
+            main(["hello"])
+    assert info.value.code == 2  # argparse: invalid choice
+    assert [w.category for w in caught if re.search(broken, str(w.message))] == [
+        WrapgradWarning
+    ]  # from main(["hello"]) (wrapgrad plugins builds no plugin command)

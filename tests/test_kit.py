@@ -534,6 +534,35 @@ def test_a_data_set_with_the_wrong_shape_fails() -> None:
     fails(one_class, "check_dataset_items", "label 1 outside [0, 1)")
 
 
+def test_a_command_factory_is_checked_as_hook_api_1_2_has_it() -> None:
+    from wrapgrad.records import CommandSpec
+
+    def new_style(parser: Any) -> Any:
+        parser.add_argument("--name")
+        return lambda args: 0
+
+    def old_style(subparsers: Any) -> Any:  # hook API 1.0-1.1: adds its own sub-parser
+        subparsers.add_parser("hello").add_argument("--name")
+        return lambda args: 0
+
+    def no_action(parser: Any) -> Any:
+        parser.add_argument("--name")
+        return "hello"
+
+    spec = CommandSpec(name="hello", factory=new_style, summary="s")
+    assert {r.status for r in check_component(spec)} == {"passed"}
+    fails(
+        CommandSpec(name="hello", factory=old_style, summary="s"),
+        "check_command_parser",
+        "the factory adds its own sub-parser (hook API 1.0-1.1)",
+    )
+    fails(
+        CommandSpec(name="hello", factory=no_action, summary="s"),
+        "check_command_parser",
+        "the factory returned str, not an action",
+    )
+
+
 def test_a_data_set_is_checked_against_the_protocol_not_a_base_class() -> None:
     from torch.utils.data import TensorDataset
 

@@ -152,47 +152,57 @@ def _plugins_command(args: argparse.Namespace) -> int:
 
 
 class CommandParser(argparse.ArgumentParser):
-    """The parser of a subcommand, which the command line adds from the command's
-    :class:`~wrapgrad.records.CommandSpec` (its name, summary and description) before the
-    spec's ``factory(parser)`` adds the arguments."""
+    """What a command's ``factory(parser)`` is handed (:class:`~wrapgrad.records.CommandSpec`):
+    the factory adds the command's arguments to it (and may set its ``description``, ``epilog``,
+    ``usage`` or ``formatter_class``); :func:`add_command` then adds the sub-parser ``wrapgrad
+    <name>`` with them, its help line the spec's summary."""
 
-    command: str = ""
-    """The subcommand's name."""
+    def __init__(self, spec: CommandSpec, subparsers: Any) -> None:
+        super().__init__(prog=f"wrapgrad {spec.name}", add_help=False)
+        self.spec, self.subparsers = spec, subparsers
+        self.added: argparse.ArgumentParser | None = None
+        """The sub-parser a hook API 1.0-1.1 factory added itself (:meth:`add_parser`)."""
 
-    def add_parser(self, name: str, **kwargs: Any) -> CommandParser:
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         """Deprecated: what a factory written for hook API 1.0-1.1 calls, having been handed the
-        sub-parsers object. Returns this parser (already added as ``name``) with the
-        ``description``, ``epilog``, ``usage`` and ``formatter_class`` of ``kwargs``; its help
-        line stays the spec's summary (``help`` and ``aliases`` are not applied)."""
+        sub-parsers object then. Adds that sub-parser as it asks (``help``, ``aliases``,
+        ``parents``, ... all honoured) and returns it; its name must be the spec's."""
         import warnings
 
         warnings.warn(
-            f"wrapgrad {self.command}: the command's factory called add_parser(); since hook "
-            f"API 1.2 a CommandSpec factory is handed its parser (put the help text in the spec's "
-            f"summary and description)",
+            f"wrapgrad {self.spec.name}: the command's factory called add_parser(); since hook "
+            f"API 1.2 a CommandSpec factory is handed its parser (add the arguments to it; the "
+            f"help texts are the spec's summary and description)",
             DeprecationWarning,
             stacklevel=2,
         )
-        if name != self.command:
+        if name != self.spec.name or self.added is not None:
             raise WrapgradValueError(
-                f"command {self.command!r}: its factory added a parser named {name!r}; a "
-                f"command's parser is named after its spec"
+                f"command {self.spec.name!r}: its factory added a parser named {name!r}; a "
+                f"command adds one parser, named after its spec"
             )
-        for key in ("description", "epilog", "usage", "formatter_class"):
-            if key in kwargs:
-                setattr(self, key, kwargs[key])
-        return self
+        kwargs.setdefault("help", self.spec.summary)
+        self.added = self.subparsers.add_parser(name, **kwargs)
+        return self.added
 
 
 def add_command(subparsers: Any, spec: CommandSpec) -> Callable[[argparse.Namespace], int]:
     """Add the sub-parser of the command ``spec`` (a :class:`~wrapgrad.records.CommandSpec`) to
-    ``subparsers`` (made with ``parser_class=CommandParser``); return the action its factory
-    returns."""
-    parser = subparsers.add_parser(
-        spec.name, help=spec.summary, description=spec.description or spec.summary
-    )
-    parser.command = spec.name
-    return spec.factory(parser)
+    ``subparsers``: ``spec.factory`` is handed a :class:`CommandParser`, adds the arguments to
+    it and returns the action, which this returns."""
+    handed = CommandParser(spec, subparsers)
+    action = spec.factory(handed)
+    if handed.added is None:
+        subparsers.add_parser(
+            spec.name,
+            help=spec.summary,
+            description=handed.description or spec.description or spec.summary,
+            epilog=handed.epilog,
+            usage=handed.usage,
+            formatter_class=handed.formatter_class,
+            parents=[handed],
+        )
+    return action
 
 
 def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -201,8 +211,9 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, di
         description="Trustworthy explanations: wrap any PyTorch model and Captum method.",
     )
     parser.add_argument("--version", action="version", version=f"wrapgrad {wrapgrad.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
-    p = sub.add_parser("plugins", help="List installed plugins and what they provide.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    about = "List installed plugins and what they provide."
+    p = sub.add_parser("plugins", help=about, description=about)
     p.add_argument("--kind", help="only this kind (explainer, enhancer, metric, ...)")
     p.add_argument("-v", "--verbose", action="store_true", help="show summaries")
     p.add_argument("--strict", action="store_true", help="exit 1 if a plugin is broken")
@@ -211,8 +222,26 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, di
         from wrapgrad.registry import get_registry
 
         for name, spec in get_registry().specs("command").items():
-            if name not in actions:
+            if name in actions:
+                continue
+            try:
                 actions[name] = add_command(sub, spec)
+            except Exception as exc:  # a broken command must not take the others with it
+                import warnings
+
+                from wrapgrad.errors import WrapgradWarning
+
+                warnings.warn(
+                    f"wrapgrad {name}: the command could not be added ({type(exc).__name__}: "
+                    f"{exc}); the other commands work",
+                    WrapgradWarning,
+                    stacklevel=2,
+                )
+        # aliases (which a hook API 1.0-1.1 factory may have given its sub-parser) run its action
+        canonical = {id(sub.choices[name]): name for name in actions if name in sub.choices}
+        for alias, p in sub.choices.items():
+            if alias not in actions and id(p) in canonical:
+                actions[alias] = actions[canonical[id(p)]]
     return parser, actions
 
 

@@ -27,8 +27,10 @@ distribution itself).
 
     WRAPGRAD_HOOK_API = "1.0"
 
-A new minor version only adds (hooks, optional spec fields), so any ``1.x`` plugin loads on any
-``1.y`` wrapgrad (a hook newer than this wrapgrad is reported as unknown, as a misspelt one is).
+A new minor version only adds (hooks, optional spec fields) or changes a call in a way older
+plugins keep working with, so any ``1.x`` plugin loads on any ``1.y`` wrapgrad (a hook newer than
+this wrapgrad is reported as unknown, as a misspelt one is); one that uses what a newer minor
+version added needs that wrapgrad.
 A different major version (hooks removed or changed) makes the plugin *broken*: it is not
 registered, and ``wrapgrad plugins`` shows a broken row naming it and both versions. A plugin
 that declares no version is accepted as written for the current major version.
@@ -66,8 +68,9 @@ from wrapgrad.records import (
 PROJECT_NAME = "wrapgrad"
 
 #: The version of the hook API below: ``(major, minor)``. The minor number grows when hooks or
-#: optional spec fields are added; the major number when a hook or a spec field is removed or
-#: changes meaning.
+#: optional spec fields are added, or a call changes in a way older plugins keep working with
+#: (1.2: a command's factory is handed its parser); the major number when a hook or a spec
+#: field is removed or changes meaning.
 HOOK_API: tuple[int, int] = (1, 2)
 
 #: The module attribute a plugin declares its hook API version in (``"1.0"``).
