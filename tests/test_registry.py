@@ -227,6 +227,16 @@ def test_spec_records_validate_names() -> None:
         ExplainerTraits(family="pixel")
 
 
+def test_explainer_spec_shortcuts_to_its_traits_are_deprecated() -> None:
+    traits = ExplainerTraits(name="m", family="layer", uses_hooks=True, stochastic=True)
+    spec = ExplainerSpec(name="m", factory=print, traits=traits)
+    for name in ("family", "uses_hooks", "stochastic"):
+        with pytest.warns(DeprecationWarning, match=rf"ExplainerSpec\.{name} .*spec\.traits"):
+            assert getattr(spec, name) == getattr(traits, name)
+    with pytest.raises(AttributeError, match="no attribute 'famliy'"):
+        spec.famliy  # noqa: B018
+
+
 def test_import_loads_no_plugin_and_no_heavy_library() -> None:
     code = (
         "import sys, wrapgrad; "

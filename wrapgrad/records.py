@@ -29,6 +29,7 @@ ValueError: name: expected lower snake case starting with a letter (letters, dig
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -250,6 +251,18 @@ class ExplainerSpec(Spec):
         validator=attrs.validators.instance_of(ExplainerTraits),
     )
 
+    def __getattr__(self, name: str) -> Any:
+        # ``spec.family`` / ``uses_hooks`` / ``stochastic``: fields before the traits record
+        # held them, then shortcuts to it; deprecated since 0.1 (one way to read them: traits).
+        if name in ("family", "uses_hooks", "stochastic"):
+            warnings.warn(
+                f"ExplainerSpec.{name} is deprecated and will be removed; use spec.traits.{name}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(self.traits, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
 
 @attrs.frozen(kw_only=True)
 class PerturberSpec(Spec):
@@ -427,8 +440,8 @@ class CommandSpec(Spec):
     ``tox_add_option`` are handed their parser).
 
     A factory written for hook API 1.0-1.1 was handed the sub-parsers object and added its parser
-    itself: its ``add_parser(name, ...)`` call still works on the parser it is handed now (it
-    returns that parser; deprecated, see :class:`wrapgrad.cli.CommandParser`)."""
+    itself: its ``add_parser(name, ...)`` call on the parser it is handed now still adds that
+    sub-parser as it asks (deprecated, see :class:`wrapgrad.cli.CommandParser`)."""
 
     kind: ClassVar[str] = "command"
     description: str | None = None
