@@ -202,3 +202,29 @@ def test_mnist_arrays_equal_mlxtends_own_loader():
     expected = torch.from_numpy(np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
     assert torch.equal(images, expected)
     assert torch.equal(labels, torch.from_numpy(np.asarray(y, dtype=np.int64)))
+
+
+def test_in_memory_data_set_refuses_rows_that_do_not_line_up() -> None:
+    from wrapgrad.datasets import InMemoryDataset
+
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0])
+    with pytest.raises(WrapgradValueError, match="labels: expected 3 labels"):
+        InMemoryDataset(x, y[:2], num_classes=2, name="t")
+    with pytest.raises(WrapgradValueError, match=r"masks\['top'\]: expected 3 rows"):
+        InMemoryDataset(x, y, num_classes=2, name="t", masks={"top": torch.ones(2, 1, 2, 2) > 0})
+
+
+def test_a_subset_keeps_the_class_the_masks_and_the_first_items() -> None:
+    from wrapgrad_data import ImageDataset
+
+    data = load_cmnist("test", limit=6)
+    part = data.subset(4)
+    assert type(part) is ImageDataset
+    assert len(part) == 4
+    assert part.name == data.name
+    assert part.num_classes == data.num_classes
+    assert torch.equal(part.inputs, data.inputs[:4])
+    assert torch.equal(part.labels, data.labels[:4])
+    assert sorted(part.masks) == sorted(data.masks)
+    assert all(torch.equal(part.masks[k], data.masks[k][:4]) for k in data.masks)
+    assert len(data) == 6  # the original is left whole
