@@ -235,3 +235,17 @@ def test_a_broken_command_is_reported_and_the_others_work(capsys) -> None:  # ty
     assert [w.category for w in caught if re.search(broken, str(w.message))] == [
         WrapgradWarning
     ]  # from main(["hello"]) (wrapgrad plugins builds no plugin command)
+
+    def add_then_raise(subparsers: Any) -> Any:  # its parser is added before the error
+        subparsers.add_parser("hello")
+        raise RuntimeError("no action for you")
+
+    reg = Registry()
+    reg.register(_command_plugin(add_then_raise), name="raising_plugin")
+    with use_registry(reg), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as info:
+            main(["hello"])
+    assert info.value.code == 2
+    assert "the command 'hello' could not be added" in capsys.readouterr().err
+    assert any("RuntimeError: no action for you" in str(w.message) for w in caught)

@@ -18,12 +18,13 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import wrapgrad
-from wrapgrad.errors import WrapgradError, WrapgradValueError
+from wrapgrad.errors import WrapgradError, WrapgradValueError, WrapgradWarning
 
 if TYPE_CHECKING:
     from wrapgrad.records import CommandSpec
@@ -167,8 +168,6 @@ class CommandParser(argparse.ArgumentParser):
         """Deprecated: what a factory written for hook API 1.0-1.1 calls, having been handed the
         sub-parsers object then. Adds that sub-parser as it asks (``help``, ``aliases``,
         ``parents``, ... all honoured) and returns it; its name must be the spec's."""
-        import warnings
-
         warnings.warn(
             f"wrapgrad {self.spec.name}: the command's factory called add_parser(); since hook "
             f"API 1.2 a CommandSpec factory is handed its parser (add the arguments to it; the "
@@ -227,10 +226,6 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, di
             try:
                 actions[name] = add_command(sub, spec)
             except Exception as exc:  # a broken command must not take the others with it
-                import warnings
-
-                from wrapgrad.errors import WrapgradWarning
-
                 warnings.warn(
                     f"wrapgrad {name}: the command could not be added ({type(exc).__name__}: "
                     f"{exc}); the other commands work",
@@ -305,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    if args.command not in actions:  # its factory raised after adding its parser (warned)
+        parser.error(f"the command {args.command!r} could not be added; see the warning above")
     from wrapgrad.distributed import launched, process_group
 
     # SIGTERM unwinds the command as Ctrl-C does (worker processes are ended, files closed);
