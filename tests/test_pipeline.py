@@ -948,3 +948,23 @@ def test_an_option_both_parts_take_goes_where_the_file_puts_it(tmp_path: Path, r
     # wrap() would refuse n_samples given without saying which part gets it
     assert _Counting.seen
     assert set(_Counting.seen) == {3}
+
+
+def test_level_references_before_0_1_are_read_with_a_deprecation() -> None:
+    from wrapgrad_pipeline.levels import LevelReference
+
+    where = "f.toml: [explain].enhancers[1].options.noise_level"
+    ref = LevelReference.parse("@calibration.sg.sigma*0.5")
+    assert ref is not None
+    with pytest.warns(DeprecationWarning, match=r"'@calibration\.sg\.sigma\*0\.5' is deprecated"):
+        new = ref.current(("noise_level",), where)  # an input calibration's sigma held alpha_SG
+    assert new.text() == "@calibration.sg.noise_level*0.5"
+    alpha = LevelReference.parse("@calibration.sg.alpha")
+    assert alpha is not None
+    with pytest.warns(
+        DeprecationWarning, match=r"f\.toml: .*write '@calibration\.sg\.noise_level'"
+    ):
+        assert alpha.current(("noise_level",), where).text() == "@calibration.sg.noise_level"
+    weight = LevelReference.parse("@calibration.ng.sigma")
+    assert weight is not None
+    assert weight.current(("sigma",), where) is weight  # today's name: no warning
