@@ -202,6 +202,12 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
             "[model].recipe.model_options.widht",
             "did you mean 'width'",
         ),
+        (
+            '[model]\nname = "small_cnn"',
+            '[model]\nname = "small_resnet"\nrecipe = { model_options = { blocks = 4 } }',
+            "[model].recipe.model_options",
+            "blocks: expected one of",
+        ),
         ("[report]\n", "[reprot]\n", "[reprot]", "did you mean 'report'"),
         (
             "params = { nr_runs = 3, subset_size = 8 }",

@@ -76,8 +76,8 @@ class ModelStep:
                 f"missing; the model {spec.name!r} has no training recipes, so a state-dict "
                 f"file is needed",
             )
-        # Names only: the values reach the factory when the model is built.
         plan.check_options(spec, _model_options(table.recipe), "[model].recipe.model_options")
+        _check_model_values(spec, _model_options(table.recipe), plan)
         split_seed = None
         if table.weights is None and getattr(spec, "recipe", None) is not None:
             record = plan.recipe(spec.name, dataset, table.recipe, "[model].recipe")
@@ -153,6 +153,23 @@ class ModelStep:
             info["folded_batchnorm"] = len(model.pairs)
         context.add_model(table.label or table.name, model, info)
         context.results["seeds"]["model"] = table.seed
+
+
+def _check_model_values(spec: Any, options: dict[str, Any], plan: Plan) -> None:
+    """Build the model with ``options`` on the meta device (no memory, no weights), so that a
+    value its factory refuses (``{ blocks = 4 }``) fails the check, not the training. A factory
+    that cannot build on the meta device for another reason is checked when it is built."""
+    from wrapgrad.errors import WrapgradError
+
+    if not options:
+        return
+    try:
+        with torch.device("meta"):
+            spec.factory(**options)
+    except WrapgradError as exc:
+        raise plan.fail("[model].recipe.model_options", str(exc)) from None
+    except Exception:  # not the options' fault: the build will say what is wrong
+        pass
 
 
 def _model_options(recipe: Mapping[str, Any]) -> dict[str, Any]:
