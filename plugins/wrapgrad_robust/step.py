@@ -527,6 +527,10 @@ def _pool(jobs: list[TrainJob], workers: int, bar: Any) -> dict[str, JobResult]:
 WATCH_SECONDS = 0.5
 #: How long (seconds) a terminated worker is given to exit before it is killed.
 _GRACE_SECONDS = 5.0
+#: How long (seconds) a killed worker is waited for. SIGKILL cannot be caught, but it takes
+#: effect only once the process leaves an uninterruptible wait (a worker still loading torch's
+#: libraries from a busy disk can sit in one for seconds), and only then can it be joined.
+_KILLED_SECONDS = 30.0
 
 
 class _RecordingContext(SpawnContext):
@@ -557,7 +561,7 @@ def _terminate(pool: Any, processes: list[Any]) -> None:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.exitcode is None:
             process.kill()
-            process.join(1.0)
+            process.join(_KILLED_SECONDS)
 
 
 def _worker_init(parent: int) -> None:
