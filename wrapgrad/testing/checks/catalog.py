@@ -7,12 +7,13 @@ import argparse
 import torch
 from torch import Tensor, nn
 
+from wrapgrad.protocols import LabelledDataset
 from wrapgrad.records import DatasetSpec
 from wrapgrad.testing.checks._base import check, identical, require
 from wrapgrad.testing.components import Component
 
-#: What pipelines, the training commands and calibration read of a data set.
-_DATASET_ATTRIBUTES = ("inputs", "labels", "masks", "num_classes", "name")
+#: The data attributes of the protocol (what pipelines, training and calibration read).
+_DATASET_ATTRIBUTES = tuple(LabelledDataset.__annotations__)
 
 
 def _load(component: Component, split: str, seed: int = 0) -> object:
