@@ -104,7 +104,7 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-#: The registered factories (``wrapgrad.catalog.build_model("small_cnn", ...)``): untrained
-#: models, their options the classes' parameters.
+#: The factories registered as ``small_cnn`` and ``small_resnet`` (``wrapgrad_models``): each
+#: builds an untrained model, its options the class's parameters.
 small_cnn = SmallCNN
 small_resnet = SmallResNet
