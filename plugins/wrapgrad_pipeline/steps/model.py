@@ -76,8 +76,9 @@ class ModelStep:
                 f"missing; the model {spec.name!r} has no training recipes, so a state-dict "
                 f"file is needed",
             )
-        plan.check_options(spec, _model_options(table.recipe), "[model].recipe.model_options")
-        _check_model_values(spec, _model_options(table.recipe), plan)
+        options = _model_options(table.recipe)
+        plan.check_options(spec, options, "[model].recipe.model_options")
+        _check_model_values(spec, options, plan)
         split_seed = None
         if table.weights is None and getattr(spec, "recipe", None) is not None:
             record = plan.recipe(spec.name, dataset, table.recipe, "[model].recipe")
