@@ -334,8 +334,13 @@ def main() -> None:
         from wrapgrad.allocator import keep_freed_memory
 
         print("allocator:", keep_freed_memory() or "glibc defaults")
-    parts = {"pipeline": pipeline, "explain": explain, "faithfulness": faithfulness}
-    {**parts, "blocks": blocks}[args.part](args)
+    parts = {
+        "pipeline": pipeline,
+        "explain": explain,
+        "faithfulness": faithfulness,
+        "blocks": blocks,
+    }
+    parts[args.part](args)
 
 
 if __name__ == "__main__":
